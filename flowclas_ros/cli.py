@@ -1,0 +1,171 @@
+"""`flowclas-ros` command line: thin verbs over library calls (everything is importable/testable).
+
+Verbs: train, export, detect, demo, toy. Errors the user can fix (bad config key, missing model,
+missing data) print one line `flowclas-ros: error: ...` and exit 2, with no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that describe a problem the user can fix: reported in one line, no traceback."""
+    from .config import ConfigError
+    from .data.layouts import DatasetError
+    from .runtime.images import ImageError
+    from .runtime.model_info import ModelFileError
+    from .train import CheckpointError
+
+    return (ConfigError, DatasetError, ImageError, ModelFileError, CheckpointError,
+            FileNotFoundError)
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from .config import load_config
+    from .train import train
+
+    overrides = list(a.set or [])
+    if a.max_steps is not None:
+        overrides.append(f"train.max_steps={a.max_steps}")
+    cfg = load_config(a.config, overrides)
+    out = Path(a.out or Path("runs") / Path(a.config).stem)
+    ckpt = train(cfg, out, resume=a.resume, progress=not a.quiet)
+    print(f"checkpoint: {ckpt}")
+    return 0
+
+
+def _cmd_export(a: argparse.Namespace) -> int:
+    from .export import check_parity, export_onnx, parity_images, load_checkpoint, checkpoint_config
+
+    info = export_onnx(a.checkpoint, a.out)
+    print(f"exported {a.out}  (version {info.model_version}, input {info.input_size[0]}x"
+          f"{info.input_size[1]}, threshold {info.threshold:g})")
+    if not a.check:
+        return 0
+    cfg = checkpoint_config(load_checkpoint(a.checkpoint))
+    res = check_parity(a.checkpoint, a.out, parity_images(cfg, a.check_frames, a.check_data))
+    ok = res["relative"] < 1e-3
+    print(f"parity onnxruntime vs torch on {res['frames']} frames: max |diff| = "
+          f"{res['max_abs_diff']:.3g} = {res['relative']:.3g} of the score range "
+          f"({res['score_range']:.3g}) -> {'OK' if ok else 'FAIL'} (limit 1e-3)")
+    return 0 if ok else 1
+
+
+def _cmd_detect(a: argparse.Namespace) -> int:
+    import cv2
+
+    from .data.layouts import read_image_rgb
+    from .runtime.detector import Detector
+    from .runtime.visualize import render_overlay
+
+    det = Detector(a.model, providers=a.providers.split(","), threshold=a.threshold,
+                   min_area=a.min_area)
+    out = Path(a.out) if a.out else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    for path in a.images:
+        rgb = read_image_rgb(path)
+        d = det.detect(rgb, "rgb8")
+        rec = {"image": str(path), "ms": round(d.timings_ms["total"], 2),
+               "obstacles": [o.__dict__ for o in d.obstacles]}
+        print(json.dumps(rec))
+        if out:
+            cv2.imwrite(str(out / (Path(path).stem + "_overlay.png")),
+                        render_overlay(rgb, d.heatmap, d.mask, det.threshold))
+    return 0
+
+
+def _cmd_toy(a: argparse.Namespace) -> int:
+    from .data.toy import make_toy_cutout_bank, make_toy_dataset
+
+    root = Path(a.out)
+    size = tuple(int(v) for v in a.size.split("x"))[::-1]  # WxH on the command line
+    for split, n in (("train", a.train), ("val", a.val), ("test", a.test)):
+        if n:
+            make_toy_dataset(root / split, split, n, seed=a.seed, size=size)
+    if a.bank:
+        make_toy_cutout_bank(root / "oe_bank", a.bank, seed=a.seed)
+    print(f"toy dataset in {root}")
+    return 0
+
+
+def _cmd_demo(a: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(model=a.model, out=Path(a.out), frames=a.frames)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flowclas-ros", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("train", help="train a FlowCLAS model from a YAML config")
+    t.add_argument("--config", required=True)
+    t.add_argument("--out", help="run directory (default runs/<config name>)")
+    t.add_argument("--max-steps", type=int, help="override train.max_steps")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set loss.contrastive_weight=0")
+    t.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("export", help="export a checkpoint to one ONNX file with metadata")
+    e.add_argument("checkpoint")
+    e.add_argument("--out", required=True)
+    e.add_argument("--check", action="store_true", help="compare ONNX Runtime with torch")
+    e.add_argument("--check-data", help="generic-layout dir of frames for --check "
+                   "(default: the checkpoint's val or train data)")
+    e.add_argument("--check-frames", type=int, default=4)
+    e.set_defaults(func=_cmd_export)
+
+    d = sub.add_parser("detect", help="run the detector on image files")
+    d.add_argument("images", nargs="+")
+    d.add_argument("--model", help="ONNX file or .pt checkpoint (default: the shipped model)")
+    d.add_argument("--providers", default="cpu", help="preference list, e.g. tensorrt,cuda,cpu")
+    d.add_argument("--threshold", type=float)
+    d.add_argument("--min-area", type=int, default=0)
+    d.add_argument("--out", help="directory for overlay PNGs")
+    d.set_defaults(func=_cmd_detect)
+
+    y = sub.add_parser("toy", help="generate the small procedural toy dataset (tests, demo)")
+    y.add_argument("--out", required=True)
+    y.add_argument("--train", type=int, default=200)
+    y.add_argument("--val", type=int, default=20)
+    y.add_argument("--test", type=int, default=20)
+    y.add_argument("--bank", type=int, default=60, help="number of OE cut-outs")
+    y.add_argument("--size", default="160x128", help="WxH")
+    y.add_argument("--seed", type=int, default=0)
+    y.set_defaults(func=_cmd_toy)
+
+    m = sub.add_parser("demo", help="the main job: detector on sample frames, overlay montage")
+    m.add_argument("--model", help="model to use (default: shipped model, else a toy model)")
+    m.add_argument("--out", default="demo_out")
+    m.add_argument("--frames", type=int, default=12)
+    m.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="[%(levelname)s] %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("flowclas-ros: interrupted", file=sys.stderr)
+        return 130
+    except _user_errors() as exc:
+        if args.verbose:
+            raise
+        print(f"flowclas-ros: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

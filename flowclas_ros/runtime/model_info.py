@@ -1,0 +1,126 @@
+"""What the runtime needs to know about a model, and where the default model lives.
+
+An exported model is ONE file: these fields travel in the ONNX `metadata_props` as strings, so a
+deployed file carries its own input size, normalisation, score normalisation and calibrated
+threshold. A file without them (or from a newer format) is refused with a message saying which
+field is missing, instead of being run with guessed preprocessing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+FORMAT_VERSION = 1
+DEFAULT_MODEL_NAME = "flowclas_default.onnx"
+
+
+class ModelFileError(RuntimeError):
+    """A model file is missing, unreadable, not a FlowCLAS model, or incompatible."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    input_size: tuple[int, int]  # (height, width) the graph runs at
+    mean: tuple[float, float, float]  # on [0,1] RGB
+    std: tuple[float, float, float]
+    resize_policy: str  # stretch | letterbox
+    threshold: float  # calibrated obstacle threshold, in output score units
+    threshold_rule: str
+    score_offset: float  # raw-score normalisation baked into the graph (informational)
+    score_scale: float
+    model_version: str
+    config_sha256: str
+    backbone: str = "efficientnet_lite0"
+    feature_stride: int = 16
+    color_order: str = "RGB"
+    layout: str = "NCHW"
+    created: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    _JSON_FIELDS = ("input_size", "mean", "std")
+
+    def to_metadata(self) -> dict[str, str]:
+        """Flatten to the string->string map stored in ONNX metadata_props."""
+        out = {"flowclas.format_version": str(FORMAT_VERSION)}
+        for key, value in asdict(self).items():
+            if key == "extra":
+                continue
+            out[key] = json.dumps(list(value)) if key in self._JSON_FIELDS else str(value)
+        out.update(self.extra)
+        return out
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, str], source: str) -> "ModelInfo":
+        version = meta.get("flowclas.format_version")
+        if version is None:
+            raise ModelFileError(f"{source}: not a flowclas_ros model (no 'flowclas.format_version' "
+                                 "in its ONNX metadata); export it with `flowclas-ros export`")
+        if not version.isdigit() or int(version) > FORMAT_VERSION:
+            raise ModelFileError(f"{source}: model format {version} is newer than this runtime "
+                                 f"supports ({FORMAT_VERSION}); upgrade flowclas_ros")
+        kwargs: dict[str, Any] = {}
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "extra"}
+        try:
+            for key, f in fields.items():
+                if key not in meta:
+                    if f.default is dataclasses.MISSING:
+                        raise ModelFileError(f"{source}: model metadata lacks required key '{key}'")
+                    continue
+                raw = meta[key]
+                if key in cls._JSON_FIELDS:
+                    kwargs[key] = tuple(json.loads(raw))
+                elif f.type in ("float", float):
+                    kwargs[key] = float(raw)
+                elif f.type in ("int", int):
+                    kwargs[key] = int(raw)
+                else:
+                    kwargs[key] = raw
+        except (ValueError, TypeError) as exc:
+            raise ModelFileError(f"{source}: malformed model metadata: {exc}") from exc
+        known = set(fields)
+        kwargs["extra"] = {k: v for k, v in meta.items() if k not in known and k != "flowclas.format_version"}
+        info = cls(**kwargs)
+        if len(info.input_size) != 2 or len(info.mean) != 3 or len(info.std) != 3:
+            raise ModelFileError(f"{source}: malformed input_size/mean/std in model metadata")
+        if info.resize_policy not in ("stretch", "letterbox"):
+            raise ModelFileError(f"{source}: unknown resize_policy '{info.resize_policy}'")
+        return info
+
+
+def default_model_candidates() -> list[Path]:
+    """Where the default model is looked for, in order: $FLOWCLAS_MODEL, the source tree's
+    models/, the pip/colcon install prefix's share/flowclas_ros/models, the ament index."""
+    out: list[Path] = []
+    env = os.environ.get("FLOWCLAS_MODEL")
+    if env:
+        out.append(Path(env))
+    out.append(Path(__file__).resolve().parents[2] / "models" / DEFAULT_MODEL_NAME)
+    out.append(Path(sys.prefix) / "share" / "flowclas_ros" / "models" / DEFAULT_MODEL_NAME)
+    try:  # only on a ROS 2 install; never required
+        from ament_index_python.packages import get_package_share_directory
+
+        out.append(Path(get_package_share_directory("flowclas_ros")) / "models" / DEFAULT_MODEL_NAME)
+    except Exception:  # noqa: BLE001 - package or index absent: not an error here
+        pass
+    return out
+
+
+def resolve_model_path(path: Optional[str | os.PathLike]) -> Path:
+    """The named model, or the default one; a clear ModelFileError when it does not exist."""
+    if path:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise ModelFileError(f"model file not found: {p}")
+        return p
+    candidates = default_model_candidates()
+    for p in candidates:
+        if p.is_file():
+            return p
+    looked = ", ".join(str(p) for p in candidates)
+    raise ModelFileError(f"no model named and no default model found (looked in: {looked}); "
+                         "pass a model path or set FLOWCLAS_MODEL")

@@ -1,0 +1,311 @@
+"""FlowCLAS training loop: seeded, resumable, checkpointed atomically, multi-GPU through torchrun.
+
+Only the flow head trains; the backbone is frozen, so features of frames without pasted outliers
+are cached (`train.cache_features`). Distributed training uses torch's own DistributedDataParallel
+under `torchrun` (NCCL on GPUs, gloo on CPU); every rank draws its own batch from
+(seed, step, rank), rank 0 writes checkpoints.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .config import Config, ConfigError, config_from_dict
+from .data.frames import TrainingFrames
+from .data.layouts import load_layout, read_image_rgb, read_label
+from .model.flowclas import FlowCLAS, FlowHead
+from .model.losses import cell_labels, flowclas_loss
+from .runtime.processing import label_to_input, preprocess
+
+log = logging.getLogger("flowclas_ros.train")
+
+CHECKPOINT_FORMAT = "flowclas_ros.checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, not ours, or unfinished."""
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class HeadLoss(nn.Module):
+    """Features + cell labels -> (total, ml, con). One module so DDP sees the whole computation."""
+
+    def __init__(self, head: FlowHead, cfg: Config) -> None:
+        super().__init__()
+        self.head = head
+        self.loss_cfg = cfg.loss
+
+    def forward(self, feats: torch.Tensor, cells: torch.Tensor,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        z, logdet = self.head(feats)
+        c = self.loss_cfg
+        terms = flowclas_loss(self.head.nll_per_dim(z, logdet), self.head.embed(z), cells,
+                              c.contrastive_weight, c.temperature, c.samples_per_class, generator)
+        return terms.total, terms.ml, terms.con
+
+
+def pick_device(spec: str, local_rank: int = 0) -> torch.device:
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cuda":
+        spec = f"cuda:{local_rank}"
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: '{spec}' requested but CUDA is not available")
+    return torch.device(spec)
+
+
+@contextmanager
+def distributed(device_spec: str) -> Iterator[tuple[int, int, torch.device]]:
+    """(rank, world_size, device); initialises the process group when run under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(device_spec, local_rank)
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend=backend)
+        try:
+            yield rank, world, device
+        finally:
+            dist.destroy_process_group()
+    else:
+        yield rank, world, device
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write atomically: a crash mid-write never leaves a truncated checkpoint behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load with weights_only=True (no arbitrary unpickling) and check the format tag."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200]})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a flowclas_ros checkpoint (format tag missing or unknown)")
+    return ckpt
+
+
+def checkpoint_config(ckpt: dict[str, Any]) -> Config:
+    return config_from_dict(ckpt["config"])
+
+
+def make_optimizer(head: FlowHead, cfg: Config) -> torch.optim.Optimizer:
+    """AdamW; weight decay on conv kernels only (none on norms, biases, base density)."""
+    decay = [p for n, p in head.named_parameters() if p.ndim == 4 and "weight" in n]
+    other = [p for n, p in head.named_parameters() if not (p.ndim == 4 and "weight" in n)]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.train.weight_decay},
+                              {"params": other, "weight_decay": 0.0}], lr=cfg.train.lr)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: Config) -> torch.optim.lr_scheduler.LRScheduler:
+    t = cfg.train
+    if t.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=t.lr, total_steps=t.max_steps,
+                                                   pct_start=min(0.3, 100 / t.max_steps + 0.05))
+    if t.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.max_steps)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+def step_generator(cfg: Config, step: int, rank: int) -> torch.Generator:
+    seed = int(np.random.default_rng([cfg.seed, step, rank, 7]).integers(2**62))
+    return torch.Generator().manual_seed(seed)
+
+
+class FeatureSource:
+    """Backbone features for a list of frames; unpasted frames come from an in-memory cache."""
+
+    def __init__(self, model: FlowCLAS, device: torch.device, enabled: bool) -> None:
+        self.model, self.device, self.enabled = model, device, enabled
+        self.cache: dict[tuple[int, bool], torch.Tensor] = {}
+
+    def __call__(self, frames) -> torch.Tensor:
+        out: list[Optional[torch.Tensor]] = [self.cache.get(f.key) if (self.enabled and not f.pasted)
+                                             else None for f in frames]
+        todo = [i for i, f in enumerate(out) if f is None]
+        if todo:
+            x = torch.from_numpy(np.stack([frames[i].image for i in todo])).to(self.device)
+            feats = self.model.features(x)
+            for j, i in enumerate(todo):
+                out[i] = feats[j]
+                if self.enabled and not frames[i].pasted:
+                    self.cache[frames[i].key] = feats[j]
+        return torch.stack(out)
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True,
+                mininterval=1.0, desc="train")
+
+
+def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False,
+          stop_at: Optional[int] = None, progress: bool = True) -> Path:
+    """Train (or resume) into `out_dir`; returns the checkpoint path. `stop_at` ends the run early
+    after that step with a checkpoint, exactly as an interruption would (used by tests)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / CHECKPOINT_NAME
+    with distributed(cfg.train.device) as (rank, world, device):
+        torch.manual_seed(cfg.seed)
+        model = FlowCLAS(cfg.model, seed=cfg.seed).to(device)
+        frames = TrainingFrames(cfg)
+        feats_of = FeatureSource(model, device, cfg.train.cache_features)
+        opt = make_optimizer(model.head, cfg)
+        sched = make_scheduler(opt, cfg)
+        start = 0
+        if resume and ckpt_path.is_file():
+            ckpt = load_checkpoint(ckpt_path)
+            if ckpt["config_sha256"] != cfg.sha256():
+                raise ConfigError(f"--resume: the config differs from the one {ckpt_path} was "
+                                  "trained with; use the same config or a new --out directory")
+            model.head.load_state_dict(ckpt["head"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            start = int(ckpt["step"])
+            if rank == 0:
+                log.info("resuming from %s at step %d", ckpt_path, start)
+        elif resume and rank == 0:
+            log.info("--resume: no checkpoint in %s, starting from scratch", out)
+        if start == 0:
+            _data_init(model, frames, feats_of, cfg, device)
+        loss_mod: nn.Module = HeadLoss(model.head, cfg)
+        if world > 1:
+            loss_mod = nn.parallel.DistributedDataParallel(
+                loss_mod, device_ids=[device.index] if device.type == "cuda" else None)
+        stride = cfg.model.backbone.feature_stride
+
+        def snapshot(step: int, calibration: Optional[dict] = None) -> None:
+            if rank == 0:
+                save_checkpoint(ckpt_path, {
+                    "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(),
+                    "config_sha256": cfg.sha256(), "step": step, "world_size": world,
+                    "head": model.head.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "calibration": calibration})
+
+        end = cfg.train.max_steps if stop_at is None else min(stop_at, cfg.train.max_steps)
+        bar = _progress(cfg.train.max_steps, start, progress and rank == 0)
+        log_file = (out / "train_log.jsonl").open("a") if rank == 0 else None
+        step = start
+        try:
+            model.head.train()
+            for step in range(start, end):
+                batch = frames.batch(step, rank)
+                feats = feats_of(batch)
+                labels = torch.from_numpy(np.stack([f.label for f in batch])).to(device)
+                cells = cell_labels(labels, stride)
+                total, ml, con = loss_mod(feats, cells, step_generator(cfg, step, rank))
+                if not torch.isfinite(total):
+                    raise FloatingPointError(f"non-finite loss at step {step} (ml={ml.item()}, "
+                                             f"con={con.item()}); lower train.lr or model.flow.clamp")
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+                if cfg.train.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(model.head.parameters(), cfg.train.grad_clip)
+                opt.step()
+                sched.step()
+                done = step + 1
+                bar.update(1)
+                if done % cfg.train.log_every == 0 or done == end:
+                    rec = {"step": done, "loss": total.item(), "ml": ml.item(), "con": con.item(),
+                           "lr": sched.get_last_lr()[0], "time": time.time()}
+                    bar.set_postfix(loss=f"{rec['loss']:.3f}", ml=f"{rec['ml']:.3f}",
+                                    con=f"{rec['con']:.3f}")
+                    if log_file:
+                        log_file.write(json.dumps(rec) + "\n")
+                        log_file.flush()
+                if done % cfg.train.checkpoint_every == 0 and done < end:
+                    snapshot(done)
+            step = end
+        except KeyboardInterrupt:
+            if rank == 0:
+                log.warning("interrupted at step %d; checkpoint written, continue with --resume", step)
+            snapshot(step)
+            raise
+        finally:
+            bar.close()
+            if log_file:
+                log_file.close()
+        calibration = None
+        if end == cfg.train.max_steps and rank == 0:
+            calibration = calibrate(model, cfg, device)
+            log.info("calibrated: %s", calibration)
+        snapshot(end, calibration)
+        if world > 1:
+            dist.barrier()
+    return ckpt_path
+
+
+@torch.no_grad()
+def _data_init(model: FlowCLAS, frames: TrainingFrames, feats_of: FeatureSource, cfg: Config,
+               device: torch.device) -> None:
+    """ActNorm data-dependent initialisation on inlier features of the first batch (before DDP
+    wraps the head, so rank 0's initialisation is the one broadcast to all ranks)."""
+    batch = frames.batch(0, 0)
+    model.head.train()
+    model.head(feats_of(batch))
+
+
+def calibration_samples(cfg: Config):
+    """Val frames when configured (held out: honest threshold), else evenly spaced train frames."""
+    src = cfg.data.val if cfg.data.val is not None else cfg.data.train[0]
+    samples = load_layout(src.layout, src.root)
+    n = cfg.calibration.max_frames
+    if len(samples) > n:
+        samples = [samples[i] for i in np.linspace(0, len(samples) - 1, n).round().astype(int)]
+    return samples, src.root
+
+
+@torch.no_grad()
+def calibrate(model: FlowCLAS, cfg: Config, device: torch.device) -> dict[str, Any]:
+    """Score normalisation and threshold from inlier pixels of calibration frames.
+
+    offset = median inlier score, scale = (1 - inlier_fpr) quantile - median, so after
+    normalisation 0 is a typical inlier pixel and 1.0 is the score exceeded by `inlier_fpr` of
+    inlier pixels: the threshold is 1.0 by construction."""
+    model.eval()
+    model.score_offset.fill_(0.0)
+    model.score_scale.fill_(1.0)
+    samples, root = calibration_samples(cfg)
+    m = cfg.model
+    mean, std = model.backbone.mean, model.backbone.std
+    values = []
+    for s in samples:
+        rgb = read_image_rgb(s.image_path)
+        label = read_label(s.label_path, rgb.shape[:2]) if s.label_path else np.zeros(rgb.shape[:2], np.uint8)
+        x, geom = preprocess(rgb, m.input_size, mean, std, m.resize_policy)
+        score = model(torch.from_numpy(x[None]).to(device))[0, 0].cpu().numpy()
+        inl = score[label_to_input(label, geom) == 0]
+        values.append(inl[:: max(1, inl.size // 20000)])
+    pooled = np.concatenate(values).astype(np.float64)
+    fpr = cfg.calibration.inlier_fpr
+    median, high = np.quantile(pooled, [0.5, 1.0 - fpr])
+    scale = max(float(high - median), 1e-6)
+    model.train()
+    return {"score_offset": float(median), "score_scale": scale, "threshold": 1.0,
+            "threshold_rule": f"inlier-pixel FPR {100 * fpr:g}% on {len(samples)} frames of {root}",
+            "frames": len(samples), "inlier_pixels": int(pooled.size)}

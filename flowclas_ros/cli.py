@@ -1,16 +1,20 @@
 """`flowclas-ros` command line: thin verbs over library calls (everything is importable/testable).
 
-Verbs: train, export, detect, demo, toy. Errors the user can fix (bad config key, missing model,
+Verbs: train, export, detect, bench, demo, toy. Errors the user can fix (bad config key, missing model,
 missing data) print one line `flowclas-ros: error: ...` and exit 2, with no traceback.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
+
+# Modules exposing `register_cli(subparsers)`; they must import heavy dependencies lazily.
+PLUGGED_VERBS: tuple[str, ...] = ()
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -94,6 +98,15 @@ def _cmd_toy(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(a: argparse.Namespace) -> int:
+    from .bench import format_table, parse_sizes, run_bench
+
+    sizes = parse_sizes(a.sizes)
+    result = run_bench(a.model, a.checkpoint, sizes, a.frames, a.providers.split(","))
+    print(json.dumps(result) if a.json else format_table(result, sizes))
+    return 0
+
+
 def _cmd_demo(a: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -142,6 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--size", default="160x128", help="WxH")
     y.add_argument("--seed", type=int, default=0)
     y.set_defaults(func=_cmd_toy)
+
+    b = sub.add_parser("bench", help="time the detector per backend and frame size")
+    b.add_argument("--model", help="ONNX file (default: the shipped model)")
+    b.add_argument("--checkpoint", help="the model's .pt checkpoint, to time torch eager too")
+    b.add_argument("--sizes", default="640x480", help="WxH list, e.g. 640x480,1280x720")
+    b.add_argument("--frames", type=int, default=50)
+    b.add_argument("--providers", default="cpu")
+    b.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    b.set_defaults(func=_cmd_bench)
+
+    for module in PLUGGED_VERBS:  # verbs that live beside their library code
+        importlib.import_module(module).register_cli(sub)
 
     m = sub.add_parser("demo", help="the main job: detector on sample frames, overlay montage")
     m.add_argument("--model", help="model to use (default: shipped model, else a toy model)")

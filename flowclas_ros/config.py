@@ -126,7 +126,6 @@ class Config:
 
 _CHOICES = {
     "model.resize_policy": ("stretch", "letterbox"),
-    "model.backbone.name": ("efficientnet_lite0",),
     "train.schedule": ("onecycle", "cosine", "constant"),
 }
 
@@ -201,11 +200,18 @@ def _validate(cfg: Config) -> None:
     m = cfg.model
     need(len(m.input_size) == 2 and all(v >= 32 for v in m.input_size), "model.input_size",
          "must be [height, width], each >= 32")
-    need(all(v % m.backbone.feature_stride == 0 for v in m.input_size), "model.input_size",
-         f"each side must be a multiple of model.backbone.feature_stride ({m.backbone.feature_stride})")
-    need(set(m.backbone.taps) <= {8, 16} and len(m.backbone.taps) >= 1, "model.backbone.taps",
-         "must be a non-empty subset of [8, 16]")
-    need(m.backbone.feature_stride in (8, 16), "model.backbone.feature_stride", "must be 8 or 16")
+    from .model.backbone import BACKBONES  # the registry knows which backbones and taps exist
+
+    need(m.backbone.name in BACKBONES, "model.backbone.name",
+         f"unknown backbone '{m.backbone.name}' (known: {', '.join(sorted(BACKBONES))})")
+    taps = BACKBONES[m.backbone.name].supported_taps
+    need(len(m.backbone.taps) >= 1 and set(m.backbone.taps) <= set(taps), "model.backbone.taps",
+         f"must be a non-empty subset of {list(taps)}")
+    need(m.backbone.feature_stride in m.backbone.taps, "model.backbone.feature_stride",
+         "must be one of model.backbone.taps")
+    coarsest = max(m.backbone.taps)
+    need(all(v % coarsest == 0 for v in m.input_size), "model.input_size",
+         f"each side must be a multiple of the coarsest backbone tap stride ({coarsest})")
     need(m.flow.steps >= 1, "model.flow.steps", "must be >= 1")
     need(m.flow.hidden_channels >= 1, "model.flow.hidden_channels", "must be >= 1")
     need(len(m.flow.kernel_sizes) >= 1 and all(k in (1, 3, 5) for k in m.flow.kernel_sizes),

@@ -250,6 +250,8 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False,
             bar.close()
             if log_file:
                 log_file.close()
+        if world > 1:
+            _check_replicas_in_sync(model.head, device)
         calibration = None
         if end == cfg.train.max_steps and rank == 0:
             calibration = calibrate(model, cfg, device)
@@ -258,6 +260,18 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False,
         if world > 1:
             dist.barrier()
     return ckpt_path
+
+
+@torch.no_grad()
+def _check_replicas_in_sync(head: nn.Module, device: torch.device) -> None:
+    """DDP must leave every rank with identical weights; verify it instead of assuming it."""
+    digest = torch.stack([p.detach().double().sum() for p in head.parameters()]).to(device)
+    gathered = [torch.zeros_like(digest) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, digest)
+    if not all(torch.equal(g, gathered[0]) for g in gathered):
+        raise RuntimeError("DDP replicas diverged: ranks hold different flow weights")
+    if dist.get_rank() == 0:
+        log.info("DDP: %d ranks hold identical weights", len(gathered))
 
 
 @torch.no_grad()

@@ -152,7 +152,7 @@ class FeatureSource:
             for j, i in enumerate(todo):
                 out[i] = feats[j]
                 if self.enabled and not frames[i].pasted:
-                    self.cache[frames[i].key] = feats[j]
+                    self.cache[frames[i].key] = feats[j].clone()  # not a view pinning the batch
         return torch.stack(out)
 
 

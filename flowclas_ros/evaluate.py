@@ -1,0 +1,399 @@
+"""Evaluator: a labelled dataset through the runtime `Detector`, SMIYC metrics, a report directory.
+
+Two passes with bounded memory:
+  1. every frame goes through ``Detector.heatmap`` (the one runtime path); the float32 heatmap
+     feeds the streaming :class:`~flowclas_ros.metrics.PixelMetrics` and is cached to a temporary
+     directory as float16 ``.npy`` (float32 for a frame whose scores overflow float16), with its
+     label;
+  2. the component metrics need the pixel best-F1 threshold, known only after pass 1: they run
+     over the cache, together with the per-frame scores. The cache is deleted at the end.
+
+Component metrics and per-frame scores therefore threshold float16-rounded scores (relative
+rounding 2**-11); a pixel within that of the threshold may land on the other side than in the
+float32 pixel metrics. The pixel metrics themselves use the exact float32 heatmaps.
+
+Percentages (0-100) in the returned dict, JSON and report; thresholds in model score units.
+Undefined values are NaN in the returned dict and ``null`` in JSON.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+
+from .data.layouts import DatasetError, Sample, load_layout, read_image_rgb, read_label
+from .metrics import ComponentMetrics, PixelMetrics, average_precision, counts_at_threshold
+
+__all__ = ["evaluate", "register_cli", "format_summary", "to_json"]
+
+log = logging.getLogger(__name__)
+
+MONTAGE_FRAMES = 8  # tiles in montage_worst.png / montage_best.png
+TILE_WIDTH = 320  # montage tiles are scaled to this width (toy frames are tiny)
+GT_COLOR = (0, 255, 0)  # bgr: ground-truth contour (prediction contours are white)
+PERCENT_KEYS = ("auprc", "auroc", "fpr95", "best_f1", "mean_f1", "siou", "ppv")
+
+
+@dataclass
+class _Frame:
+    id: str
+    sample: Any  # Sample, or (id, rgb, label)
+
+
+def _as_frames(data: Any, layout: str, max_frames: Optional[int]) -> tuple[list[_Frame], str]:
+    """Samples from a dataset directory or a sequence of `Sample` / (id, rgb, label) tuples."""
+    if isinstance(data, (str, os.PathLike)):
+        samples: Sequence[Any] = load_layout(layout, data)
+        desc = str(data)
+    else:
+        samples = list(data)
+        desc = f"<{len(samples)} samples>"
+    frames = []
+    for s in samples:
+        if isinstance(s, Sample):
+            if s.label_path is None:
+                raise DatasetError(f"cannot evaluate without labels: image {s.image_path} has none")
+            frames.append(_Frame(s.id, s))
+        elif isinstance(s, tuple) and len(s) == 3:
+            frames.append(_Frame(str(s[0]), s))
+        else:
+            raise TypeError("samples must be flowclas_ros.data.layouts.Sample or (id, rgb, label) "
+                            f"tuples, got {type(s).__name__}")
+    if max_frames is not None:
+        frames = frames[:max(0, int(max_frames))]
+    if not frames:
+        raise DatasetError(f"no frames to evaluate in {desc}")
+    return frames, desc
+
+
+def _read(frame: _Frame, with_label: bool = True) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    s = frame.sample
+    if isinstance(s, Sample):
+        rgb = read_image_rgb(s.image_path)
+        return rgb, (read_label(s.label_path, expected_shape=rgb.shape[:2]) if with_label else None)
+    rgb, label = np.asarray(s[1]), np.asarray(s[2])
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise DatasetError(f"frame {frame.id!r}: image must be HxWx3 uint8 RGB, got {rgb.dtype} {rgb.shape}")
+    if label.shape != rgb.shape[:2] or label.dtype != np.uint8:
+        raise DatasetError(f"frame {frame.id!r}: label must be {rgb.shape[:2]} uint8, "
+                           f"got {label.dtype} {label.shape}")
+    return rgb, label
+
+
+def _progress(iterable: Iterable, total: int, desc: str, enabled: bool) -> Iterable:
+    if not enabled:
+        return iterable
+    try:
+        from tqdm import tqdm
+    except ImportError:  # tqdm comes with the model extra; the evaluator runs without it
+        return iterable
+    return tqdm(iterable, total=total, desc=desc, unit="frame", file=sys.stderr, leave=False)
+
+
+def _pct(v: float) -> float:
+    return float(v) * 100.0 if v is not None and math.isfinite(v) else float("nan")
+
+
+def evaluate(data: Any, model_path: Optional[str | os.PathLike] = None,
+             out_dir: Optional[str | os.PathLike] = None, layout: str = "generic",
+             providers: Sequence[str] = ("cpu",), min_pred_area: int = 50,
+             min_gt_area: int = 10, max_frames: Optional[int] = None,
+             progress: bool = True, bits: int = 20) -> dict:
+    """Evaluate a model on a labelled dataset; returns the metrics dict (see module docstring).
+
+    ``data``: a dataset root read with ``load_layout(layout, data)``, or a sequence of `Sample`
+    or ``(id, rgb uint8 HxWx3, label uint8 HxW)`` tuples. ``model_path``: ONNX file or checkpoint
+    (None: the shipped default). ``out_dir``: report directory (None: metrics only).
+    ``min_pred_area`` / ``min_gt_area``: component size filters (SMIYC ObstacleTrack: 50 / 10).
+    """
+    from .runtime.detector import Detector
+
+    frames, desc = _as_frames(data, layout, max_frames)
+    det = Detector(model_path, providers=providers)
+    pixel = PixelMetrics(bits=bits, thresholds=(det.threshold,))
+    times_ms: list[float] = []
+    cache = Path(tempfile.mkdtemp(prefix="flowclas_eval_"))
+    try:
+        # pass 1: detector -> pixel metrics + cache
+        for i, fr in enumerate(_progress(frames, len(frames), "evaluate", progress)):
+            rgb, label = _read(fr)
+            t0 = time.perf_counter()
+            heat = det.heatmap(rgb, "rgb8")
+            times_ms.append((time.perf_counter() - t0) * 1e3)
+            if np.isnan(heat).any():
+                raise RuntimeError(f"model produced NaN scores on frame {fr.id!r}")
+            pixel.update(heat, label)
+            h16 = heat.astype(np.float16)  # float32 only if a finite score overflows float16
+            overflow = np.count_nonzero(np.isfinite(h16)) != np.count_nonzero(np.isfinite(heat))
+            np.save(cache / f"{i:07d}_s.npy", heat if overflow else h16)
+            np.save(cache / f"{i:07d}_l.npy", label)
+        pix = pixel.result()
+        at_model = pix["at_thresholds"][0]
+
+        comp_threshold, comp_source = pix["best_f1_threshold"], "pixel_best_f1"
+        if not math.isfinite(comp_threshold):
+            comp_threshold, comp_source = det.threshold, "model"  # no anomaly pixel: no best F1
+        comp = ComponentMetrics(min_pred_area=min_pred_area, min_gt_area=min_gt_area)
+
+        # pass 2: component metrics + per-frame scores over the cache
+        per_frame = []
+        for i, fr in enumerate(_progress(frames, len(frames), "components", progress)):
+            heat = np.load(cache / f"{i:07d}_s.npy").astype(np.float32)
+            label = np.load(cache / f"{i:07d}_l.npy")
+            fc = comp.update(heat, label, comp_threshold)
+            c = counts_at_threshold(heat, label, comp_threshold)
+            valid = label != 255
+            n_anom = int(np.count_nonzero(label == 1))
+            f1_den = 2 * c["tp"] + c["fp"] + c["fn"]
+            per_frame.append({
+                "index": i, "id": fr.id,
+                # no anomaly and no false alarm is a perfect frame
+                "f1": 100.0 * (2 * c["tp"] / f1_den if f1_den else 1.0),
+                "ap": _pct(average_precision(heat, label)) if n_anom else float("nan"),
+                "anomaly_pixels": n_anom, "valid_pixels": int(np.count_nonzero(valid)),
+                "max_score": float(heat[valid].max()) if valid.any() else float("nan"),
+                "gt_components": int(fc.siou.size), "pred_components": int(fc.ppv.size),
+                "ms": times_ms[i],
+            })
+        cres = comp.result()
+
+        result = _assemble(pix, at_model, cres, comp_threshold, comp_source, det, desc, layout,
+                           times_ms, pixel.frames_with_positives)
+        if out_dir is not None:
+            out = Path(out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            _write_report(out, result, pixel, per_frame, frames, cache, comp_threshold,
+                          min_pred_area)
+            result["report"] = str(out)
+            (out / "metrics.json").write_text(to_json(result, indent=2) + "\n")
+        return result
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def _assemble(pix: dict, at_model: dict, cres: dict, comp_threshold: float, comp_source: str,
+              det: Any, desc: str, layout: str, times_ms: list[float],
+              anomaly_frames: int) -> dict:
+    counts = pix["counts"]
+    warnings = []
+    if pix["status"] == "no_positives":
+        warnings.append("no anomaly pixels: AUPRC, AUROC, FPR95 and best F1 are undefined (NaN); "
+                        "components thresholded at the model threshold")
+    elif pix["status"] == "no_negatives":
+        warnings.append("no inlier pixels: AUROC and FPR95 are undefined (NaN)")
+    if cres["counts"]["gt_components"] == 0:
+        warnings.append("no ground-truth component: sIoU is undefined (NaN)")
+    if cres["counts"]["pred_components"] == 0:
+        warnings.append("no predicted component: PPV is undefined (NaN)")
+    frames = counts["frames"]
+    result: dict[str, Any] = {
+        "auprc": _pct(pix["auprc"]), "fpr95": _pct(pix["fpr95"]), "auroc": _pct(pix["auroc"]),
+        "mean_f1": _pct(cres["mean_f1"]), "siou": _pct(cres["siou"]), "ppv": _pct(cres["ppv"]),
+        "best_f1": _pct(pix["best_f1"]), "best_f1_threshold": pix["best_f1_threshold"],
+        "tpr95_threshold": pix["tpr95_threshold"],
+        "frames": frames, "anomaly_frames": anomaly_frames,
+        "frames_without_anomaly_pixels": frames - anomaly_frames,
+        "ms_per_frame": float(statistics.median(times_ms)),
+        "ms_per_frame_p95": float(np.percentile(times_ms, 95)),
+        "model": str(det.model_path), "model_version": det.info.model_version,
+        "providers": list(det.providers), "data": desc, "layout": layout,
+        "status": pix["status"],
+        "pixels": {"anomaly": counts["positives"], "inlier": counts["negatives"],
+                   "void": counts["void"]},
+        "at_model_threshold": {
+            "threshold": det.threshold, "tpr": _pct(at_model["tpr"]),
+            "fpr": _pct(at_model["fpr"]), "precision": _pct(at_model["precision"]),
+            "f1": _pct(at_model["f1"]), "tp": at_model["tp"], "fp": at_model["fp"],
+            "fn": at_model["fn"], "tn": at_model["tn"]},
+        "components": {
+            "threshold": comp_threshold, "threshold_source": comp_source,
+            "siou_thresholds": cres["thresholds"], "f1": [_pct(v) for v in cres["f1"]],
+            "tp": cres["tp"], "fn": cres["fn"], "fp": cres["fp"], **cres["counts"]},
+        "histogram_bits": counts["bits"],
+        "warnings": warnings,
+    }
+    return result
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe copy: NaN/inf -> None, numpy scalars -> Python."""
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def to_json(result: dict, indent: Optional[int] = None) -> str:
+    """Strict JSON (undefined values as null)."""
+    return json.dumps(_clean(result), indent=indent, allow_nan=False)
+
+
+# ---------------------------------------------------------------- report
+
+
+def _write_report(out: Path, result: dict, pixel: PixelMetrics, per_frame: list[dict],
+                  frames: list[_Frame], cache: Path, threshold: float, min_pred_area: int) -> None:
+    _plot_curves(out, pixel.curves(), result)
+    with open(out / "per_frame.csv", "w", newline="") as f:
+        cols = ["id", "f1", "ap", "anomaly_pixels", "valid_pixels", "max_score", "gt_components",
+                "pred_components", "ms"]
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for row in per_frame:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    ranked = sorted(per_frame, key=lambda r: (r["f1"], r["index"]))
+    k = min(MONTAGE_FRAMES, max(1, (len(ranked) + 1) // 2))  # worst and best overlap little
+    for name, rows in (("montage_worst.png", ranked[:k]),
+                       ("montage_best.png", ranked[::-1][:k])):
+        _montage(out / name, rows, frames, cache, threshold, min_pred_area)
+
+
+def _plot_curves(out: Path, c: dict, result: dict) -> None:
+    from matplotlib.figure import Figure  # lazy; Figure + savefig uses Agg, no global backend
+
+    fig = Figure(figsize=(5, 4.5), dpi=100)
+    ax = fig.add_subplot()
+    if c["recall"].size:
+        ax.plot(np.r_[0.0, c["recall"]], np.r_[c["precision"][0], c["precision"]],
+                drawstyle="steps-pre", label=f"AUPRC {result['auprc']:.2f}%")
+        ax.legend(loc="lower left")
+    else:
+        ax.text(0.5, 0.5, "undefined (no anomaly pixels)", ha="center")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
+           title=f"PR, pooled pixels ({result['frames']} frames)")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "pr_curve.png")
+
+    fig = Figure(figsize=(5, 4.5), dpi=100)
+    ax = fig.add_subplot()
+    if c["fpr"].size:
+        ax.plot(c["fpr"], c["tpr"], label=f"AUROC {result['auroc']:.2f}%, "
+                f"FPR95 {result['fpr95']:.2f}%")
+        ax.axhline(0.95, color="grey", lw=0.8, ls="--")
+        ax.legend(loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "undefined (needs anomaly and inlier pixels)", ha="center")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1),
+           ylim=(0, 1.02), title="ROC, pooled pixels")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "roc_curve.png")
+
+
+def _tile(rgb: np.ndarray, heat: np.ndarray, label: np.ndarray, threshold: float,
+          min_pred_area: int, caption: str) -> np.ndarray:
+    import cv2
+
+    from .runtime.processing import threshold_components
+    from .runtime.visualize import render_overlay
+
+    mask, _ = threshold_components(heat, threshold, min_pred_area)
+    mask[label == 255] = 0
+    img = render_overlay(rgb, heat, mask, threshold)
+    scale = TILE_WIDTH / img.shape[1]
+    size = (TILE_WIDTH, max(1, round(img.shape[0] * scale)))
+    img = cv2.resize(img, size, interpolation=cv2.INTER_NEAREST if scale > 1 else cv2.INTER_AREA)
+    gt = cv2.resize((label == 1).astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(gt, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(img, contours, -1, GT_COLOR, 2)
+    bar = np.zeros((22, img.shape[1], 3), np.uint8)
+    cv2.putText(bar, caption, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1,
+                cv2.LINE_AA)
+    return np.vstack([bar, img])
+
+
+def _montage(path: Path, rows: list[dict], frames: list[_Frame], cache: Path, threshold: float,
+             min_pred_area: int) -> None:
+    import cv2
+
+    from .runtime.visualize import montage
+
+    tiles = []
+    for r in rows:
+        i = r["index"]
+        rgb, _ = _read(frames[i], with_label=False)
+        heat = np.load(cache / f"{i:07d}_s.npy").astype(np.float32)
+        label = np.load(cache / f"{i:07d}_l.npy")
+        ap = "" if math.isnan(r["ap"]) else f" AP {r['ap']:.1f}"
+        tiles.append(_tile(rgb, heat, label, threshold, min_pred_area,
+                           f"{r['id']}  F1 {r['f1']:.1f}{ap}"))
+    grid = montage(tiles, columns=min(4, len(tiles)))
+    legend = np.zeros((22, grid.shape[1], 3), np.uint8)
+    cv2.putText(legend, f"green: ground truth   white: prediction (score >= {threshold:.4g}, "
+                f"area >= {min_pred_area})", (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                (200, 200, 200), 1, cv2.LINE_AA)
+    cv2.imwrite(str(path), np.vstack([legend, grid]))
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _f(v: Any, fmt: str = ".2f") -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
+
+
+def format_summary(r: dict) -> str:
+    m, c = r["at_model_threshold"], r["components"]
+    lines = [
+        f"model {r['model']} (version {r['model_version']}) on {r['data']}",
+        f"frames {r['frames']} ({r['anomaly_frames']} with anomaly pixels), "
+        f"{_f(r['ms_per_frame'])} ms/frame (median)",
+        f"pixel:     AUPRC {_f(r['auprc'])}  FPR95 {_f(r['fpr95'])}  AUROC {_f(r['auroc'])}  "
+        f"best F1 {_f(r['best_f1'])} @ {_f(r['best_f1_threshold'], '.4g')}",
+        f"component: sIoU {_f(r['siou'])}  PPV {_f(r['ppv'])}  mean F1 {_f(r['mean_f1'])}  "
+        f"({c['gt_components']} GT / {c['pred_components']} predicted components @ "
+        f"{_f(c['threshold'], '.4g')})",
+        f"model threshold {_f(m['threshold'], '.4g')}: TPR {_f(m['tpr'])}  FPR {_f(m['fpr'])}  "
+        f"precision {_f(m['precision'])}  F1 {_f(m['f1'])}",
+    ]
+    lines += [f"warning: {w}" for w in r["warnings"]]
+    if r.get("report"):
+        lines.append(f"report: {r['report']}")
+    return "\n".join(lines)
+
+
+def _cmd_evaluate(a: Any) -> int:
+    result = evaluate(a.data, a.model, out_dir=a.out, layout=a.layout,
+                      providers=[p for p in a.providers.split(",") if p],
+                      min_pred_area=a.min_pred_area, min_gt_area=a.min_gt_area,
+                      max_frames=a.max_frames, progress=not a.quiet)
+    print(to_json(result) if a.json else format_summary(result))
+    return 0
+
+
+def register_cli(sub: Any) -> None:
+    """Add the `evaluate` verb to the `flowclas-ros` sub-parsers (no heavy import here)."""
+    p = sub.add_parser("evaluate", help="SMIYC pixel + component metrics and a report on a "
+                       "labelled dataset")
+    p.add_argument("--data", required=True, help="dataset root (labels 0 inlier / 1 anomaly / "
+                   "255 void)")
+    p.add_argument("--model", help="ONNX file or .pt checkpoint (default: the shipped model)")
+    p.add_argument("--out", help="report directory (plots, montages, per_frame.csv, metrics.json)")
+    p.add_argument("--layout", default="generic", help="dataset layout name (default generic)")
+    p.add_argument("--max-frames", type=int, help="only the first N frames (sorted by id)")
+    p.add_argument("--providers", default="cpu", help="preference list, e.g. tensorrt,cuda,cpu")
+    p.add_argument("--min-pred-area", type=int, default=50,
+                   help="drop predicted components below this many pixels (ObstacleTrack 50)")
+    p.add_argument("--min-gt-area", type=int, default=10,
+                   help="ground-truth components below this many pixels become void (10)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_evaluate)

@@ -1,0 +1,497 @@
+"""Pixel and component metrics of anomaly segmentation, streaming with bounded memory.
+
+The definitions follow the SegmentMeIfYouCan (SMIYC) benchmark code (road-anomaly-benchmark,
+``metrics/pixel_classification*.py`` and ``metrics/instance_segmentation.py``); see
+shared/reference/metrics-and-datasets.md. numpy + OpenCV only (no torch, no scikit-learn).
+
+Pixel metrics (:class:`PixelMetrics`)
+-------------------------------------
+Labels: 0 inlier (negative), 1 anomaly (positive), 255 void (dropped). The pixels of all frames are
+pooled, never averaged per frame. A pixel is predicted positive at threshold ``t`` when
+``score >= t`` (scikit-learn's convention and the runtime's ``heatmap >= threshold``).
+
+Design: every score is cast to float32 (heatmaps are float32), ``-0.0`` is folded onto ``+0.0``,
+and the float32 bit pattern is mapped by a monotone bijection onto uint32 (positive floats: set
+the sign bit; negative floats: flip all bits), so unsigned order == float order over the whole
+float range, infinities included. The top ``bits`` bits of that key index a histogram of positive
+and of negative pixel counts (``bits=20``: 2 x 2**20 int64 = 16 MiB, whatever the number of
+frames). No score range has to be known in advance, equal scores always share a bin, and a bin
+spans a relative score width of 2**-(bits - 9) (~4.9e-4 at 20 bits) at any magnitude.
+
+The curves are the cumulative sums of the non-empty bins in descending score order, exactly like
+scikit-learn's ``_binary_clf_curve`` on the distinct scores - except that scores closer together
+than one bin are treated as tied. A bin's threshold is the SMALLEST float32 the bin can hold, so
+for every reported threshold ``t`` the counts on the curve are exactly the counts of
+``score >= t`` on the raw float32 scores (checked by the tests), e.g. ``best_f1_threshold``
+reproduces ``best_f1`` when applied to the heatmaps.
+
+- AUPRC: step sum ``sum_i (R_i - R_{i-1}) * P_i`` (scikit-learn ``average_precision_score``,
+  NOT the trapezoidal area).
+- AUROC: trapezoidal area under (FPR, TPR) starting at (0, 0).
+- FPR95: ``fpr[searchsorted(tpr, 0.95)]`` on the full curve sorted by rising TPR (no point dropped:
+  scikit-learn's ``roc_curve`` must be called with ``drop_intermediate=False`` to compare).
+- best F1: max over thresholds of ``2TP / (2TP + FP + FN)``, with its threshold (the highest
+  threshold on ties).
+
+Agreement with scikit-learn is exact when every pair of distinct scores is more than a bin apart
+(ties included); otherwise near-tied scores are merged, which moves AP/AUROC/FPR95 by far less than
+1e-3 on real score maps (see the tests for the measured differences). Scores that differ by less
+than 2**-(bits-9) relative are NOT separated: a "perfect separator" whose classes differ only in the
+5th significant digit looks like a tie - raise ``bits`` (up to 24) if you need finer resolution.
+
+Undefined values: with no positive pixels AUPRC, AUROC, FPR95 and best F1 are NaN and
+``status == "no_positives"``; with no negative pixels AUROC and FPR95 are NaN (AUPRC is 1) and
+``status == "no_negatives"``; with no valid pixel at all everything is NaN and ``status == "empty"``.
+
+Component metrics (:class:`ComponentMetrics`)
+---------------------------------------------
+Per frame, at a score threshold (the pixel best-F1 threshold in the evaluator):
+prediction = ``score >= threshold`` minus void pixels; 8-connected components of prediction and
+of the ground-truth anomaly (label 1); predicted components with fewer than ``min_pred_area``
+pixels are dropped; ground-truth components with fewer than ``min_gt_area`` pixels become void
+(region of interest = non-void pixels minus those). Within the region of interest:
+
+- sIoU of a GT component ``k`` with the set ``P(k)`` of predicted components touching it:
+  ``|k ∩ P(k)| / (|P(k)| + |k| - |k ∩ P(k)| - |P(k) ∩ (other GT components)|)``, i.e. predicted
+  pixels lying on OTHER ground-truth components do not count against ``k``;
+- PPV of a predicted component ``p``: ``|p ∩ GT anomaly| / |p|``;
+- for t in linspace(0.25, 0.75, 11): TP(t) = #GT components with sIoU > t, FN(t) = the others,
+  FP(t) = #predicted components with PPV < t, F1(t) = 2TP / (2TP + FN + FP), summed over all
+  frames before the ratio; ``mean_f1`` is the mean of F1(t) over the 11 thresholds;
+- ``siou`` / ``ppv``: means over all GT / predicted components of all frames.
+
+``tp_at_equal=True`` counts sIoU == t as a TP, as the SMIYC code does (``>=``); the default follows
+the benchmark's paper and reference text (``>``). The two only differ on exact ties.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Optional, Sequence
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "SIOU_THRESHOLDS",
+    "ComponentMetrics",
+    "FrameComponents",
+    "PixelMetrics",
+    "average_precision",
+    "counts_at_threshold",
+    "frame_components",
+    "float32_to_key",
+    "key_to_float32",
+]
+
+VOID = 255
+SIOU_THRESHOLDS: np.ndarray = np.linspace(0.25, 0.75, 11)
+_SIGN = np.uint32(0x80000000)
+_NEG_INF_KEY = 0x007FFFFF  # key of -inf; smaller keys are negative NaN bit patterns
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def float32_to_key(scores: np.ndarray) -> np.ndarray:
+    """Monotone bijection float32 -> uint32: ``a < b`` (floats, non-NaN) iff ``key(a) < key(b)``.
+
+    ``-0.0`` must already be folded onto ``+0.0`` by the caller if they should compare equal."""
+    bits = np.ascontiguousarray(scores, dtype=np.float32).view(np.uint32)
+    negative = (bits & _SIGN) != 0
+    return np.where(negative, ~bits, bits | _SIGN)
+
+
+def key_to_float32(keys: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`float32_to_key`."""
+    keys = np.asarray(keys, dtype=np.uint32)
+    positive = (keys & _SIGN) != 0
+    return np.where(positive, keys ^ _SIGN, ~keys).astype(np.uint32).view(np.float32)
+
+
+def _valid_pixels(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """(float32 scores, bool positives) of the non-void pixels, and the number of void pixels."""
+    scores = np.asarray(scores)
+    labels = np.asarray(labels)
+    if scores.shape != labels.shape:
+        raise ValueError(f"scores {scores.shape} and labels {labels.shape} differ in shape")
+    if not (np.issubdtype(scores.dtype, np.floating) or np.issubdtype(scores.dtype, np.integer)):
+        raise ValueError(f"scores must be a real array, got {scores.dtype}")
+    lab = labels.ravel()
+    positive = lab == 1
+    negative = lab == 0
+    valid = positive | negative
+    n_void = int(np.count_nonzero(lab == VOID))
+    if n_void + int(np.count_nonzero(valid)) != lab.size:
+        bad = np.setdiff1d(np.unique(lab), np.array([0, 1, VOID]))
+        raise ValueError(f"labels must be 0 (inlier), 1 (anomaly) or 255 (void); found {bad[:10]}")
+    s = scores.ravel()[valid].astype(np.float32) + np.float32(0.0)  # copy; folds -0.0 onto +0.0
+    if np.isnan(s).any():
+        raise ValueError("scores contain NaN at non-void pixels")
+    return s, positive[valid], n_void
+
+
+def counts_at_threshold(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, int]:
+    """Exact confusion counts of ``score >= threshold`` over non-void pixels (float32 scores)."""
+    s, pos, _ = _valid_pixels(scores, labels)
+    pred = s >= np.float32(threshold)
+    tp = int(np.count_nonzero(pred & pos))
+    fp = int(np.count_nonzero(pred & ~pos))
+    n_pos = int(np.count_nonzero(pos))
+    return {"tp": tp, "fp": fp, "fn": n_pos - tp, "tn": int(s.size - n_pos - fp)}
+
+
+def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Exact step-sum AP of one score map (sort based, same as scikit-learn's
+    ``average_precision_score`` on the float32 scores); NaN without positive pixels."""
+    s, pos, _ = _valid_pixels(scores, labels)
+    n_pos = int(np.count_nonzero(pos))
+    if n_pos == 0:
+        return float("nan")
+    order = np.argsort(-s, kind="stable")
+    s, pos = s[order], pos[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]  # last index of each distinct score
+    tps = np.cumsum(pos, dtype=np.int64)[last]
+    fps = (last + 1) - tps
+    dtp = np.diff(np.r_[0, tps])
+    return float(np.sum(dtp * (tps / (tps + fps))) / n_pos)
+
+
+def _f1(tp, fp, fn):
+    tp, fp, fn = (np.asarray(v, dtype=np.float64) for v in (tp, fp, fn))
+    den = 2 * tp + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, 2 * tp / np.where(den > 0, den, 1), np.nan)
+
+
+def _rates(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
+    nan = float("nan")
+    return {
+        "tpr": tp / (tp + fn) if tp + fn else nan,
+        "fpr": fp / (fp + tn) if fp + tn else nan,
+        "precision": tp / (tp + fp) if tp + fp else nan,
+        "f1": float(_f1(tp, fp, fn)),
+    }
+
+
+# ---------------------------------------------------------------- pixel metrics
+
+
+@dataclass(frozen=True)
+class _Curve:
+    thresholds: np.ndarray  # descending, float64 (values are float32-exact)
+    tps: np.ndarray  # cumulative, int64
+    fps: np.ndarray
+
+
+class PixelMetrics:
+    """Streaming pooled pixel metrics (AUPRC, AUROC, FPR95, best F1) of anomaly score maps.
+
+    ``update(scores, labels)`` per frame, ``result()`` at any time. Memory is two fixed histograms
+    of ``2**bits`` int64 counts (see the module docstring for the design and its exactness).
+    ``thresholds``: extra score thresholds whose confusion counts are tracked exactly (e.g. the
+    model's calibrated threshold); reported in ``result()["at_thresholds"]``.
+    """
+
+    def __init__(self, bits: int = 20, thresholds: Iterable[float] = ()) -> None:
+        if not 8 <= int(bits) <= 24:
+            raise ValueError(f"bits must be within 8..24, got {bits}")
+        self.bits = int(bits)
+        self._shift = np.uint32(32 - self.bits)
+        self._pos = np.zeros(1 << self.bits, dtype=np.int64)
+        self._neg = np.zeros(1 << self.bits, dtype=np.int64)
+        self._fixed = [float(t) for t in thresholds]
+        self._fixed_counts = np.zeros((len(self._fixed), 2), dtype=np.int64)  # tp, fp per threshold
+        self.frames = 0
+        self.frames_with_positives = 0
+        self.void = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the accumulator; constant, whatever the number of frames."""
+        return int(self._pos.nbytes + self._neg.nbytes + self._fixed_counts.nbytes)
+
+    def _add(self, hist: np.ndarray, bins: np.ndarray) -> None:
+        if bins.size == 0:
+            return
+        lo = int(bins.min())
+        counts = np.bincount(bins - lo)
+        hist[lo:lo + counts.size] += counts
+
+    def update(self, scores: np.ndarray, labels: np.ndarray) -> None:
+        """Add one frame: HxW scores (float) and HxW labels (uint8 0/1/255, void dropped)."""
+        s, pos, n_void = _valid_pixels(scores, labels)
+        bins = (float32_to_key(s) >> self._shift).astype(np.int64)
+        self._add(self._pos, bins[pos])
+        self._add(self._neg, bins[~pos])
+        for i, t in enumerate(self._fixed):
+            pred = s >= np.float32(t)
+            tp = int(np.count_nonzero(pred & pos))
+            self._fixed_counts[i] += (tp, int(np.count_nonzero(pred)) - tp)
+        self.frames += 1
+        self.frames_with_positives += bool(pos.any())
+        self.void += n_void
+
+    def merge(self, other: "PixelMetrics") -> "PixelMetrics":
+        """Add another accumulator (same bits and thresholds), e.g. from a worker process."""
+        if other.bits != self.bits or other._fixed != self._fixed:
+            raise ValueError("can only merge PixelMetrics with the same bits and thresholds")
+        self._pos += other._pos
+        self._neg += other._neg
+        self._fixed_counts += other._fixed_counts
+        self.frames += other.frames
+        self.frames_with_positives += other.frames_with_positives
+        self.void += other.void
+        return self
+
+    @property
+    def positives(self) -> int:
+        return int(self._pos.sum())
+
+    @property
+    def negatives(self) -> int:
+        return int(self._neg.sum())
+
+    def _curve(self) -> _Curve:
+        used = np.flatnonzero((self._pos | self._neg) != 0)[::-1]  # descending score
+        keys = used.astype(np.uint32) << self._shift  # smallest key of each bin
+        keys = np.maximum(keys, np.uint32(_NEG_INF_KEY))  # the -inf bin starts at -inf, not NaN
+        thresholds = key_to_float32(keys).astype(np.float64)
+        return _Curve(thresholds, np.cumsum(self._pos[used]), np.cumsum(self._neg[used]))
+
+    def at_threshold(self, threshold: float) -> dict:
+        """Confusion counts and rates of ``score >= threshold``: exact for a threshold given to
+        the constructor or one taken from this accumulator's curve (a bin's lower edge),
+        otherwise rounded down to the bin containing it (``exact: False``)."""
+        n_pos, n_neg = self.positives, self.negatives
+        if float(threshold) in self._fixed:
+            tp, fp = (int(v) for v in self._fixed_counts[self._fixed.index(float(threshold))])
+            exact = True
+        else:
+            t32 = np.float32(threshold) + np.float32(0.0)
+            if np.isnan(t32):
+                raise ValueError("threshold is NaN")
+            b = int(float32_to_key(np.array([t32]))[0] >> self._shift)
+            edge = key_to_float32(np.array([max(b << int(self._shift), _NEG_INF_KEY)]))[0]
+            tp = int(self._pos[b:].sum())  # bin b counted whole: the threshold is rounded down
+            fp = int(self._neg[b:].sum())
+            exact = bool(edge == t32 or (self._pos[b] == 0 and self._neg[b] == 0))
+        out = {"threshold": float(threshold), "tp": tp, "fp": fp, "fn": n_pos - tp,
+               "tn": n_neg - fp, "exact": bool(exact)}
+        out.update(_rates(tp, fp, n_pos - tp, n_neg - fp))
+        return out
+
+    def result(self) -> dict:
+        """Metrics as fractions (0..1); NaN where undefined, with ``status`` saying why."""
+        nan = float("nan")
+        n_pos, n_neg = self.positives, self.negatives
+        c = self._curve()
+        out = {"auprc": nan, "auroc": nan, "fpr95": nan, "best_f1": nan,
+               "best_f1_threshold": nan, "tpr95_threshold": nan}
+        if n_pos == 0 and n_neg == 0:
+            status = "empty"
+        elif n_pos == 0:
+            status = "no_positives"
+        elif n_neg == 0:
+            status = "no_negatives"
+        else:
+            status = "ok"
+        if n_pos:
+            tps, fps = c.tps.astype(np.float64), c.fps.astype(np.float64)
+            precision = tps / (tps + fps)
+            out["auprc"] = float(np.sum(np.diff(np.r_[0.0, tps]) * precision) / n_pos)
+            f1 = 2 * tps / (tps + fps + n_pos)
+            ix = int(np.argmax(f1))
+            out["best_f1"] = float(f1[ix])
+            out["best_f1_threshold"] = float(c.thresholds[ix])
+        if n_pos and n_neg:
+            tpr = np.r_[0.0, c.tps / n_pos]
+            fpr = np.r_[0.0, c.fps / n_neg]
+            out["auroc"] = float(np.trapezoid(tpr, fpr))
+            i95 = int(np.searchsorted(tpr, 0.95))  # always < len: tpr ends at 1
+            out["fpr95"] = float(fpr[i95])
+            out["tpr95_threshold"] = float(c.thresholds[i95 - 1])
+        out["status"] = status
+        out["counts"] = {"positives": n_pos, "negatives": n_neg, "void": int(self.void),
+                         "frames": int(self.frames),
+                         "frames_with_positives": int(self.frames_with_positives),
+                         "bins_used": int(c.thresholds.size), "bits": self.bits}
+        out["at_thresholds"] = [self.at_threshold(t) for t in self._fixed]
+        return out
+
+    def curves(self, max_points: int = 1000) -> dict[str, np.ndarray]:
+        """PR and ROC curves for plotting, downsampled to about ``max_points`` points (kept:
+        points evenly spaced in recall / FPR and in rank, plus both ends).
+
+        ``recall``, ``precision``, ``pr_thresholds``: by descending threshold (rising recall);
+        ``fpr``, ``tpr``, ``roc_thresholds``: the same points with (0, 0) at threshold +inf first.
+        Empty arrays when the curve is undefined (no positives, or no negatives for the ROC)."""
+        c = self._curve()
+        n_pos, n_neg = self.positives, self.negatives
+        empty = np.zeros(0)
+        out = {k: empty for k in ("recall", "precision", "pr_thresholds", "fpr", "tpr",
+                                  "roc_thresholds")}
+        n = c.thresholds.size
+        if n == 0 or n_pos == 0:
+            return out
+        recall = c.tps / n_pos
+        fpr = c.fps / n_neg if n_neg else np.zeros(n)
+        k = max(2, int(max_points) // 3)
+        grid = np.linspace(0.0, 1.0, k)
+        idx = np.unique(np.clip(np.r_[np.searchsorted(recall, grid), np.searchsorted(fpr, grid),
+                                      np.linspace(0, n - 1, k).round().astype(np.int64), 0, n - 1],
+                                0, n - 1))
+        out["recall"] = recall[idx]
+        out["precision"] = c.tps[idx] / (c.tps[idx] + c.fps[idx])
+        out["pr_thresholds"] = c.thresholds[idx]
+        if n_neg:
+            out["fpr"] = np.r_[0.0, fpr[idx]]
+            out["tpr"] = np.r_[0.0, recall[idx]]
+            out["roc_thresholds"] = np.r_[np.inf, c.thresholds[idx]]
+        return out
+
+
+# ---------------------------------------------------------------- component metrics
+
+
+@dataclass
+class FrameComponents:
+    """Component-level results of one frame."""
+
+    siou: np.ndarray  # per ground-truth component (float64)
+    ppv: np.ndarray  # per predicted component
+    gt_sizes: np.ndarray
+    pred_sizes: np.ndarray  # within the region of interest
+    gt_voided: int  # ground-truth components below min_gt_area, turned void
+    pred_dropped: int  # predicted components below min_pred_area
+
+    def counts(self, thresholds: Sequence[float] = SIOU_THRESHOLDS,
+               tp_at_equal: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(TP, FN, FP) per sIoU/PPV threshold."""
+        t = np.asarray(thresholds, dtype=np.float64)[:, None]
+        hit = (self.siou[None] >= t) if tp_at_equal else (self.siou[None] > t)
+        tp = hit.sum(axis=1)
+        return tp, self.siou.size - tp, (self.ppv[None] < t).sum(axis=1)
+
+
+def _components(mask: np.ndarray) -> tuple[int, np.ndarray]:
+    n, lab = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    return int(n), lab
+
+
+def frame_components(scores: Optional[np.ndarray], labels: np.ndarray,
+                     threshold: Optional[float] = None, min_pred_area: int = 50,
+                     min_gt_area: int = 10, pred_mask: Optional[np.ndarray] = None) -> FrameComponents:
+    """sIoU per GT component and PPV per predicted component of one frame (module docstring).
+
+    The prediction is ``scores >= threshold`` (float32), or ``pred_mask`` (bool) if given."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be HxW, got {labels.shape}")
+    if pred_mask is None:
+        if scores is None or threshold is None:
+            raise ValueError("give scores and threshold, or pred_mask")
+        scores = np.asarray(scores)
+        if scores.shape != labels.shape:
+            raise ValueError(f"scores {scores.shape} and labels {labels.shape} differ in shape")
+        pred_mask = scores.astype(np.float32, copy=False) >= np.float32(threshold)
+    elif pred_mask.shape != labels.shape:
+        raise ValueError(f"pred_mask {pred_mask.shape} and labels {labels.shape} differ in shape")
+    bad = ~np.isin(labels, (0, 1, VOID))
+    if bad.any():
+        raise ValueError(f"labels must be 0, 1 or 255; found {np.unique(labels[bad])[:10]}")
+    valid = labels != VOID
+
+    n_g, gt = _components(labels == 1)
+    gsize_all = np.bincount(gt.ravel(), minlength=n_g)
+    small = gsize_all < int(min_gt_area)
+    small[0] = False
+    roi = valid & ~small[gt]
+
+    n_p, pred = _components(np.asarray(pred_mask, dtype=bool) & valid)
+    psize_all = np.bincount(pred.ravel(), minlength=n_p)
+    drop = psize_all < int(min_pred_area)
+    drop[0] = True  # background stays 0
+    pred_dropped = int(drop[1:].sum())
+
+    g = gt[roi]
+    p = np.where(drop[pred[roi]], 0, pred[roi])
+    gsize = np.bincount(g, minlength=n_g).astype(np.float64)
+    psize = np.bincount(p, minlength=n_p).astype(np.float64)
+    both = (g > 0) & (p > 0)
+    pairs, inter = np.unique(g[both].astype(np.int64) * n_p + p[both], return_counts=True)
+    pg, pp = pairs // n_p, pairs % n_p
+    inter = inter.astype(np.float64)
+    on_gt = np.bincount(pp, weights=inter, minlength=n_p)  # predicted pixels on any GT component
+
+    # sIoU_k = |k ∩ P(k)| / (|P(k)| + |k| - |k ∩ P(k)| - |P(k) ∩ other GT|)
+    #        = |k ∩ P(k)| / (|P(k)| + |k| - |P(k) ∩ any GT|)     (pairs (k, p) are unique)
+    inter_g = np.bincount(pg, weights=inter, minlength=n_g)
+    union_pred_g = np.bincount(pg, weights=psize[pp], minlength=n_g)
+    on_gt_g = np.bincount(pg, weights=on_gt[pp], minlength=n_g)
+    gt_ids = np.flatnonzero(gsize[1:] > 0) + 1
+    siou = inter_g[gt_ids] / (union_pred_g[gt_ids] + gsize[gt_ids] - on_gt_g[gt_ids])
+    pred_ids = np.flatnonzero(psize[1:] > 0) + 1
+    ppv = on_gt[pred_ids] / psize[pred_ids]
+    return FrameComponents(siou, ppv, gsize[gt_ids].astype(np.int64),
+                           psize[pred_ids].astype(np.int64), int(small.sum()), pred_dropped)
+
+
+class ComponentMetrics:
+    """Streaming SMIYC component metrics: sIoU, PPV and mean F1 over sIoU/PPV thresholds.
+
+    ``update(scores, labels, threshold)`` per frame (or ``update_frame`` with a precomputed
+    :class:`FrameComponents`); ``result()`` -> fractions, NaN where undefined. Memory: a few
+    counters, whatever the number of frames."""
+
+    def __init__(self, min_pred_area: int = 50, min_gt_area: int = 10,
+                 thresholds: Sequence[float] = SIOU_THRESHOLDS, tp_at_equal: bool = False) -> None:
+        self.min_pred_area = int(min_pred_area)
+        self.min_gt_area = int(min_gt_area)
+        self.thresholds = np.asarray(thresholds, dtype=np.float64)
+        self.tp_at_equal = bool(tp_at_equal)
+        k = self.thresholds.size
+        self.tp = np.zeros(k, np.int64)
+        self.fn = np.zeros(k, np.int64)
+        self.fp = np.zeros(k, np.int64)
+        self.siou_sum = 0.0
+        self.ppv_sum = 0.0
+        self.gt_components = 0
+        self.pred_components = 0
+        self.gt_voided = 0
+        self.pred_dropped = 0
+        self.frames = 0
+
+    def update(self, scores: np.ndarray, labels: np.ndarray, threshold: float) -> FrameComponents:
+        fc = frame_components(scores, labels, threshold, self.min_pred_area, self.min_gt_area)
+        self.update_frame(fc)
+        return fc
+
+    def update_frame(self, fc: FrameComponents) -> None:
+        tp, fn, fp = fc.counts(self.thresholds, self.tp_at_equal)
+        self.tp += tp
+        self.fn += fn
+        self.fp += fp
+        self.siou_sum += float(fc.siou.sum())
+        self.ppv_sum += float(fc.ppv.sum())
+        self.gt_components += int(fc.siou.size)
+        self.pred_components += int(fc.ppv.size)
+        self.gt_voided += fc.gt_voided
+        self.pred_dropped += fc.pred_dropped
+        self.frames += 1
+
+    def result(self) -> dict:
+        nan = float("nan")
+        f1 = _f1(self.tp, self.fp, self.fn)
+        return {
+            "siou": self.siou_sum / self.gt_components if self.gt_components else nan,
+            "ppv": self.ppv_sum / self.pred_components if self.pred_components else nan,
+            "mean_f1": float(np.mean(f1)) if f1.size and not np.isnan(f1).any() else nan,
+            "f1": [float(v) for v in f1],
+            "thresholds": [float(v) for v in self.thresholds],
+            "tp": self.tp.tolist(), "fn": self.fn.tolist(), "fp": self.fp.tolist(),
+            "counts": {"gt_components": self.gt_components,
+                       "pred_components": self.pred_components,
+                       "gt_components_voided": self.gt_voided,
+                       "pred_components_dropped": self.pred_dropped, "frames": self.frames,
+                       "min_pred_area": self.min_pred_area, "min_gt_area": self.min_gt_area},
+        }

@@ -1,0 +1,251 @@
+"""`flowclas_detector`: camera images in; anomaly heatmap, obstacle mask, overlay, diagnostics out.
+
+The node is thin: parameters, QoS, conversion, publishing. The work is the runtime `Detector`, the
+same one the replay tool and the evaluator use, so a frame gives the same heatmap everywhere.
+
+Threading: the subscription callback only stores the newest message (a one-slot mailbox); a
+separate inference thread takes it, so when inference is slower than the camera the node works on
+the newest frame and counts the replaced ones as dropped, instead of queueing (bounded latency).
+"""
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+from typing import Any, Optional
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+
+from ..runtime.detector import Detector
+from ..runtime.images import ImageError, to_rgb8
+from ..runtime.model_info import ModelFileError
+from ..runtime.visualize import render_overlay
+from .messages import array_to_image_msg, compressed_msg_to_array, image_msg_to_array
+from .stats import NodeStats, Throttle
+
+NODE_NAME = "flowclas_detector"
+
+# name: (default, description, read_only, range)  -- the single source of the node's parameters
+PARAMETERS: dict[str, tuple[Any, str, bool, Optional[tuple]]] = {
+    "model_path": ("", "ONNX model file; empty = the shipped default model", True, None),
+    "providers": (["cpu"], "execution provider preference, e.g. [tensorrt, cuda, cpu]", True, None),
+    "intra_op_threads": (0, "ONNX Runtime CPU threads; 0 = all cores", True, (0, 256)),
+    "threshold": (-1.0, "obstacle score threshold; negative = the model's calibrated one", False, None),
+    "min_obstacle_area": (50, "drop obstacle components smaller than this many pixels", False, (0, 100_000_000)),
+    "overlay_alpha": (0.45, "opacity of the score colour map in the overlay", False, (0.0, 1.0)),
+    "publish_heatmap": (True, "publish ~/anomaly_heatmap (32FC1)", True, None),
+    "publish_mask": (True, "publish ~/obstacle_mask (mono8 0/255)", True, None),
+    "publish_overlay": (True, "publish ~/overlay (bgr8)", True, None),
+    "input_transport": ("raw", "raw: subscribe `image` (Image); compressed: `image/compressed`", True, None),
+    "qos_depth": (1, "subscription queue depth (sensor-data QoS: best effort, keep last)", True, (1, 100)),
+    "diagnostics_period": (1.0, "seconds between /diagnostics messages", True, (0.05, 60.0)),
+    "log_throttle_period": (5.0, "seconds between repeated log lines of one problem", True, (0.0, 3600.0)),
+}
+
+
+def _descriptor(name: str, description: str, read_only: bool, rng: Optional[tuple]) -> ParameterDescriptor:
+    d = ParameterDescriptor(name=name, description=description, read_only=read_only)
+    if rng is not None:
+        if isinstance(rng[0], float):
+            d.floating_point_range = [FloatingPointRange(from_value=rng[0], to_value=rng[1], step=0.0)]
+        else:
+            d.integer_range = [IntegerRange(from_value=rng[0], to_value=rng[1], step=1)]
+    return d
+
+
+class DetectorNode(Node):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        for name, (default, desc, ro, rng) in PARAMETERS.items():
+            self.declare_parameter(name, default, _descriptor(name, desc, ro, rng))
+        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        if p["input_transport"] not in ("raw", "compressed"):
+            raise ValueError(f"parameter input_transport must be 'raw' or 'compressed', got "
+                             f"'{p['input_transport']}'")
+        self.detector = Detector(p["model_path"] or None, providers=list(p["providers"]),
+                                 threshold=None if p["threshold"] < 0 else p["threshold"],
+                                 min_area=p["min_obstacle_area"], threads=p["intra_op_threads"])
+        self.alpha = float(p["overlay_alpha"])
+        self.stats = NodeStats()
+        self.throttle = Throttle(p["log_throttle_period"])
+        self._last_shape: Optional[tuple[int, ...]] = None
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        qos_in = QoSProfile(depth=p["qos_depth"], history=HistoryPolicy.KEEP_LAST,
+                            reliability=ReliabilityPolicy.BEST_EFFORT)
+        qos_out = QoSProfile(depth=2, history=HistoryPolicy.KEEP_LAST,
+                             reliability=ReliabilityPolicy.RELIABLE)
+        self.pub = {key: self.create_publisher(Image, f"~/{topic}", qos_out)
+                    for key, topic in (("heatmap", "anomaly_heatmap"), ("mask", "obstacle_mask"),
+                                       ("overlay", "overlay")) if p[f"publish_{key}"]}
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        if p["input_transport"] == "compressed":
+            self.sub = self.create_subscription(CompressedImage, "image/compressed",
+                                                self._on_image, qos_in)
+        else:
+            self.sub = self.create_subscription(Image, "image", self._on_image, qos_in)
+
+        self._slot: Optional[tuple[Any, float]] = None
+        self._cv = threading.Condition()
+        self._stop = False
+        self._worker = threading.Thread(target=self._run, name="flowclas-inference", daemon=True)
+        self._worker.start()
+        self.create_timer(p["diagnostics_period"], self._publish_diagnostics)
+        i = self.detector.info
+        self.get_logger().info(
+            f"model {self.detector.model_path} (version {i.model_version}, input {i.input_size[1]}x"
+            f"{i.input_size[0]}, threshold {self.detector.threshold:g}) on {self.detector.providers}; "
+            f"listening on {self.sub.topic_name}")
+
+    # -- receive (executor thread): keep only the newest frame ------------------------------
+    def _on_image(self, msg: Any) -> None:
+        with self._cv:
+            replaced = self._slot is not None
+            self._slot = (msg, time.monotonic())
+            self._cv.notify()
+        self.stats.on_received(replaced)
+
+    # -- inference thread ------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while self._slot is None and not self._stop:
+                    self._cv.wait()
+                if self._stop:
+                    return
+                msg, received = self._slot
+                self._slot = None
+            try:
+                self._process(msg, received)
+            except ImageError as exc:
+                self._bad_input(exc.kind, str(exc))
+            except Exception as exc:  # noqa: BLE001 - never let one frame kill the node
+                self._bad_input("internal_error", f"{type(exc).__name__}: {exc}")
+
+    def _wanted(self) -> dict[str, Any]:
+        return {k: pub for k, pub in self.pub.items() if pub.get_subscription_count() > 0}
+
+    def _process(self, msg: Any, received: float) -> None:
+        wanted = self._wanted()
+        if not wanted:  # outputs nobody subscribes to are not computed
+            with self.stats.lock:
+                self.stats.skipped_no_subscribers += 1
+            return
+        if isinstance(msg, CompressedImage):
+            array, encoding = compressed_msg_to_array(msg)
+        else:
+            array, encoding = image_msg_to_array(msg)
+        rgb = to_rgb8(array, encoding)
+        if self._last_shape is not None and rgb.shape != self._last_shape:
+            self._warn("size_changed", f"frame size changed mid-stream from {self._last_shape[1]}x"
+                       f"{self._last_shape[0]} to {rgb.shape[1]}x{rgb.shape[0]}; processing it")
+        self._last_shape = rgb.shape
+        det = self.detector.detect(rgb, "rgb8")
+        header = msg.header
+        if "heatmap" in wanted:
+            wanted["heatmap"].publish(array_to_image_msg(det.heatmap, "32FC1", header))
+        if "mask" in wanted:
+            wanted["mask"].publish(array_to_image_msg(det.mask, "mono8", header))
+        if "overlay" in wanted:
+            overlay = render_overlay(rgb, det.heatmap, det.mask, self.detector.threshold, self.alpha)
+            wanted["overlay"].publish(array_to_image_msg(overlay, "bgr8", header))
+        stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+        age_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
+        self.stats.on_processed((time.monotonic() - received) * 1e3, age_ms)
+
+    def _bad_input(self, kind: str, message: str) -> None:
+        self.stats.on_bad_input(kind)
+        allowed, suppressed = self.throttle.allow(kind)
+        if allowed:
+            more = f" ({suppressed} more like this suppressed)" if suppressed else ""
+            self.get_logger().error(f"bad input frame skipped [{kind}]: {message}{more}")
+
+    def _warn(self, kind: str, message: str) -> None:
+        self.stats.on_bad_input(kind)
+        if self.throttle.allow(kind)[0]:
+            self.get_logger().warning(message)
+
+    # -- parameters ------------------------------------------------------------------------
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """Validate first, then apply all-or-nothing (ranges are enforced by the descriptors)."""
+        updates: dict[str, Any] = {}
+        for prm in params:
+            if prm.name == "threshold":
+                if not math.isfinite(prm.value):
+                    return SetParametersResult(successful=False, reason="threshold must be finite")
+                updates["threshold"] = (self.detector.info.threshold if prm.value < 0
+                                        else float(prm.value))
+            elif prm.name == "min_obstacle_area":
+                updates["min_area"] = int(prm.value)
+            elif prm.name == "overlay_alpha":
+                updates["alpha"] = float(prm.value)
+        for key, value in updates.items():
+            target = self if key == "alpha" else self.detector
+            setattr(target, key, value)
+            self.get_logger().info(f"{key} set to {value:g}")
+        return SetParametersResult(successful=True)
+
+    # -- diagnostics -----------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        s = self.stats.snapshot()
+        level, summary = DiagnosticStatus.OK, "ok"
+        if s["bad_input"]:
+            level, summary = DiagnosticStatus.WARN, "bad input frames seen"
+        if s["received"] and not s["processed"] and not s["skipped_no_subscribers"]:
+            level, summary = DiagnosticStatus.WARN, "receiving but no frame processed yet"
+        fmt = lambda v: "n/a" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))  # noqa: E731
+        values = {
+            "model": str(self.detector.model_path),
+            "model_version": self.detector.info.model_version,
+            "backend": f"{self.detector.backend.name} {','.join(self.detector.providers)}",
+            "threshold": f"{self.detector.threshold:g}",
+            "input_topic": self.sub.topic_name,
+            **{k: fmt(v) for k, v in s.items() if k != "bad_input"},
+            **{f"bad_input.{k}": str(v) for k, v in sorted(s["bad_input"].items())},
+        }
+        status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: anomaly detection",
+                                  message=summary, hardware_id=str(self.detector.model_path),
+                                  values=[KeyValue(key=k, value=v) for k, v in values.items()])
+        arr = DiagnosticArray(status=[status])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(arr)
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+        self._worker.join(timeout=5.0)
+
+
+def main(args: Optional[list[str]] = None) -> int:
+    """Entry point `detector` (`ros2 run flowclas_ros detector`). A missing or incompatible model
+    fails at start-up with one clear line and exit status 1."""
+    rclpy.init(args=args)
+    try:
+        node = DetectorNode()
+    except (ModelFileError, ValueError) as exc:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
+        rclpy.try_shutdown()
+        return 1
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.stop()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

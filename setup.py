@@ -31,7 +31,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz") + glob("config/*.xml")),
         (f"share/{PACKAGE}/models", glob("models/*.onnx") + glob("models/*.md") + glob("models/*.yaml")),
     ],
     zip_safe=False,
@@ -39,5 +39,6 @@ setup(
     maintainer_email="maintainers@flowclas-ros.invalid",
     description="FlowCLAS unknown-obstacle detection for ROS 2",
     license="Apache-2.0",
-    entry_points={"console_scripts": [f"flowclas-ros = {PACKAGE}.cli:main"]},
+    entry_points={"console_scripts": [f"flowclas-ros = {PACKAGE}.cli:main",
+                                      f"detector = {PACKAGE}.ros.node:main"]},
 )

@@ -110,7 +110,8 @@ def _cmd_bench(a: argparse.Namespace) -> int:
 def _cmd_demo(a: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(model=a.model, out=Path(a.out), frames=a.frames)
+    return run_demo(model=a.model, out=Path(a.out), frames=a.frames, rate_hz=a.rate,
+                    live=not a.offline)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--model", help="model to use (default: shipped model, else a toy model)")
     m.add_argument("--out", default="demo_out")
     m.add_argument("--frames", type=int, default=12)
+    m.add_argument("--rate", type=float, default=10.0, help="camera rate in Hz")
+    m.add_argument("--offline", action="store_true", help="no ROS: run the Detector in-process")
     m.set_defaults(func=_cmd_demo)
     return p
 

@@ -110,7 +110,7 @@ def evaluate(data: Any, model_path: Optional[str | os.PathLike] = None,
              out_dir: Optional[str | os.PathLike] = None, layout: str = "generic",
              providers: Sequence[str] = ("cpu",), min_pred_area: int = 50,
              min_gt_area: int = 10, max_frames: Optional[int] = None,
-             progress: bool = True, bits: int = 20) -> dict:
+             progress: bool = True, max_bins: int = 1 << 20) -> dict:
     """Evaluate a model on a labelled dataset; returns the metrics dict (see module docstring).
 
     ``data``: a dataset root read with ``load_layout(layout, data)``, or a sequence of `Sample`
@@ -122,7 +122,7 @@ def evaluate(data: Any, model_path: Optional[str | os.PathLike] = None,
 
     frames, desc = _as_frames(data, layout, max_frames)
     det = Detector(model_path, providers=providers)
-    pixel = PixelMetrics(bits=bits, thresholds=(det.threshold,))
+    pixel = PixelMetrics(max_bins=max_bins, thresholds=(det.threshold,))
     times_ms: list[float] = []
     cache = Path(tempfile.mkdtemp(prefix="flowclas_eval_"))
     try:
@@ -221,7 +221,7 @@ def _assemble(pix: dict, at_model: dict, cres: dict, comp_threshold: float, comp
             "threshold": comp_threshold, "threshold_source": comp_source,
             "siou_thresholds": cres["thresholds"], "f1": [_pct(v) for v in cres["f1"]],
             "tp": cres["tp"], "fn": cres["fn"], "fp": cres["fp"], **cres["counts"]},
-        "histogram_bits": counts["bits"],
+        "score_resolution": counts["relative_resolution"],  # 0: exact (every distinct score)
         "warnings": warnings,
     }
     return result

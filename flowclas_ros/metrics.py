@@ -13,17 +13,24 @@ pooled, never averaged per frame. A pixel is predicted positive at threshold ``t
 Design: every score is cast to float32 (heatmaps are float32), ``-0.0`` is folded onto ``+0.0``,
 and the float32 bit pattern is mapped by a monotone bijection onto uint32 (positive floats: set
 the sign bit; negative floats: flip all bits), so unsigned order == float order over the whole
-float range, infinities included. The top ``bits`` bits of that key index a histogram of positive
-and of negative pixel counts (``bits=20``: 2 x 2**20 int64 = 16 MiB, whatever the number of
-frames). No score range has to be known in advance, equal scores always share a bin, and a bin
-spans a relative score width of 2**-(bits - 9) (~4.9e-4 at 20 bits) at any magnitude.
+float range, infinities included. The accumulator is a sorted table of bins ``key >> shift`` with
+their positive and negative pixel counts, preallocated to ``max_bins`` entries (2**20 by default:
+20 MiB, whatever the number of frames). It starts EXACT (``shift = 0``: one bin per distinct
+float32 score) and, only when more than ``max_bins`` distinct bins have been seen, halves the
+resolution (``shift += 1``, adjacent bins merged) as often as needed. With the default
+``max_bins``, at most 2**20 bins exist at ``shift = 12``, so the resolution is never coarser than
+the top 20 key bits, i.e. a relative score width of 2**-11 (~4.9e-4) at any magnitude, even for
+scores spread over the whole float range; in practice it adapts to where the scores lie
+(``relative_resolution`` reports the bound reached: 2**(shift - 23)). No score range has to be
+known in advance and equal scores always share a bin.
 
-The curves are the cumulative sums of the non-empty bins in descending score order, exactly like
-scikit-learn's ``_binary_clf_curve`` on the distinct scores - except that scores closer together
-than one bin are treated as tied. A bin's threshold is the SMALLEST float32 the bin can hold, so
-for every reported threshold ``t`` the counts on the curve are exactly the counts of
-``score >= t`` on the raw float32 scores (checked by the tests), e.g. ``best_f1_threshold``
-reproduces ``best_f1`` when applied to the heatmaps.
+The curves are the cumulative sums of the bins in descending score order, exactly like
+scikit-learn's ``_binary_clf_curve`` on the distinct scores - except that, once coarsened, scores
+closer together than one bin are treated as tied. A bin's threshold is the SMALLEST float32 the
+bin can hold, so for every reported threshold ``t`` the counts on the curve are exactly the counts
+of ``score >= t`` on the raw float32 scores (checked by the tests), e.g. ``best_f1_threshold``
+reproduces ``best_f1`` when applied to the heatmaps. Thresholds are compared in float32
+(``scores >= np.float32(t)``), as NumPy compares a float32 heatmap with a Python float.
 
 - AUPRC: step sum ``sum_i (R_i - R_{i-1}) * P_i`` (scikit-learn ``average_precision_score``,
   NOT the trapezoidal area).
@@ -33,11 +40,10 @@ reproduces ``best_f1`` when applied to the heatmaps.
 - best F1: max over thresholds of ``2TP / (2TP + FP + FN)``, with its threshold (the highest
   threshold on ties).
 
-Agreement with scikit-learn is exact when every pair of distinct scores is more than a bin apart
-(ties included); otherwise near-tied scores are merged, which moves AP/AUROC/FPR95 by far less than
-1e-3 on real score maps (see the tests for the measured differences). Scores that differ by less
-than 2**-(bits-9) relative are NOT separated: a "perfect separator" whose classes differ only in the
-5th significant digit looks like a tie - raise ``bits`` (up to 24) if you need finer resolution.
+Agreement with scikit-learn (on the float32 scores) is exact while ``shift == 0``; after
+coarsening, near-tied scores are merged, which moved AP/AUROC/FPR95 by < 1e-3 in every test case
+(see test_metrics.py). What no bounded accumulator can do: separate classes whose scores differ by
+less than one bin; raise ``max_bins`` when the bound in ``relative_resolution`` is too coarse.
 
 Undefined values: with no positive pixels AUPRC, AUROC, FPR95 and best F1 are NaN and
 ``status == "no_positives"``; with no negative pixels AUROC and FPR95 are NaN (AUPRC is 1) and
@@ -176,6 +182,16 @@ def _rates(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
 # ---------------------------------------------------------------- pixel metrics
 
 
+def _coarsened(keys: np.ndarray, pos: np.ndarray, neg: np.ndarray,
+               by: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted unique bins at a resolution ``by`` bits coarser, counts of merged bins summed."""
+    if by == 0 or keys.size == 0:
+        return keys, pos, neg
+    k = keys >> np.uint32(by)
+    starts = np.r_[0, np.flatnonzero(k[1:] != k[:-1]) + 1]
+    return k[starts], np.add.reduceat(pos, starts), np.add.reduceat(neg, starts)
+
+
 @dataclass(frozen=True)
 class _Curve:
     thresholds: np.ndarray  # descending, float64 (values are float32-exact)
@@ -186,19 +202,22 @@ class _Curve:
 class PixelMetrics:
     """Streaming pooled pixel metrics (AUPRC, AUROC, FPR95, best F1) of anomaly score maps.
 
-    ``update(scores, labels)`` per frame, ``result()`` at any time. Memory is two fixed histograms
-    of ``2**bits`` int64 counts (see the module docstring for the design and its exactness).
+    ``update(scores, labels)`` per frame, ``result()`` at any time. Memory: a preallocated table
+    of ``max_bins`` (key, positives, negatives) entries (20 bytes each: 20 MiB by default),
+    whatever the number of frames (see the module docstring for the design and its exactness).
     ``thresholds``: extra score thresholds whose confusion counts are tracked exactly (e.g. the
     model's calibrated threshold); reported in ``result()["at_thresholds"]``.
     """
 
-    def __init__(self, bits: int = 20, thresholds: Iterable[float] = ()) -> None:
-        if not 8 <= int(bits) <= 24:
-            raise ValueError(f"bits must be within 8..24, got {bits}")
-        self.bits = int(bits)
-        self._shift = np.uint32(32 - self.bits)
-        self._pos = np.zeros(1 << self.bits, dtype=np.int64)
-        self._neg = np.zeros(1 << self.bits, dtype=np.int64)
+    def __init__(self, max_bins: int = 1 << 20, thresholds: Iterable[float] = ()) -> None:
+        if not 256 <= int(max_bins) <= 1 << 26:
+            raise ValueError(f"max_bins must be within 256..2**26, got {max_bins}")
+        self.max_bins = int(max_bins)
+        self.shift = 0  # bins are key >> shift; grows only when max_bins would be exceeded
+        self._keys = np.zeros(self.max_bins, dtype=np.uint32)
+        self._pos = np.zeros(self.max_bins, dtype=np.int64)
+        self._neg = np.zeros(self.max_bins, dtype=np.int64)
+        self._n = 0
         self._fixed = [float(t) for t in thresholds]
         self._fixed_counts = np.zeros((len(self._fixed), 2), dtype=np.int64)  # tp, fp per threshold
         self.frames = 0
@@ -208,21 +227,63 @@ class PixelMetrics:
     @property
     def nbytes(self) -> int:
         """Size of the accumulator; constant, whatever the number of frames."""
-        return int(self._pos.nbytes + self._neg.nbytes + self._fixed_counts.nbytes)
+        return int(self._keys.nbytes + self._pos.nbytes + self._neg.nbytes
+                   + self._fixed_counts.nbytes)
 
-    def _add(self, hist: np.ndarray, bins: np.ndarray) -> None:
-        if bins.size == 0:
+    @property
+    def bins_used(self) -> int:
+        return self._n
+
+    @property
+    def relative_resolution(self) -> float:
+        """Upper bound of the relative width of one bin (0.0: every distinct float32 kept)."""
+        return 0.0 if self.shift == 0 else 2.0 ** (self.shift - 23)
+
+    def _insert(self, keys: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> None:
+        """Merge sorted unique bins (at the current shift) with their counts, then coarsen the
+        resolution (shift += 1, adjacent bins pairwise merged) until ``max_bins`` holds them."""
+        n = self._n
+        table_k, table_p, table_n = self._keys[:n], self._pos[:n], self._neg[:n]
+        idx = np.searchsorted(table_k, keys)
+        hit = idx < n
+        hit[hit] = table_k[idx[hit]] == keys[hit]
+        table_p[idx[hit]] += pos[hit]  # indices unique: plain fancy-index add is safe
+        table_n[idx[hit]] += neg[hit]
+        new = ~hit
+        if not new.any():
             return
-        lo = int(bins.min())
-        counts = np.bincount(bins - lo)
-        hist[lo:lo + counts.size] += counts
+        k = np.insert(table_k, idx[new], keys[new])
+        p = np.insert(table_p, idx[new], pos[new])
+        q = np.insert(table_n, idx[new], neg[new])
+        while k.size > self.max_bins:
+            k, p, q = _coarsened(k, p, q, 1)
+            self.shift += 1
+        self._n = k.size
+        self._keys[:k.size], self._pos[:k.size], self._neg[:k.size] = k, p, q
+
+    def _add_frame(self, s: np.ndarray, pos: np.ndarray) -> None:
+        bins = float32_to_key(s) >> np.uint32(self.shift)
+        # one sort of (bin, class) pairs gives the frame's bins and both counts
+        v = (bins.astype(np.uint64) << np.uint64(1)) | pos.astype(np.uint64)
+        v.sort()
+        starts = np.flatnonzero(np.r_[True, v[1:] != v[:-1]])
+        u, cnt = v[starts], np.diff(np.r_[starts, v.size])
+        k = (u >> np.uint64(1)).astype(np.uint32)
+        is_pos = (u & np.uint64(1)).astype(bool)
+        first = np.r_[True, k[1:] != k[:-1]]
+        group = np.cumsum(first) - 1
+        keys = k[first]
+        p = np.zeros(keys.size, np.int64)
+        q = np.zeros(keys.size, np.int64)
+        p[group[is_pos]] = cnt[is_pos]
+        q[group[~is_pos]] = cnt[~is_pos]
+        self._insert(keys, p, q)
 
     def update(self, scores: np.ndarray, labels: np.ndarray) -> None:
         """Add one frame: HxW scores (float) and HxW labels (uint8 0/1/255, void dropped)."""
         s, pos, n_void = _valid_pixels(scores, labels)
-        bins = (float32_to_key(s) >> self._shift).astype(np.int64)
-        self._add(self._pos, bins[pos])
-        self._add(self._neg, bins[~pos])
+        if s.size:
+            self._add_frame(s, pos)
         for i, t in enumerate(self._fixed):
             pred = s >= np.float32(t)
             tp = int(np.count_nonzero(pred & pos))
@@ -232,31 +293,46 @@ class PixelMetrics:
         self.void += n_void
 
     def merge(self, other: "PixelMetrics") -> "PixelMetrics":
-        """Add another accumulator (same bits and thresholds), e.g. from a worker process."""
-        if other.bits != self.bits or other._fixed != self._fixed:
-            raise ValueError("can only merge PixelMetrics with the same bits and thresholds")
-        self._pos += other._pos
-        self._neg += other._neg
+        """Add another accumulator (same thresholds), e.g. from a worker process."""
+        if other._fixed != self._fixed:
+            raise ValueError("can only merge PixelMetrics with the same thresholds")
+        if other.shift > self.shift:
+            self._coarsen_to(other.shift)
+        n = other._n
+        keys, pos, neg = _coarsened(other._keys[:n], other._pos[:n], other._neg[:n],
+                                    self.shift - other.shift)
+        self._insert(keys, pos.copy(), neg.copy())
         self._fixed_counts += other._fixed_counts
         self.frames += other.frames
         self.frames_with_positives += other.frames_with_positives
         self.void += other.void
         return self
 
+    def _coarsen_to(self, shift: int) -> None:
+        n = self._n
+        k, p, q = _coarsened(self._keys[:n], self._pos[:n], self._neg[:n], shift - self.shift)
+        self.shift = shift
+        self._n = k.size
+        self._keys[:k.size], self._pos[:k.size], self._neg[:k.size] = k, p, q
+
     @property
     def positives(self) -> int:
-        return int(self._pos.sum())
+        return int(self._pos[:self._n].sum())
 
     @property
     def negatives(self) -> int:
-        return int(self._neg.sum())
+        return int(self._neg[:self._n].sum())
+
+    def _lower_edges(self, bins: np.ndarray) -> np.ndarray:
+        """Smallest float32 of each bin (the -inf bin starts at -inf, not at a NaN pattern)."""
+        keys = np.asarray(bins, dtype=np.uint32) << np.uint32(self.shift)
+        return key_to_float32(np.maximum(keys, np.uint32(_NEG_INF_KEY)))
 
     def _curve(self) -> _Curve:
-        used = np.flatnonzero((self._pos | self._neg) != 0)[::-1]  # descending score
-        keys = used.astype(np.uint32) << self._shift  # smallest key of each bin
-        keys = np.maximum(keys, np.uint32(_NEG_INF_KEY))  # the -inf bin starts at -inf, not NaN
-        thresholds = key_to_float32(keys).astype(np.float64)
-        return _Curve(thresholds, np.cumsum(self._pos[used]), np.cumsum(self._neg[used]))
+        n = self._n
+        order = slice(None, None, -1)  # descending score
+        thresholds = self._lower_edges(self._keys[:n][order]).astype(np.float64)
+        return _Curve(thresholds, np.cumsum(self._pos[:n][order]), np.cumsum(self._neg[:n][order]))
 
     def at_threshold(self, threshold: float) -> dict:
         """Confusion counts and rates of ``score >= threshold``: exact for a threshold given to
@@ -270,11 +346,12 @@ class PixelMetrics:
             t32 = np.float32(threshold) + np.float32(0.0)
             if np.isnan(t32):
                 raise ValueError("threshold is NaN")
-            b = int(float32_to_key(np.array([t32]))[0] >> self._shift)
-            edge = key_to_float32(np.array([max(b << int(self._shift), _NEG_INF_KEY)]))[0]
-            tp = int(self._pos[b:].sum())  # bin b counted whole: the threshold is rounded down
-            fp = int(self._neg[b:].sum())
-            exact = bool(edge == t32 or (self._pos[b] == 0 and self._neg[b] == 0))
+            b = float32_to_key(np.array([t32]))[0] >> np.uint32(self.shift)
+            n = self._n
+            i = int(np.searchsorted(self._keys[:n], b))  # bins i.. hold scores >= bin b
+            tp = int(self._pos[i:n].sum())  # bin b counted whole: the threshold is rounded down
+            fp = int(self._neg[i:n].sum())
+            exact = bool(i == n or self._keys[i] != b or self._lower_edges(b) == t32)
         out = {"threshold": float(threshold), "tp": tp, "fp": fp, "fn": n_pos - tp,
                "tn": n_neg - fp, "exact": bool(exact)}
         out.update(_rates(tp, fp, n_pos - tp, n_neg - fp))
@@ -314,7 +391,8 @@ class PixelMetrics:
         out["counts"] = {"positives": n_pos, "negatives": n_neg, "void": int(self.void),
                          "frames": int(self.frames),
                          "frames_with_positives": int(self.frames_with_positives),
-                         "bins_used": int(c.thresholds.size), "bits": self.bits}
+                         "bins_used": int(self._n), "max_bins": self.max_bins,
+                         "shift": self.shift, "relative_resolution": self.relative_resolution}
         out["at_thresholds"] = [self.at_threshold(t) for t in self._fixed]
         return out
 

@@ -15,6 +15,9 @@ import numpy as np
 
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(20, 99)))
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+from flowclas_ros.ros.demo import large_image_dds_profile  # noqa: E402
+
+os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(large_image_dds_profile()))
 
 import rclpy  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
@@ -106,6 +109,7 @@ class Peer:
 
     def close(self) -> None:
         self.executor.shutdown()
+        self._thread.join(timeout=5)
         self.node.destroy_node()
 
 

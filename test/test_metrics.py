@@ -166,9 +166,11 @@ def test_known_values_of_degenerate_cases():
     rate = const["counts"]["positives"] / (const["counts"]["positives"] + const["counts"]["negatives"])
     assert const["auprc"] == pytest.approx(rate) and const["auroc"] == 0.5
     assert const["fpr95"] == 1.0 and const["counts"]["bins_used"] == 1
-    perfect = accumulate(case_perfect(rng)).result()
+    frames = case_perfect(rng)
+    perfect = accumulate(frames).result()
     assert (perfect["auprc"], perfect["auroc"], perfect["fpr95"], perfect["best_f1"]) == (1, 1, 0, 1)
-    assert 1.0 <= perfect["best_f1_threshold"] <= 5.0  # between the classes
+    s, lab = pooled(frames)
+    assert perfect["best_f1_threshold"] == s[lab == 1].min()  # exact table: the lowest anomaly score
     inverted = accumulate(case_inverted(rng)).result()
     assert inverted["auroc"] == 0.0 and inverted["fpr95"] == 1.0
     assert inverted["auprc"] < 0.2
@@ -197,9 +199,12 @@ def test_fixed_thresholds_are_counted_exactly():
         assert got["exact"] and {k: got[k] for k in want} == want
         assert got["tpr"] == pytest.approx(want["tp"] / (want["tp"] + want["fn"]))
         assert got["fpr"] == pytest.approx(want["fp"] / (want["fp"] + want["tn"]))
-    approx = m.at_threshold(1.2345678)  # registered: exact; an arbitrary one is flagged
-    assert approx["exact"]
-    assert m.at_threshold(0.5000001)["exact"] is False
+    assert m.at_threshold(0.5000001)["exact"]  # exact table (shift 0): any threshold is exact
+    coarse = accumulate(frames, max_bins=256)
+    t = float(np.median(s))  # a real score, inside a populated coarse bin
+    got, want = coarse.at_threshold(t), counts_at_threshold(s, lab, t)
+    assert coarse.shift > 0 and got["exact"] is False
+    assert got["tp"] >= want["tp"] and got["fp"] >= want["fp"]  # the bin is counted whole
 
 
 def test_streaming_equals_one_shot():
@@ -219,14 +224,16 @@ def test_streaming_equals_one_shot():
 
 def test_memory_does_not_grow_with_frames():
     m = PixelMetrics(thresholds=(0.5,))
-    size0 = m.nbytes
-    assert size0 == 2 * (1 << 20) * 8 + 16  # two 2**20-bin int64 histograms + 1 threshold
+    assert m.nbytes == (4 + 8 + 8) * (1 << 20) + 16  # preallocated table + 1 fixed threshold
+    small = PixelMetrics(max_bins=4096)
+    size0 = small.nbytes
     rng = np.random.default_rng(6)
-    for i in range(60):
+    for i in range(60):  # ~180k distinct scores over 14 decades: forces coarsening
         lab = (rng.random((H, W)) < 0.1).astype(np.uint8)
-        m.update(rng.normal(size=(H, W)).astype(np.float32) * 10 ** (i % 7), lab)
-    assert m.nbytes == size0
-    assert m.result()["counts"]["positives"] + m.result()["counts"]["negatives"] == 60 * H * W
+        small.update(rng.normal(size=(H, W)).astype(np.float32) * 10.0 ** (i % 15 - 7), lab)
+    assert small.nbytes == size0 and small.bins_used <= 4096 and small.shift > 0
+    r = small.result()
+    assert r["counts"]["positives"] + r["counts"]["negatives"] == 60 * H * W
 
 
 def test_undefined_cases_are_nan_with_a_status():
@@ -261,7 +268,7 @@ def test_input_validation():
     m.update(np.array([[np.nan, 0.0, 1.0]]), np.array([[255, 0, 1]], np.uint8))  # NaN on void: fine
     assert m.result()["auprc"] == 1.0 and m.frames == 1
     with pytest.raises(ValueError):
-        PixelMetrics(bits=30)
+        PixelMetrics(max_bins=10)
 
 
 def test_infinities_are_ordered():
@@ -274,15 +281,30 @@ def test_infinities_are_ordered():
     assert r["best_f1_threshold"] == 2.0
 
 
-def test_resolution_limit_is_the_documented_bin_width():
-    """Scores 1e-4 apart tie at 20 bits (bin width 2**-11 relative) and separate at 24 bits."""
-    s = np.array([1.0, 1.0001] * 50, np.float32)
-    lab = np.array([0, 1] * 50, np.uint8)
-    coarse, fine = PixelMetrics(bits=20), PixelMetrics(bits=24)
+def test_exact_until_coarsened_then_bounded_resolution():
+    """Scores 1e-4 apart: separated while the table holds every distinct score (default), tied
+    once a tiny table had to coarsen far (the documented limit of any bounded accumulator)."""
+    pairs = np.array([1.0, 1.0001] * 50, np.float32)
+    pair_labels = np.array([0, 1] * 50, np.uint8)
+    filler = -(10.0 ** np.linspace(-30, 30, 5000)).astype(np.float32)  # negatives, far below
+    s, lab = np.r_[pairs, filler], np.r_[pair_labels, np.zeros(filler.size, np.uint8)]
+    exact, coarse = PixelMetrics(), PixelMetrics(max_bins=256)
+    exact.update(s, lab)
     coarse.update(s, lab)
-    fine.update(s, lab)
-    assert coarse.result()["auroc"] == 0.5 and coarse.result()["auprc"] == 0.5
-    assert fine.result()["auroc"] == 1.0 and fine.result()["auprc"] == 1.0
+    assert exact.shift == 0 and exact.result()["auprc"] == 1.0
+    assert exact.result()["auprc"] == average_precision_score(lab, s)
+    assert coarse.shift > 0 and coarse.relative_resolution > 1e-4
+    assert coarse.result()["auprc"] == 0.5  # 1.0 and 1.0001 now share the top bin
+
+
+@pytest.mark.parametrize("name", ["normal", "uniform_overlap", "inlier_frames_mixed", "big_continuous"])
+def test_coarsened_table_still_matches_sklearn(name):
+    frames = CASES[name](np.random.default_rng(11))
+    m = accumulate(frames, max_bins=2048)
+    assert m.shift > 0  # really coarsened
+    res, ref = m.result(), sk_reference(frames)
+    for key, value in ref.items():
+        assert abs(res[key] - value) <= TOL, (key, res[key], value, m.shift)
 
 
 def test_key_mapping_is_monotone_and_invertible():

@@ -6,20 +6,18 @@ conversion step that could drift. Each reader returns :class:`Sample` objects th
 dataset's own label files and name their coding; ``read_sample_label`` decodes any of them to
 0 inlier / 1 anomaly / 255 void.
 
-=====================  ==================================================================  ======================
-layout                 files (under ``root``)                                              label coding
-=====================  ==================================================================  ======================
-``smiyc_anomaly``      ``dataset_AnomalyTrack/images/{id}.jpg|png|webp``,                   ``smiyc``: 0/1/255
-                       ``dataset_AnomalyTrack/labels_masks/{id}_labels_semantic.png``
-``smiyc_obstacle``     ``dataset_ObstacleTrack/images/{id}.webp|jpg|png``, same masks         ``smiyc``: 0/1/255
-``fishyscapes_laf``    ``dataset_FishyLAF/labels/val/{id}_fishy-labels.png`` with images      ``fishyscapes_laf``:
-                       ``leftImg8bit/{split}/{scene}/{id}_leftImg8bit.png``                    0/1/255
-``fishyscapes_static`` ``original/{id}.png``, ``labels/{id}.png``                             0/1/2 -> 0/1/255
-``cityscapes``         ``leftImg8bit/{split}/{city}/{id}_leftImg8bit.png``,                   trainId 0-18 -> 0,
-                       ``gtFine/{split}/{city}/{id}_gtFine_labelTrainIds.png``                 255 -> 255
-``mvtec``              ``{category}/train/good/*.png``, ``{category}/test/{defect}/*.png``,   0 -> 0, 255 -> 1;
-                       ``{category}/ground_truth/{defect}/{stem}_mask.png``                    ``good``: all 0
-=====================  ==================================================================  ======================
+Layouts (files under ``root``) and the label coding their samples carry:
+
+- ``smiyc_anomaly``: ``dataset_AnomalyTrack/images/{id}.jpg|png|webp`` with
+  ``dataset_AnomalyTrack/labels_masks/{id}_labels_semantic.png``; coding ``smiyc`` (0/1/255 as is).
+- ``smiyc_obstacle``: ``dataset_ObstacleTrack/images/{id}.webp|jpg|png``, same mask naming and coding.
+- ``fishyscapes_laf``: ``dataset_FishyLAF/labels/val/{id}_fishy-labels.png`` (0/1/255 as is), the
+  image ``leftImg8bit/{split}/{scene}/{id}_leftImg8bit.png`` found across LostAndFound's scenes.
+- ``fishyscapes_static``: ``original/{id}.png`` with ``labels/{id}.png``; raw 0 in / 1 out / 2 void.
+- ``cityscapes``: ``leftImg8bit/{split}/{city}/{id}_leftImg8bit.png`` with
+  ``gtFine/{split}/{city}/{id}_gtFine_labelTrainIds.png``; trainIds 0-18 -> 0, 255 -> 255.
+- ``mvtec``: ``{category}/train/good/*.png`` and ``{category}/test/{defect}/*.png`` with
+  ``{category}/ground_truth/{defect}/{stem}_mask.png`` (0 -> 0, 255 -> 1); ``good``: all 0, no file.
 
 Test-split frames without a label file are returned with ``label_path=None`` (unlabelled) unless
 ``require_labels=True``; a label file without its image is always an error.

@@ -368,7 +368,7 @@ def _try_place(
         range_m = rng.uniform(*distance)
         bearing = camera_yaw + rng.uniform(-1.0, 1.0) * camera.half_hfov
         yaw = float(rng.uniform(0.0, 2 * math.pi))
-        centre = np.array([camera.eye[0] + range_m * math.cos(bearing), camera.eye[1] + range_m * math.sin(bearing), 0.0])
+        centre = np.array([camera.eye[0], camera.eye[1], 0.0]) + range_m * _unit(bearing, 0.0)
         rotation = _yaw_matrix(yaw)
         base = centre - rotation @ centre_local
         base[2] = base_z
@@ -511,7 +511,7 @@ def _ordered_map(job: Callable[[int], T], n: int, workers: int, progress: bool, 
     """``job(0..n-1)`` in order, in this process or in ``workers`` spawned ones (each with its own client)."""
     from tqdm import tqdm
 
-    with tqdm(total=n, desc=desc, unit="frame", disable=not progress) as bar, contextlib.ExitStack() as stack:
+    with tqdm(total=n, desc=desc, unit="img", disable=not progress) as bar, contextlib.ExitStack() as stack:
         if workers > 1:
             # spawn, not fork: a forked child would inherit this process's pybullet client.
             pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(min(workers, n)))

@@ -1,0 +1,52 @@
+"""Start the flowclas_detector node: `ros2 launch flowclas_ros detector.launch.py image_topic:=...`.
+
+Written for ROS 2 Humble, Jazzy and Kilted `launch` / `launch_ros`. The launch imports live inside
+the functions so this file (and its argument table) can be loaded and checked where no ROS launch
+system is installed.
+"""
+
+# name, default, description -- every knob of the launch (documented in the README)
+ARGUMENTS = [
+    ("image_topic", "/camera/image_raw",
+     "input image topic (with compressed:=true the node subscribes <image_topic>/compressed)"),
+    ("params_file", "", "parameters YAML (empty: the installed config/detector.yaml)"),
+    ("model", "", "ONNX model path; empty: model_path from the params file, else the shipped model"),
+    ("namespace", "", "namespace of the node (outputs are <namespace>/flowclas_detector/...)"),
+    ("compressed", "false", "subscribe sensor_msgs/CompressedImage instead of Image"),
+    ("log_level", "info", "node log level: debug, info, warn, error"),
+]
+
+
+def _launch_setup(context, *args, **kwargs):
+    import os
+
+    from ament_index_python.packages import get_package_share_directory
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    def value(name):
+        return LaunchConfiguration(name).perform(context)
+
+    params_file = value("params_file") or os.path.join(
+        get_package_share_directory("flowclas_ros"), "config", "detector.yaml")
+    compressed = value("compressed").strip().lower() in ("true", "1", "yes")
+    overrides = {"input_transport": "compressed" if compressed else "raw"}
+    if value("model"):
+        overrides["model_path"] = value("model")
+    topic = value("image_topic")
+    return [Node(
+        package="flowclas_ros", executable="detector", name="flowclas_detector",
+        namespace=value("namespace"), output="screen", emulate_tty=True,
+        parameters=[params_file, overrides],
+        remappings=[("image", topic), ("image/compressed", topic.rstrip("/") + "/compressed")],
+        arguments=["--ros-args", "--log-level", value("log_level")],
+    )]
+
+
+def generate_launch_description():
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+
+    return LaunchDescription(
+        [DeclareLaunchArgument(name, default_value=default, description=desc)
+         for name, default, desc in ARGUMENTS] + [OpaqueFunction(function=_launch_setup)])

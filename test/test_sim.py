@@ -152,6 +152,7 @@ def test_same_seed_gives_identical_bytes_and_splits_differ(val_set, tmp_path):
 def test_workers_render_the_same_frames(val_set, tmp_path):
     root, _ = val_set
     sim.generate_split(tmp_path, "val", 2, seed=0, workers=2, progress=False)
+    assert _frames(tmp_path) == _frames(root)[:2]  # body ids, poses and pixel counts too
     for meta in _frames(tmp_path):
         for kind in ("images", "labels"):
             name = f"{kind}/{meta['id']}.png"

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import math
 import os
 import shutil
@@ -29,21 +28,21 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
-from .data.layouts import DatasetError, Sample, load_layout, read_image_rgb, read_label
-from .metrics import ComponentMetrics, PixelMetrics, average_precision, counts_at_threshold
+    from .metrics import PixelMetrics
+
+# Only the standard library at import time: `flowclas-ros` imports this module to register the
+# verb, so numpy, OpenCV, onnxruntime and matplotlib are imported inside the functions.
 
 __all__ = ["evaluate", "register_cli", "format_summary", "to_json"]
-
-log = logging.getLogger(__name__)
 
 MONTAGE_FRAMES = 8  # tiles in montage_worst.png / montage_best.png
 TILE_WIDTH = 320  # montage tiles are scaled to this width (toy frames are tiny)
 GT_COLOR = (0, 255, 0)  # bgr: ground-truth contour (prediction contours are white)
-PERCENT_KEYS = ("auprc", "auroc", "fpr95", "best_f1", "mean_f1", "siou", "ppv")
 
 
 @dataclass
@@ -54,6 +53,8 @@ class _Frame:
 
 def _as_frames(data: Any, layout: str, max_frames: Optional[int]) -> tuple[list[_Frame], str]:
     """Samples from a dataset directory or a sequence of `Sample` / (id, rgb, label) tuples."""
+    from .data.layouts import DatasetError, Sample, load_layout
+
     if isinstance(data, (str, os.PathLike)):
         samples: Sequence[Any] = load_layout(layout, data)
         desc = str(data)
@@ -63,7 +64,7 @@ def _as_frames(data: Any, layout: str, max_frames: Optional[int]) -> tuple[list[
     frames = []
     for s in samples:
         if isinstance(s, Sample):
-            if s.label_path is None:
+            if not s.has_label:
                 raise DatasetError(f"cannot evaluate without labels: image {s.image_path} has none")
             frames.append(_Frame(s.id, s))
         elif isinstance(s, tuple) and len(s) == 3:
@@ -79,10 +80,14 @@ def _as_frames(data: Any, layout: str, max_frames: Optional[int]) -> tuple[list[
 
 
 def _read(frame: _Frame, with_label: bool = True) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    import numpy as np
+
+    from .data.layouts import DatasetError, Sample, read_image_rgb, read_sample_label
+
     s = frame.sample
-    if isinstance(s, Sample):
+    if isinstance(s, Sample):  # any layout's label coding, decoded to 0/1/255
         rgb = read_image_rgb(s.image_path)
-        return rgb, (read_label(s.label_path, expected_shape=rgb.shape[:2]) if with_label else None)
+        return rgb, (read_sample_label(s, expected_shape=rgb.shape[:2]) if with_label else None)
     rgb, label = np.asarray(s[1]), np.asarray(s[2])
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise DatasetError(f"frame {frame.id!r}: image must be HxWx3 uint8 RGB, got {rgb.dtype} {rgb.shape}")
@@ -118,6 +123,9 @@ def evaluate(data: Any, model_path: Optional[str | os.PathLike] = None,
     (None: the shipped default). ``out_dir``: report directory (None: metrics only).
     ``min_pred_area`` / ``min_gt_area``: component size filters (SMIYC ObstacleTrack: 50 / 10).
     """
+    import numpy as np
+
+    from .metrics import ComponentMetrics, PixelMetrics, average_precision, counts_at_threshold
     from .runtime.detector import Detector
 
     frames, desc = _as_frames(data, layout, max_frames)
@@ -186,6 +194,8 @@ def evaluate(data: Any, model_path: Optional[str | os.PathLike] = None,
 def _assemble(pix: dict, at_model: dict, cres: dict, comp_threshold: float, comp_source: str,
               det: Any, desc: str, layout: str, times_ms: list[float],
               anomaly_frames: int) -> dict:
+    import numpy as np
+
     counts = pix["counts"]
     warnings = []
     if pix["status"] == "no_positives":
@@ -229,6 +239,8 @@ def _assemble(pix: dict, at_model: dict, cres: dict, comp_threshold: float, comp
 
 def _clean(obj: Any) -> Any:
     """JSON-safe copy: NaN/inf -> None, numpy scalars -> Python."""
+    import numpy as np
+
     if isinstance(obj, dict):
         return {k: _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -258,7 +270,10 @@ def _write_report(out: Path, result: dict, pixel: PixelMetrics, per_frame: list[
         w.writeheader()
         for row in per_frame:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    ranked = sorted(per_frame, key=lambda r: (r["f1"], r["index"]))
+    # rank by F1 at the component threshold, ties broken by per-frame AP (frames without
+    # anomaly pixels have no AP: they rank by F1 alone, 100 when free of false alarms)
+    ranked = sorted(per_frame, key=lambda r: (r["f1"], -1.0 if math.isnan(r["ap"]) else r["ap"],
+                                              -r["index"]))
     k = min(MONTAGE_FRAMES, max(1, (len(ranked) + 1) // 2))  # worst and best overlap little
     for name, rows in (("montage_worst.png", ranked[:k]),
                        ("montage_best.png", ranked[::-1][:k])):
@@ -266,6 +281,7 @@ def _write_report(out: Path, result: dict, pixel: PixelMetrics, per_frame: list[
 
 
 def _plot_curves(out: Path, c: dict, result: dict) -> None:
+    import numpy as np
     from matplotlib.figure import Figure  # lazy; Figure + savefig uses Agg, no global backend
 
     fig = Figure(figsize=(5, 4.5), dpi=100)
@@ -301,16 +317,21 @@ def _plot_curves(out: Path, c: dict, result: dict) -> None:
 def _tile(rgb: np.ndarray, heat: np.ndarray, label: np.ndarray, threshold: float,
           min_pred_area: int, caption: str) -> np.ndarray:
     import cv2
+    import numpy as np
 
     from .runtime.processing import threshold_components
     from .runtime.visualize import render_overlay
 
-    mask, _ = threshold_components(heat, threshold, min_pred_area)
-    mask[label == 255] = 0
-    img = render_overlay(rgb, heat, mask, threshold)
-    scale = TILE_WIDTH / img.shape[1]
-    size = (TILE_WIDTH, max(1, round(img.shape[0] * scale)))
-    img = cv2.resize(img, size, interpolation=cv2.INTER_NEAREST if scale > 1 else cv2.INTER_AREA)
+    # the prediction exactly as the component metrics see it: void removed before labelling
+    mask, _ = threshold_components(np.where(label == 255, -np.inf, heat).astype(np.float32),
+                                   threshold, min_pred_area)
+    # render at tile size, so contours keep their width on large frames
+    scale = TILE_WIDTH / rgb.shape[1]
+    size = (TILE_WIDTH, max(1, round(rgb.shape[0] * scale)))
+    smooth = cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA
+    img = render_overlay(cv2.resize(rgb, size, interpolation=smooth),
+                         cv2.resize(heat, size, interpolation=smooth),
+                         cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST), threshold)
     gt = cv2.resize((label == 1).astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
     contours, _ = cv2.findContours(gt, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(img, contours, -1, GT_COLOR, 2)
@@ -323,6 +344,7 @@ def _tile(rgb: np.ndarray, heat: np.ndarray, label: np.ndarray, threshold: float
 def _montage(path: Path, rows: list[dict], frames: list[_Frame], cache: Path, threshold: float,
              min_pred_area: int) -> None:
     import cv2
+    import numpy as np
 
     from .runtime.visualize import montage
 
@@ -335,7 +357,7 @@ def _montage(path: Path, rows: list[dict], frames: list[_Frame], cache: Path, th
         ap = "" if math.isnan(r["ap"]) else f" AP {r['ap']:.1f}"
         tiles.append(_tile(rgb, heat, label, threshold, min_pred_area,
                            f"{r['id']}  F1 {r['f1']:.1f}{ap}"))
-    grid = montage(tiles, columns=min(4, len(tiles)))
+    grid = montage(tiles, columns=max(2, min(4, len(tiles))))  # >= 2: room for the legend
     legend = np.zeros((22, grid.shape[1], 3), np.uint8)
     cv2.putText(legend, f"green: ground truth   white: prediction (score >= {threshold:.4g}, "
                 f"area >= {min_pred_area})", (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45,

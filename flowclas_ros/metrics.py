@@ -155,7 +155,7 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
         return float("nan")
     order = np.argsort(-s, kind="stable")
     s, pos = s[order], pos[order]
-    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]  # last index of each distinct score
+    last = np.r_[np.flatnonzero(s[1:] != s[:-1]), s.size - 1]  # last index of each distinct score
     tps = np.cumsum(pos, dtype=np.int64)[last]
     fps = (last + 1) - tps
     dtp = np.diff(np.r_[0, tps])

@@ -220,6 +220,14 @@ def test_streaming_equals_one_shot():
     assert streamed["counts"]["frames_with_positives"] == 2
     merged = accumulate(frames[:3]).merge(accumulate(frames[3:])).result()
     assert merged["auprc"] == streamed["auprc"] and merged["counts"] == streamed["counts"]
+    # merging a coarsened accumulator brings both to the coarser resolution
+    fine, coarse = accumulate(frames[:3]), accumulate(frames[3:], max_bins=256)
+    fine.merge(coarse)
+    reference = accumulate(frames)
+    reference._coarsen_to(coarse.shift)
+    assert fine.shift == coarse.shift > 0
+    assert fine.result()["auprc"] == reference.result()["auprc"]
+    assert fine.result()["fpr95"] == reference.result()["fpr95"]
 
 
 def test_memory_does_not_grow_with_frames():
@@ -279,6 +287,8 @@ def test_infinities_are_ordered():
     r = m.result()
     assert r["auprc"] == 1.0 and r["auroc"] == 1.0 and r["fpr95"] == 0.0
     assert r["best_f1_threshold"] == 2.0
+    assert average_precision(s, lab) == 1.0  # +inf ties are one score, not NaN gaps
+    assert average_precision(np.array([np.inf, np.inf, 0.0]), np.array([1, 0, 1], np.uint8)) == pytest.approx(7 / 12)
 
 
 def test_exact_until_coarsened_then_bounded_resolution():

@@ -482,9 +482,13 @@ def render_cutout(index: int, seed: int) -> tuple[Cutout, dict[str, Any]]:
     """
     world = _world()
     rng = _rng(seed, "oe", index)
-    asset = _random_urdf(_oe_order(seed)[index % len(OE_OBJECTS)])
+    order = _oe_order(seed)
     world.clear()
-    lo, hi = world.bounds(asset.path)
+    for step in range(len(order)):  # a few assets have degenerate meshes: take the next one
+        asset = _random_urdf(order[(index + step) % len(order)])
+        lo, hi = world.bounds(asset.path)
+        if float((hi - lo).max()) > 1e-6:
+            break
     scale = _OE_LARGEST_SIDE / float((hi - lo).max())
     yaw = float(rng.uniform(0.0, 2 * math.pi))
     centre = np.array([0.0, 0.0, _OE_ALTITUDE])

@@ -1,22 +1,11 @@
-"""sensor_msgs <-> numpy through runtime.images (validation included); no cv_bridge needed."""
+"""numpy -> sensor_msgs/Image for publishing; no cv_bridge needed (decoding is runtime.pipeline)."""
 from __future__ import annotations
 
 import numpy as np
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from ..runtime.images import decode_compressed, image_from_fields, to_msg_fields
-
-
-def image_msg_to_array(msg: Image) -> tuple[np.ndarray, str]:
-    """(array view, encoding); raises ImageError (with a diagnostics `kind`) on a bad frame."""
-    arr = image_from_fields(msg.data, msg.height, msg.width, msg.encoding, msg.step,
-                            bool(msg.is_bigendian))
-    return arr, msg.encoding
-
-
-def compressed_msg_to_array(msg: CompressedImage) -> tuple[np.ndarray, str]:
-    return decode_compressed(bytes(msg.data), msg.format)
+from ..runtime.images import to_msg_fields
 
 
 def array_to_image_msg(array: np.ndarray, encoding: str, header: Header) -> Image:

@@ -26,10 +26,10 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
 from ..runtime.detector import Detector
-from ..runtime.images import ImageError, to_rgb8
+from ..runtime.images import ImageError
 from ..runtime.model_info import ModelFileError
-from ..runtime.visualize import render_overlay
-from .messages import array_to_image_msg, compressed_msg_to_array, image_msg_to_array
+from ..runtime.pipeline import decode_compressed_frame, decode_image_fields, run_frame
+from .messages import array_to_image_msg
 from .stats import NodeStats, Throttle
 
 NODE_NAME = "flowclas_detector"
@@ -141,23 +141,22 @@ class DetectorNode(Node):
                 self.stats.skipped_no_subscribers += 1
             return
         if isinstance(msg, CompressedImage):
-            array, encoding = compressed_msg_to_array(msg)
+            rgb = decode_compressed_frame(msg.data, msg.format)
         else:
-            array, encoding = image_msg_to_array(msg)
-        rgb = to_rgb8(array, encoding)
+            rgb = decode_image_fields(msg.data, msg.height, msg.width, msg.encoding, msg.step,
+                                      bool(msg.is_bigendian))
         if self._last_shape is not None and rgb.shape != self._last_shape:
             self._warn("size_changed", f"frame size changed mid-stream from {self._last_shape[1]}x"
                        f"{self._last_shape[0]} to {rgb.shape[1]}x{rgb.shape[0]}; processing it")
         self._last_shape = rgb.shape
-        det = self.detector.detect(rgb, "rgb8")
-        header = msg.header
+        out = run_frame(self.detector, rgb, self.alpha, overlay="overlay" in wanted)
+        det, header = out.detection, msg.header
         if "heatmap" in wanted:
             wanted["heatmap"].publish(array_to_image_msg(det.heatmap, "32FC1", header))
         if "mask" in wanted:
             wanted["mask"].publish(array_to_image_msg(det.mask, "mono8", header))
         if "overlay" in wanted:
-            overlay = render_overlay(rgb, det.heatmap, det.mask, self.detector.threshold, self.alpha)
-            wanted["overlay"].publish(array_to_image_msg(overlay, "bgr8", header))
+            wanted["overlay"].publish(array_to_image_msg(out.overlay, "bgr8", header))
         stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
         age_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
         self.stats.on_processed((time.monotonic() - received) * 1e3, age_ms)
@@ -230,19 +229,20 @@ def main(args: Optional[list[str]] = None) -> int:
     """Entry point `detector` (`ros2 run flowclas_ros detector`). A missing or incompatible model
     fails at start-up with one clear line and exit status 1."""
     rclpy.init(args=args)
+    node: Optional[DetectorNode] = None
     try:
-        node = DetectorNode()
-    except (ModelFileError, ValueError) as exc:
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
-        rclpy.try_shutdown()
-        return 1
-    try:
+        try:
+            node = DetectorNode()
+        except (ModelFileError, ValueError) as exc:
+            rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
+            return 1
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        pass  # Ctrl-C (also during start-up) is a clean stop
     finally:
-        node.stop()
-        node.destroy_node()
+        if node is not None:
+            node.stop()
+            node.destroy_node()
         rclpy.try_shutdown()
     return 0
 

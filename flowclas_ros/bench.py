@@ -1,19 +1,22 @@
-"""Detector timing per backend and frame size (the seed of `flowclas-ros bench`).
+"""`flowclas-ros bench`: where the time goes, per stage and per backend, and the node end to end.
 
-Warm-up first, then median and p95 over many frames, each backend measured in the same process on
-the same frame, so the ratios are meaningful. Prints; asserts nothing (speed targets live here,
-not in unit tests).
+Every backend is measured in the same process on the same frame after a warm-up, so ratios are
+meaningful; medians and p95 over many frames. Prints; asserts nothing (speed targets live here,
+not in unit tests, which would flake on a noisy machine).
 """
 from __future__ import annotations
 
 import resource
 import sys
-from pathlib import Path
-from typing import Optional, Sequence
+import time
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from .runtime.detector import Detector
+from .runtime.images import image_from_fields, to_msg_fields, to_rgb8
+from .runtime.processing import heatmap_to_source, threshold_components
+from .runtime.visualize import render_overlay
 
 
 def _frame(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -23,16 +26,40 @@ def _frame(h: int, w: int, seed: int = 0) -> np.ndarray:
     return render_inlier_scene(np.random.default_rng(seed), size=(h, w))
 
 
-def time_detector(det: Detector, rgb: np.ndarray, frames: int, warmup: int = 5) -> dict[str, float]:
+def _timeit(fn: Callable[[], object], frames: int, warmup: int = 3) -> list[float]:
     for _ in range(warmup):
-        det.detect(rgb)
-    stages: dict[str, list[float]] = {}
+        fn()
+    out = []
     for _ in range(frames):
-        for k, v in det.detect(rgb).timings_ms.items():
-            stages.setdefault(k, []).append(v)
-    out = {f"{k}_ms_p50": float(np.median(v)) for k, v in stages.items()}
-    out["total_ms_p95"] = float(np.percentile(stages["total"], 95))
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1e3)
     return out
+
+
+def stage_timings(det: Detector, rgb: np.ndarray, frames: int) -> dict[str, list[float]]:
+    """ms per stage of the node's per-frame path: decode/convert (rgb8 message bytes -> RGB
+    array), preprocess, inference, postprocess (upsample + threshold + components), overlay, and
+    message packing of the three outputs."""
+    data, step = to_msg_fields(rgb, "rgb8")
+    h, w = rgb.shape[:2]
+    x, geom = det.prepare(rgb, "rgb8")
+    score = det.backend(x[None])[0]
+    heat = heatmap_to_source(score, geom)
+    mask, _ = threshold_components(heat, det.threshold, det.min_area)
+    overlay = render_overlay(rgb, heat, mask, det.threshold)
+    stages = {
+        "decode": lambda: to_rgb8(image_from_fields(data, h, w, "rgb8", step), "rgb8"),
+        "preprocess": lambda: det.prepare(rgb, "rgb8"),
+        "inference": lambda: det.backend(x[None]),
+        "postprocess": lambda: threshold_components(heatmap_to_source(score, geom), det.threshold,
+                                                    det.min_area),
+        "overlay": lambda: render_overlay(rgb, heat, mask, det.threshold),
+        "packing": lambda: (to_msg_fields(heat, "32FC1"), to_msg_fields(mask, "mono8"),
+                            to_msg_fields(overlay, "bgr8")),
+        "total_detect": lambda: det.detect(rgb, "rgb8"),
+    }
+    return {name: _timeit(fn, frames) for name, fn in stages.items()}
 
 
 def peak_rss_mb() -> float:
@@ -40,26 +67,80 @@ def peak_rss_mb() -> float:
     return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
 
 
+def count_macs(model, input_hw: tuple[int, int]) -> dict[str, float]:
+    """Multiply-accumulates of one forward pass (conv + linear), total and backbone only."""
+    import torch
+    from torch import nn
+
+    counts = {"backbone": 0, "total": 0}
+
+    def hook(module, inputs, output, part: str) -> None:
+        w = module.weight
+        if isinstance(module, nn.Conv2d):
+            macs = output.numel() * (w.shape[1] * w.shape[2] * w.shape[3])
+        else:
+            macs = output.numel() * w.shape[1]
+        counts["total"] += macs
+        if part == "backbone":
+            counts["backbone"] += macs
+
+    handles = []
+    for part, mod in (("backbone", model.backbone), ("head", model.head.flow)):
+        for m in mod.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                handles.append(m.register_forward_hook(lambda mo, i, o, p=part: hook(mo, i, o, p)))
+    with torch.no_grad():
+        model(torch.zeros(1, 3, *input_hw))
+    for h in handles:
+        h.remove()
+    return {k: v / 1e9 for k, v in counts.items()}
+
+
+def backbone_share(checkpoint: str, frames: int = 20) -> dict[str, float]:
+    """Fraction of torch-eager inference spent in the frozen backbone, and the GMACs."""
+    import torch
+
+    from .export import load_model_for_export
+
+    model, info = load_model_for_export(checkpoint)
+    x = torch.zeros(1, 3, *info.input_size)
+    with torch.inference_mode():
+        feats = model.backbone(x)
+        t_bb = np.median(_timeit(lambda: model.backbone(x), frames))
+        t_all = np.median(_timeit(lambda: model(x), frames))
+    macs = count_macs(model, info.input_size)
+    return {"backbone_ms_p50": float(t_bb), "model_ms_p50": float(t_all),
+            "backbone_time_fraction": float(t_bb / t_all), "gmacs_total": macs["total"],
+            "gmacs_backbone": macs["backbone"], "feature_grid": list(feats.shape[-2:])}
+
+
 def run_bench(model: Optional[str], checkpoint: Optional[str], sizes: Sequence[tuple[int, int]],
-              frames: int = 50, providers: Sequence[str] = ("cpu",)) -> dict[str, float | str]:
-    """{backend}_ms_p50_{W}x{H} (+ p95 and per-stage medians) for ONNX Runtime and torch eager."""
-    backends: dict[str, Detector] = {"ort": Detector(model, providers=providers)}
+              frames: int = 50, providers: Sequence[str] = ("cpu",),
+              threads: Sequence[int] = (0,)) -> dict:
+    """Per-stage medians for ONNX Runtime (each thread setting) and torch eager (when a checkpoint
+    is given); keys `{backend}_ms_p50_{W}x{H}` are the detect() totals."""
+    backends: dict[str, Detector] = {}
+    for n in threads:
+        backends["ort" if n == 0 else f"ort_t{n}"] = Detector(model, providers=providers, threads=n)
     if checkpoint:
         backends["torch"] = Detector(checkpoint)
-    result: dict[str, float | str] = {"model": str(backends["ort"].model_path),
-                                      "providers": ",".join(backends["ort"].providers)}
+    ref = next(iter(backends.values()))
+    result: dict = {"model": str(ref.model_path), "model_version": ref.info.model_version,
+                    "providers": ",".join(ref.providers),
+                    "model_input": f"{ref.info.input_size[1]}x{ref.info.input_size[0]}"}
     for h, w in sizes:
         rgb = _frame(h, w)
+        tag = f"{w}x{h}"
         for name, det in backends.items():
-            t = time_detector(det, rgb, frames)
-            tag = f"{w}x{h}"
-            result[f"{name}_ms_p50_{tag}"] = t["total_ms_p50"]
-            result[f"{name}_ms_p95_{tag}"] = t["total_ms_p95"]
-            for stage in ("preprocess", "inference", "postprocess"):
-                result[f"{name}_{stage}_ms_p50_{tag}"] = t[f"{stage}_ms_p50"]
-        if "torch" in backends:
-            result[f"speedup_ort_vs_torch_{w}x{h}"] = (result[f"torch_ms_p50_{w}x{h}"]
-                                                      / result[f"ort_ms_p50_{w}x{h}"])
+            stages = stage_timings(det, rgb, frames)
+            for stage, values in stages.items():
+                key = "ms" if stage == "total_detect" else f"{stage}_ms"
+                result[f"{name}_{key}_p50_{tag}"] = float(np.median(values))
+                if stage in ("total_detect", "inference"):
+                    result[f"{name}_{key}_p95_{tag}"] = float(np.percentile(values, 95))
+        if "torch" in backends and "ort" in backends:
+            result[f"speedup_ort_vs_torch_inference_{tag}"] = (
+                result[f"torch_inference_ms_p50_{tag}"] / result[f"ort_inference_ms_p50_{tag}"])
     result["peak_rss_mb"] = peak_rss_mb()
     return result
 
@@ -73,20 +154,35 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     return out
 
 
-def format_table(result: dict[str, float | str], sizes: Sequence[tuple[int, int]]) -> str:
-    lines = [f"model: {result['model']}  providers: {result['providers']}",
-             f"{'backend':8s} {'size':>10s} {'p50 ms':>8s} {'p95 ms':>8s} {'infer':>8s} {'pre':>6s} {'post':>6s}"]
+STAGES = ("decode", "preprocess", "inference", "postprocess", "overlay", "packing")
+
+
+def format_table(result: dict, sizes: Sequence[tuple[int, int]]) -> str:
+    names = sorted({k.split("_ms_p50_")[0] for k in result if "_ms_p50_" in k and
+                    not any(f"_{s}" in k for s in STAGES)})
+    lines = [f"model {result['model']} ({result['model_version']}, input {result['model_input']}) "
+             f"providers {result['providers']}",
+             f"{'backend':8s} {'frame':>9s} {'detect p50':>10s} {'p95':>6s} " +
+             " ".join(f"{s:>11s}" for s in STAGES)]
     for h, w in sizes:
         tag = f"{w}x{h}"
-        for name in ("ort", "torch"):
-            if f"{name}_ms_p50_{tag}" in result:
-                lines.append(f"{name:8s} {tag:>10s} {result[f'{name}_ms_p50_{tag}']:8.1f} "
-                             f"{result[f'{name}_ms_p95_{tag}']:8.1f} "
-                             f"{result[f'{name}_inference_ms_p50_{tag}']:8.1f} "
-                             f"{result[f'{name}_preprocess_ms_p50_{tag}']:6.1f} "
-                             f"{result[f'{name}_postprocess_ms_p50_{tag}']:6.1f}")
-        if f"speedup_ort_vs_torch_{tag}" in result:
-            lines.append(f"ONNX Runtime vs torch eager at {tag}: "
-                         f"{result[f'speedup_ort_vs_torch_{tag}']:.2f}x")
-    lines.append(f"peak RSS {result['peak_rss_mb']:.0f} MB")
+        for name in names:
+            if f"{name}_ms_p50_{tag}" not in result:
+                continue
+            lines.append(f"{name:8s} {tag:>9s} {result[f'{name}_ms_p50_{tag}']:10.1f} "
+                         f"{result[f'{name}_ms_p95_{tag}']:6.1f} " +
+                         " ".join(f"{result[f'{name}_{s}_ms_p50_{tag}']:11.2f}" for s in STAGES))
+        if f"speedup_ort_vs_torch_inference_{tag}" in result:
+            lines.append(f"inference at {tag}: ONNX Runtime {result[f'speedup_ort_vs_torch_inference_{tag}']:.2f}x "
+                         "faster than torch eager (same run)")
+    for key in ("backbone_time_fraction", "gmacs_total", "gmacs_backbone"):
+        if key in result:
+            lines.append(f"{key}: {result[key]:.3f}")
+    if "node_latency_ms_p50" in result:
+        lines.append(f"node end to end ({result['node_camera']} at {result['node_rate_requested_hz']:g} Hz, "
+                     f"{result['node_seconds']:.0f} s): latency p50 {result['node_latency_ms_p50']:.1f} "
+                     f"p95 {result['node_latency_ms_p95']:.1f} p99 {result['node_latency_ms_p99']:.1f} ms, "
+                     f"processed {result['node_rate_hz']:.1f} Hz, dropped {result['node_dropped']}, "
+                     f"node RSS {result['node_rss_mb_start']:.0f} -> {result['node_rss_mb_end']:.0f} MB")
+    lines.append(f"peak RSS (this process) {result['peak_rss_mb']:.0f} MB")
     return "\n".join(lines)

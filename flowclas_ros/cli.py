@@ -99,10 +99,18 @@ def _cmd_toy(a: argparse.Namespace) -> int:
 
 
 def _cmd_bench(a: argparse.Namespace) -> int:
-    from .bench import format_table, parse_sizes, run_bench
+    from .bench import _frame, backbone_share, format_table, parse_sizes, run_bench
 
     sizes = parse_sizes(a.sizes)
-    result = run_bench(a.model, a.checkpoint, sizes, a.frames, a.providers.split(","))
+    threads = [int(v) for v in a.threads.split(",")]
+    result = run_bench(a.model, a.checkpoint, sizes, a.frames, a.providers.split(","), threads)
+    if a.checkpoint:
+        result.update(backbone_share(a.checkpoint))
+    if a.node_seconds > 0:
+        from .ros.bench_node import node_benchmark
+
+        h, w = sizes[0]
+        result.update(node_benchmark(Path(result["model"]), _frame(h, w), a.node_rate, a.node_seconds))
     print(json.dumps(result) if a.json else format_table(result, sizes))
     return 0
 
@@ -163,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--sizes", default="640x480", help="WxH list, e.g. 640x480,1280x720")
     b.add_argument("--frames", type=int, default=50)
     b.add_argument("--providers", default="cpu")
+    b.add_argument("--threads", default="0", help="ONNX Runtime intra-op thread settings to "
+                   "compare, e.g. 0,1,2 (0 = all cores)")
+    b.add_argument("--node-seconds", type=float, default=0.0,
+                   help="also run the node end to end for this long (needs the ros extra)")
+    b.add_argument("--node-rate", type=float, default=30.0, help="camera rate for the node run")
     b.add_argument("--json", action="store_true", help="one JSON object on stdout")
     b.set_defaults(func=_cmd_bench)
 

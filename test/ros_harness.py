@@ -15,7 +15,7 @@ import numpy as np
 
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(20, 99)))
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-from flowclas_ros.ros.demo import large_image_dds_profile  # noqa: E402
+from flowclas_ros.ros.live import large_image_dds_profile  # noqa: E402
 
 os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(large_image_dds_profile()))
 

@@ -1,0 +1,85 @@
+"""Model cards: a Markdown file next to a shipped model, written from the model file's metadata,
+the training checkpoint and the evaluator's metrics.json files, so every number on the card was
+measured by `flowclas-ros evaluate` and every setting comes from the run itself."""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+METRIC_ROWS = (("auprc", "AUPRC"), ("fpr95", "FPR95"), ("auroc", "AUROC"), ("mean_f1", "mean F1"),
+               ("siou", "sIoU"), ("ppv", "PPV"))
+
+
+def _fmt(v: Any) -> str:
+    return "n/a" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
+
+
+def render_card(model: Path, checkpoint: Path, reports: dict[str, Path], command: str,
+                wall_time: Optional[str] = None, notes: str = "") -> str:
+    from .export import load_model_for_export
+    from .train import checkpoint_config, load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    cfg = checkpoint_config(ckpt)
+    _, info = load_model_for_export(checkpoint)
+    metrics = {split: json.loads((Path(d) / "metrics.json").read_text()) for split, d in reports.items()}
+    m, oe, loss, t = cfg.model, cfg.outlier_exposure, cfg.loss, cfg.train
+    lines = [
+        f"# Model card: {model.name}", "",
+        f"- version: `{info.model_version}`, created {info.created}; card written "
+        f"{_dt.date.today().isoformat()}",
+        f"- config sha256: `{info.config_sha256}`",
+        f"- backbone: {m.backbone.name} (frozen, ImageNet), taps at strides {m.backbone.taps}, "
+        f"fused at stride {m.backbone.feature_stride}; input {m.input_size[1]}x{m.input_size[0]} "
+        f"({m.resize_policy})",
+        f"- flow: {m.flow.steps} steps, hidden {m.flow.hidden_channels}, kernels "
+        f"{m.flow.kernel_sizes}, clamp {m.flow.clamp}, positional channels {m.flow.positional_channels}",
+        f"- loss: L_ml + {loss.contrastive_weight:g} x L_con (SupCon, temperature {loss.temperature:g}, "
+        f"{loss.samples_per_class} samples per class)",
+        f"- outlier exposure: " + (f"pasted cut-outs from `{oe.bank}`, p={oe.probability:g}, count "
+               f"{oe.count}, scale {oe.scale}" if oe.enabled else "none (NF-only)"),
+        f"- training data: " + ", ".join(f"`{s.root}` ({s.layout})" for s in cfg.data.train) +
+        (f"; validation `{cfg.data.val.root}`" if cfg.data.val else ""),
+        f"- training: {ckpt['step']} steps, batch {t.batch_size}, AdamW lr {t.lr:g} ({t.schedule}), "
+        f"seed {cfg.seed}" + (f"; wall time {wall_time}" if wall_time else ""),
+        f"- threshold: {info.threshold:g} ({info.threshold_rule}); score normalisation offset "
+        f"{info.score_offset:.4g}, scale {info.score_scale:.4g}",
+        f"- command: `{command}`", "",
+        "## Metrics (measured by `flowclas-ros evaluate`, pixels pooled over each split, percent)", "",
+        "| split | frames | " + " | ".join(name for _, name in METRIC_ROWS) +
+        " | TPR @ threshold | FPR @ threshold | ms/frame |",
+        "|---|---|" + "---|" * (len(METRIC_ROWS) + 3),
+    ]
+    for split, r in metrics.items():
+        at = r.get("at_model_threshold", {})
+        lines.append(f"| {split} | {r['frames']} | " + " | ".join(_fmt(r.get(k)) for k, _ in METRIC_ROWS) +
+                     f" | {_fmt(at.get('tpr'))} | {_fmt(at.get('fpr'))} | {_fmt(r.get('ms_per_frame'))} |")
+    if notes:
+        lines += ["", notes.strip()]
+    return "\n".join(lines) + "\n"
+
+
+def register_cli(sub: Any) -> None:
+    p = sub.add_parser("card", help="write a model card from a model, its checkpoint and reports")
+    p.add_argument("--model", required=True)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--report", action="append", required=True, metavar="SPLIT=DIR",
+                   help="an evaluator report directory per split, e.g. test=reports/test")
+    p.add_argument("--command", required=True, help="the command that trained the model")
+    p.add_argument("--wall-time")
+    p.add_argument("--notes-file")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_card)
+
+
+def _cmd_card(a: argparse.Namespace) -> int:
+    reports = dict(item.split("=", 1) for item in a.report)
+    notes = Path(a.notes_file).read_text() if a.notes_file else ""
+    text = render_card(Path(a.model), Path(a.checkpoint), {k: Path(v) for k, v in reports.items()},
+                       a.command, a.wall_time, notes)
+    Path(a.out).write_text(text)
+    print(f"model card: {a.out}")
+    return 0

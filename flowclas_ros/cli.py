@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 # Modules exposing `register_cli(subparsers)`; they must import heavy dependencies lazily.
-PLUGGED_VERBS: tuple[str, ...] = ("flowclas_ros.data.sim", "flowclas_ros.evaluate", "flowclas_ros.model_card")
+PLUGGED_VERBS: tuple[str, ...] = ("flowclas_ros.data.sim", "flowclas_ros.evaluate", "flowclas_ros.model_card",
+                                  "flowclas_ros.replay")
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

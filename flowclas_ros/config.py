@@ -56,10 +56,13 @@ class ModelConfig:
 
 @dataclass
 class DataSource:
-    """One inlier source: a dataset layout on disk."""
+    """One inlier source: a dataset layout on disk. `topic` and `stride` are options of the
+    `rosbag2` layout (image topic, default the bag's only one; every n-th frame)."""
 
     root: str
     layout: str = "generic"
+    topic: Optional[str] = None
+    stride: int = 1
 
 
 @dataclass
@@ -119,8 +122,16 @@ class Config:
         return dataclasses.asdict(self)
 
     def sha256(self) -> str:
-        """Hash of the canonical JSON form; recorded in checkpoints and exported models."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Hash of the canonical JSON form; recorded in checkpoints and exported models.
+
+        Data-source options at their defaults are left out, so configs written before the
+        options existed keep their hash (and their checkpoints stay resumable)."""
+        data = self.to_dict()
+        for src in [*data["data"]["train"], data["data"]["val"]]:
+            for key, default in (("topic", None), ("stride", 1)):
+                if src is not None and src.get(key) == default:
+                    del src[key]
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -222,6 +233,9 @@ def _validate(cfg: Config) -> None:
     need(m.projection_channels >= 1, "model.projection_channels", "must be >= 1")
     need(m.score_blur_sigma >= 0, "model.score_blur_sigma", "must be >= 0")
     need(len(cfg.data.train) >= 1, "data.train", "needs at least one source")
+    for i, src in enumerate(cfg.data.train):
+        need(src.stride >= 1, f"data.train[{i}].stride", "must be >= 1")
+    need(cfg.data.val is None or cfg.data.val.stride >= 1, "data.val.stride", "must be >= 1")
     oe = cfg.outlier_exposure
     need(0.0 <= oe.probability <= 1.0, "outlier_exposure.probability", "must be in [0, 1]")
     need(len(oe.count) == 2 and 1 <= oe.count[0] <= oe.count[1], "outlier_exposure.count",

@@ -28,7 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
 
 if TYPE_CHECKING:
     import numpy as np
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 # Only the standard library at import time: `flowclas-ros` imports this module to register the
 # verb, so numpy, OpenCV, onnxruntime and matplotlib are imported inside the functions.
 
-__all__ = ["evaluate", "register_cli", "format_summary", "to_json"]
+__all__ = ["Evaluation", "evaluate", "register_cli", "format_summary", "to_json"]
 
 MONTAGE_FRAMES = 8  # tiles in montage_worst.png / montage_best.png
 TILE_WIDTH = 320  # montage tiles are scaled to this width (toy frames are tiny)
@@ -123,72 +123,125 @@ def evaluate(data: Any, model_path: Optional[str | os.PathLike] = None,
     (None: the shipped default). ``out_dir``: report directory (None: metrics only).
     ``min_pred_area`` / ``min_gt_area``: component size filters (SMIYC ObstacleTrack: 50 / 10).
     """
-    import numpy as np
-
-    from .metrics import ComponentMetrics, PixelMetrics, average_precision, counts_at_threshold
     from .runtime.detector import Detector
 
     frames, desc = _as_frames(data, layout, max_frames)
     det = Detector(model_path, providers=providers)
-    pixel = PixelMetrics(max_bins=max_bins, thresholds=(det.threshold,))
-    times_ms: list[float] = []
-    cache = Path(tempfile.mkdtemp(prefix="flowclas_eval_"))
-    try:
-        # pass 1: detector -> pixel metrics + cache
-        for i, fr in enumerate(_progress(frames, len(frames), "evaluate", progress)):
+    with Evaluation(det, min_pred_area, min_gt_area, max_bins) as ev:
+        for fr in _progress(frames, len(frames), "evaluate", progress):
             rgb, label = _read(fr)
             t0 = time.perf_counter()
             heat = det.heatmap(rgb, "rgb8")
-            times_ms.append((time.perf_counter() - t0) * 1e3)
-            if np.isnan(heat).any():
-                raise RuntimeError(f"model produced NaN scores on frame {fr.id!r}")
-            pixel.update(heat, label)
-            h16 = heat.astype(np.float16)  # float32 only if a finite score overflows float16
-            overflow = np.count_nonzero(np.isfinite(h16)) != np.count_nonzero(np.isfinite(heat))
-            np.save(cache / f"{i:07d}_s.npy", heat if overflow else h16)
-            np.save(cache / f"{i:07d}_l.npy", label)
-        pix = pixel.result()
+            ev.add(fr.id, heat, label, (time.perf_counter() - t0) * 1e3)
+        result = ev.finish(desc, layout, progress)
+        if out_dir is not None:
+            ev.write_report(out_dir, result, lambda i: _read(frames[i], with_label=False)[0])
+        return result
+
+
+class Evaluation:
+    """The evaluator's streaming core: metrics from (heatmap, label) pairs fed one at a time.
+
+    `evaluate` feeds it a labelled dataset through `Detector.heatmap`; `flowclas_ros.replay`
+    feeds it the heatmaps the node's frame pipeline made on a bag, so both report the same
+    metrics, per-frame scores and report files. `add` is pass 1 (pixel metrics + heatmap/label
+    cache, see the module docstring); `finish` is pass 2 and returns the metrics dict, leaving the
+    per-frame scores in `per_frame`; `write_report` writes the report directory. A context
+    manager: the cache is deleted on exit.
+    """
+
+    def __init__(self, detector: Any, min_pred_area: int = 50, min_gt_area: int = 10,
+                 max_bins: int = 1 << 20) -> None:
+        from .metrics import PixelMetrics
+
+        self.detector = detector  # a runtime Detector: its threshold, model and providers
+        self.min_pred_area, self.min_gt_area = int(min_pred_area), int(min_gt_area)
+        self.pixel = PixelMetrics(max_bins=max_bins, thresholds=(detector.threshold,))
+        self.ids: list[str] = []
+        self.times_ms: list[float] = []
+        self.per_frame: list[dict] = []  # set by finish()
+        self.threshold: Optional[float] = None  # the component threshold, set by finish()
+        self.cache = Path(tempfile.mkdtemp(prefix="flowclas_eval_"))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __enter__(self) -> "Evaluation":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        shutil.rmtree(self.cache, ignore_errors=True)
+
+    def add(self, frame_id: str, heat: np.ndarray, label: np.ndarray, ms: float) -> None:
+        """Pass 1 for one frame: HxW float32 heatmap, HxW uint8 0/1/255 label, inference ms."""
+        import numpy as np
+
+        if np.isnan(heat).any():
+            raise RuntimeError(f"model produced NaN scores on frame {frame_id!r}")
+        i = len(self.ids)
+        self.pixel.update(heat, label)
+        h16 = heat.astype(np.float16)  # float32 only if a finite score overflows float16
+        overflow = np.count_nonzero(np.isfinite(h16)) != np.count_nonzero(np.isfinite(heat))
+        np.save(self.cache / f"{i:07d}_s.npy", heat if overflow else h16)
+        np.save(self.cache / f"{i:07d}_l.npy", label)
+        self.ids.append(str(frame_id))
+        self.times_ms.append(float(ms))
+
+    def finish(self, desc: str, layout: str, progress: bool = False) -> dict:
+        """Pass 2 (component metrics, per-frame scores) and the metrics dict."""
+        import numpy as np
+
+        from .metrics import ComponentMetrics, average_precision, counts_at_threshold
+
+        if not self.ids:
+            raise ValueError("no frames to evaluate")
+        det = self.detector
+        pix = self.pixel.result()
         at_model = pix["at_thresholds"][0]
 
         comp_threshold, comp_source = pix["best_f1_threshold"], "pixel_best_f1"
         if not math.isfinite(comp_threshold):
             comp_threshold, comp_source = det.threshold, "model"  # no anomaly pixel: no best F1
-        comp = ComponentMetrics(min_pred_area=min_pred_area, min_gt_area=min_gt_area)
+        comp = ComponentMetrics(min_pred_area=self.min_pred_area, min_gt_area=self.min_gt_area)
 
-        # pass 2: component metrics + per-frame scores over the cache
         per_frame = []
-        for i, fr in enumerate(_progress(frames, len(frames), "components", progress)):
-            heat = np.load(cache / f"{i:07d}_s.npy").astype(np.float32)
-            label = np.load(cache / f"{i:07d}_l.npy")
+        for i, fid in enumerate(_progress(self.ids, len(self.ids), "components", progress)):
+            heat = np.load(self.cache / f"{i:07d}_s.npy").astype(np.float32)
+            label = np.load(self.cache / f"{i:07d}_l.npy")
             fc = comp.update(heat, label, comp_threshold)
             c = counts_at_threshold(heat, label, comp_threshold)
             valid = label != 255
             n_anom = int(np.count_nonzero(label == 1))
             f1_den = 2 * c["tp"] + c["fp"] + c["fn"]
             per_frame.append({
-                "index": i, "id": fr.id,
+                "index": i, "id": fid,
                 # no anomaly and no false alarm is a perfect frame
                 "f1": 100.0 * (2 * c["tp"] / f1_den if f1_den else 1.0),
                 "ap": _pct(average_precision(heat, label)) if n_anom else float("nan"),
                 "anomaly_pixels": n_anom, "valid_pixels": int(np.count_nonzero(valid)),
                 "max_score": float(heat[valid].max()) if valid.any() else float("nan"),
                 "gt_components": int(fc.siou.size), "pred_components": int(fc.ppv.size),
-                "ms": times_ms[i],
+                "ms": self.times_ms[i],
             })
-        cres = comp.result()
+        self.per_frame, self.threshold = per_frame, comp_threshold
+        return _assemble(pix, at_model, comp.result(), comp_threshold, comp_source, det, desc,
+                         layout, self.times_ms, self.pixel.frames_with_positives)
 
-        result = _assemble(pix, at_model, cres, comp_threshold, comp_source, det, desc, layout,
-                           times_ms, pixel.frames_with_positives)
-        if out_dir is not None:
-            out = Path(out_dir)
-            out.mkdir(parents=True, exist_ok=True)
-            _write_report(out, result, pixel, per_frame, frames, cache, comp_threshold,
-                          min_pred_area)
-            result["report"] = str(out)
-            (out / "metrics.json").write_text(to_json(result, indent=2) + "\n")
-        return result
-    finally:
-        shutil.rmtree(cache, ignore_errors=True)
+    def write_report(self, out_dir: str | os.PathLike, result: dict,
+                     read_rgb: Callable[[int], np.ndarray]) -> None:
+        """Curves, per_frame.csv, montages and metrics.json (``result`` plus ``report``) in
+        ``out_dir``, after `finish`; ``read_rgb(i)`` is the RGB frame of the i-th `add`."""
+        if self.threshold is None:
+            raise RuntimeError("write_report needs finish() first")
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        _write_report(out, result, self.pixel, self.per_frame, read_rgb, self.cache,
+                      self.threshold, self.min_pred_area)
+        result["report"] = str(out)
+        (out / "metrics.json").write_text(to_json(result, indent=2) + "\n")
 
 
 def _assemble(pix: dict, at_model: dict, cres: dict, comp_threshold: float, comp_source: str,
@@ -261,7 +314,8 @@ def to_json(result: dict, indent: Optional[int] = None) -> str:
 
 
 def _write_report(out: Path, result: dict, pixel: PixelMetrics, per_frame: list[dict],
-                  frames: list[_Frame], cache: Path, threshold: float, min_pred_area: int) -> None:
+                  read_rgb: Callable[[int], np.ndarray], cache: Path, threshold: float,
+                  min_pred_area: int) -> None:
     _plot_curves(out, pixel.curves(), result)
     with open(out / "per_frame.csv", "w", newline="") as f:
         cols = ["id", "f1", "ap", "anomaly_pixels", "valid_pixels", "max_score", "gt_components",
@@ -277,7 +331,7 @@ def _write_report(out: Path, result: dict, pixel: PixelMetrics, per_frame: list[
     k = min(MONTAGE_FRAMES, max(1, (len(ranked) + 1) // 2))  # worst and best overlap little
     for name, rows in (("montage_worst.png", ranked[:k]),
                        ("montage_best.png", ranked[::-1][:k])):
-        _montage(out / name, rows, frames, cache, threshold, min_pred_area)
+        _montage(out / name, rows, read_rgb, cache, threshold, min_pred_area)
 
 
 def _plot_curves(out: Path, c: dict, result: dict) -> None:
@@ -341,8 +395,8 @@ def _tile(rgb: np.ndarray, heat: np.ndarray, label: np.ndarray, threshold: float
     return np.vstack([bar, img])
 
 
-def _montage(path: Path, rows: list[dict], frames: list[_Frame], cache: Path, threshold: float,
-             min_pred_area: int) -> None:
+def _montage(path: Path, rows: list[dict], read_rgb: Callable[[int], np.ndarray], cache: Path,
+             threshold: float, min_pred_area: int) -> None:
     import cv2
     import numpy as np
 
@@ -351,7 +405,7 @@ def _montage(path: Path, rows: list[dict], frames: list[_Frame], cache: Path, th
     tiles = []
     for r in rows:
         i = r["index"]
-        rgb, _ = _read(frames[i], with_label=False)
+        rgb = read_rgb(i)
         heat = np.load(cache / f"{i:07d}_s.npy").astype(np.float32)
         label = np.load(cache / f"{i:07d}_l.npy")
         ap = "" if math.isnan(r["ap"]) else f" AP {r['ap']:.1f}"

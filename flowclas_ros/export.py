@@ -117,7 +117,9 @@ def parity_images(cfg: Config, limit: int = 4, data_dir: Optional[str] = None) -
     if data_dir is not None:
         samples = load_layout("generic", data_dir)
     else:
+        from .data.frames import source_samples
+
         src = cfg.data.val or cfg.data.train[0]
-        samples = load_layout(src.layout, src.root)
+        samples = source_samples(src)
     pick = np.linspace(0, len(samples) - 1, min(limit, len(samples))).round().astype(int)
     return [read_image_rgb(samples[i].image_path) for i in pick]

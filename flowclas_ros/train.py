@@ -21,8 +21,8 @@ import torch.distributed as dist
 from torch import nn
 
 from .config import Config, ConfigError, config_from_dict
-from .data.frames import TrainingFrames
-from .data.layouts import load_layout, read_image_rgb, read_label
+from .data.frames import TrainingFrames, source_samples
+from .data.layouts import read_image_rgb, read_label
 from .model.flowclas import FlowCLAS, FlowHead
 from .model.losses import cell_labels, flowclas_loss
 from .runtime.processing import label_to_input, preprocess
@@ -287,7 +287,7 @@ def _data_init(model: FlowCLAS, frames: TrainingFrames, feats_of: FeatureSource,
 def calibration_samples(cfg: Config):
     """Val frames when configured (held out: honest threshold), else evenly spaced train frames."""
     src = cfg.data.val if cfg.data.val is not None else cfg.data.train[0]
-    samples = load_layout(src.layout, src.root)
+    samples = source_samples(src)
     n = cfg.calibration.max_frames
     if len(samples) > n:
         samples = [samples[i] for i in np.linspace(0, len(samples) - 1, n).round().astype(int)]

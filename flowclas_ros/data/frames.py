@@ -27,10 +27,21 @@ class Frame:
     pasted: bool
 
 
+def source_samples(src: DataSource) -> list[Sample]:
+    """The samples of one source; layout options (topic, stride) are passed only when set, so
+    layouts without options keep working."""
+    opts: dict[str, object] = {}
+    if src.topic is not None:
+        opts["topic"] = src.topic
+    if src.stride != 1:
+        opts["stride"] = src.stride
+    return load_layout(src.layout, src.root, **opts)
+
+
 def load_samples(sources: list[DataSource]) -> list[Sample]:
     samples: list[Sample] = []
     for src in sources:
-        samples.extend(load_layout(src.layout, src.root))
+        samples.extend(source_samples(src))
     return samples
 
 

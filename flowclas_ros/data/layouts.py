@@ -336,3 +336,4 @@ def write_sample(root: PathLike, sample_id: str, image_rgb: np.ndarray, label: n
 # Benchmark readers and their label codings register themselves into LAYOUTS / LABEL_DECODERS;
 # imported last so that importing this module always gives the complete registry.
 from . import benchmarks as _benchmarks  # noqa: E402,F401  (import for its registrations)
+from . import bags as _bags  # noqa: E402,F401  (the rosbag2 layout)

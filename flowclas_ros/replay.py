@@ -1,0 +1,469 @@
+"""`flowclas-ros replay`: a recorded bag through the node's frame pipeline, into an output bag.
+
+Every frame of the image topic (sensor_msgs/Image or CompressedImage) is decoded and run exactly
+as the node does it (`runtime.pipeline`: `decode_image_fields` / `decode_compressed_frame`, then
+`run_frame` with the node's defaults: model threshold, min obstacle area 50, overlay alpha 0.45),
+so a frame gives the same heatmap here as on the robot. No ROS install is needed (`rosbags`).
+
+Output bag (rosbag2, MCAP storage), for ``ros2 bag play`` + RViz or Foxglove:
+
+* the input image topic, copied verbatim (and the ground-truth topic when given);
+* ``<namespace>/flowclas_detector/anomaly_heatmap`` (32FC1), ``.../obstacle_mask`` (mono8 0/255)
+  and ``.../overlay`` (bgr8): the node's own output names (namespace "" by default, as when the
+  node is launched without one, so ``config/detector.rviz`` shows them unchanged).
+
+Each output message carries the input's header (stamp AND frame_id) and is written at the input
+message's bag time. The output is written as frames are processed and closed in a ``finally``:
+an interrupted run (Ctrl-C) leaves a valid bag holding the frames done so far.
+
+With a ground-truth topic (mono8 labels 0 inlier / 1 anomaly / 255 void, matched to frames by
+header stamp), the (heatmap, label) pairs go through the evaluator's own machinery
+(:class:`flowclas_ros.evaluate.Evaluation`): the same metrics, per-frame scores and report files
+as ``flowclas-ros evaluate`` on the same frames. Frames without a label are counted, not scored.
+
+Damaged input: unreadable parts of a bag are skipped (see :mod:`flowclas_ros.data.bags`), and
+frames that cannot be decoded are skipped; both are counted per reason in ``skipped``.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import math
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+# Only the standard library at import time: `flowclas-ros` imports this module to register the
+# verb, so numpy, rosbags, onnxruntime and matplotlib are imported inside the functions.
+
+__all__ = ["NODE_NAME", "OUTPUTS", "format_summary", "output_topics", "register_cli", "replay"]
+
+log = logging.getLogger(__name__)
+
+NODE_NAME = "flowclas_detector"  # = flowclas_ros.ros.node.NODE_NAME (that module needs rclpy)
+OUTPUTS: tuple[tuple[str, str, str], ...] = (  # (key, topic name, encoding), as the node publishes
+    ("heatmap", "anomaly_heatmap", "32FC1"),
+    ("mask", "obstacle_mask", "mono8"),
+    ("overlay", "overlay", "bgr8"),
+)
+WORST_FRAMES = 8
+
+
+def output_topics(namespace: str = "") -> dict[str, str]:
+    """{'heatmap', 'mask', 'overlay'} -> topic, as the node names them in ``namespace``."""
+    ns = namespace.strip("/")
+    prefix = f"/{ns}/{NODE_NAME}" if ns else f"/{NODE_NAME}"
+    return {key: f"{prefix}/{name}" for key, name, _ in OUTPUTS}
+
+
+def _prepare_output(out: Path, bag: Path, force: bool) -> Path:
+    """Refuse to clobber: an existing output needs ``force``, and even then only a bag directory
+    is deleted (never the input, nor a directory holding anything but bag files)."""
+    from .data.bags import BagError
+
+    r_out, r_bag = out.resolve(), bag.resolve()
+    if r_out == r_bag or r_bag in r_out.parents or r_out in r_bag.parents:
+        raise BagError(f"output bag {out} must not be the input bag {bag}, inside it, or hold it")
+    if out.exists() or out.is_symlink():
+        if not force:
+            raise BagError(f"output bag {out} exists; pass --force to overwrite it")
+        if not out.is_dir() or out.is_symlink():
+            raise BagError(f"--force only replaces a bag directory, and {out} is not one; "
+                           "remove it yourself")
+        bag_files = [p for p in out.iterdir() if p.is_file()
+                     and (p.name == "metadata.yaml" or p.suffix in (".mcap", ".db3"))]
+        other = [p.name for p in out.iterdir() if p not in bag_files]
+        if other:
+            raise BagError(f"--force only replaces a bag directory, and {out} also holds "
+                           f"{', '.join(sorted(other)[:5])}; remove it yourself")
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _decode_label(msg: Any) -> Any:
+    """A ground-truth Image -> HxW uint8 0/1/255 (FrameError / ImageError / DatasetError)."""
+    from .data.bags import FrameError
+    from .data.layouts import LABEL_DECODERS
+    from .runtime.images import image_from_fields
+
+    if msg.encoding not in ("mono8", "8UC1"):
+        raise FrameError("gt_encoding", f"ground truth must be mono8 (0/1/255), got {msg.encoding}")
+    raw = image_from_fields(msg.data, msg.height, msg.width, msg.encoding, msg.step,
+                            bool(msg.is_bigendian))
+    return LABEL_DECODERS["generic"](raw.copy(), f"at stamp {msg.header.stamp.sec}."
+                                     f"{msg.header.stamp.nanosec:09d}")
+
+
+class _Bar:
+    """tqdm progress bar with ETA on stderr when available and wanted; a no-op otherwise."""
+
+    def __init__(self, total: Optional[int], enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                return
+            self.bar = tqdm(total=total, desc="replay", unit="frame", file=sys.stderr, leave=False)
+
+    def update(self) -> None:
+        if self.bar is not None:
+            self.bar.update()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def replay(bag: str | os.PathLike, out: str | os.PathLike,
+           model: Optional[str | os.PathLike] = None, image_topic: Optional[str] = None,
+           gt_topic: Optional[str] = None,
+           report: Optional[str | os.PathLike] = None, force: bool = False,
+           providers: Sequence[str] = ("cpu",), progress: bool = True, namespace: str = "",
+           threshold: Optional[float] = None, min_area: int = 50, overlay_alpha: float = 0.45,
+           threads: int = 0, min_pred_area: int = 50, min_gt_area: int = 10) -> dict:
+    """Replay ``bag`` through the detector into the output bag ``out``; returns a summary dict.
+
+    ``image_topic``: default the bag's only image topic (other than ``gt_topic`` and detector
+    outputs). ``gt_topic``: mono8 labels for metrics (the evaluator's keys). ``report``: a
+    report directory. ``threshold`` / ``min_area`` / ``overlay_alpha``: as the node's parameters
+    (None: the model's calibrated threshold). ``min_pred_area`` / ``min_gt_area``: the
+    evaluator's component filters. Keys always present: ``frames`` (frames processed),
+    ``skipped`` (reason -> frames not processed), ``ms_per_frame`` (median decode + pipeline),
+    ``fps``, ``per_frame``, ``output_topics``; with ``gt_topic`` also the evaluator's metrics,
+    ``scored_frames``, ``unmatched_frames``, ``gt_skipped`` and ``worst_frames``.
+    """
+    import numpy as np
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from .data.bags import (IMAGE, Bag, BagError, FrameError, decode_frame, deserialize,
+                            stamp_ns, typestore)
+    from .data.layouts import DatasetError
+    from .runtime.detector import Detector
+    from .runtime.images import ImageError, to_msg_fields
+    from .runtime.pipeline import run_frame
+
+    src = Bag(bag)
+    outs = output_topics(namespace)
+    if gt_topic is not None:
+        src.require_topic(gt_topic, types=(IMAGE,), what="ground-truth topic")
+    topic = src.pick_image_topic(image_topic, exclude={gt_topic, *outs.values()},
+                                 how_to_choose="choose one with --image-topic")
+    if topic == gt_topic:
+        raise BagError(f"the image topic and the ground-truth topic are both {topic}")
+    if set(outs.values()) & {topic, gt_topic}:
+        raise BagError(f"{topic} is a detector output topic; replay its input topic instead")
+    out_path = _prepare_output(Path(out), src.path, force)
+    det = Detector(model, providers=providers, threshold=threshold, min_area=min_area,
+                   threads=threads)
+    ts = typestore()
+    image_t = ts.types[IMAGE]
+
+    gt_stamps: set[int] = set()
+    if gt_topic is not None:  # which frames will have a label: only their heatmaps are held
+        for m in src.messages([gt_topic]):
+            with contextlib.suppress(FrameError):
+                gt_stamps.add(stamp_ns(deserialize(m)))
+
+    skipped: Counter[str] = Counter()
+    gt_skipped: Counter[str] = Counter()
+    rows: list[dict] = []
+    pipeline_ms: list[float] = []
+    pending_heat: dict[int, tuple[int, Any, float, Any]] = {}  # stamp -> (row, heat, ms, rgb)
+    pending_label: dict[int, Any] = {}  # stamp -> label that came before its frame
+    scored_rows: list[int] = []  # row index of each frame fed to the evaluation, in order
+    interrupted = False
+    t_start = time.perf_counter()
+
+    with contextlib.ExitStack() as stack:
+        ev = None
+        rgb_dir: Optional[Path] = None
+        if gt_topic is not None:
+            from .evaluate import Evaluation
+
+            ev = stack.enter_context(Evaluation(det, min_pred_area, min_gt_area))
+            if report is not None:  # frames of the montages: read back after the run
+                rgb_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(
+                    prefix="flowclas_replay_")))
+
+        def score(row: int, heat: Any, label: Any, ms: float, rgb: Any) -> None:
+            if label.shape != heat.shape:
+                gt_skipped["shape_mismatch"] += 1
+                return
+            if rgb_dir is not None:
+                np.save(rgb_dir / f"{len(ev):07d}.npy", rgb)
+            ev.add(rows[row]["id"], heat, label, ms)
+            scored_rows.append(row)
+
+        writer = Writer(out_path, version=9, storage_plugin=StoragePlugin.MCAP)
+        writer.open()
+        bar = _Bar(src.expected.get(topic), progress)
+        try:
+            conn_in = writer.add_connection(topic, src.topics[topic], typestore=ts)
+            conn_gt = (writer.add_connection(gt_topic, IMAGE, typestore=ts)
+                       if gt_topic is not None else None)
+            conn_out = {k: writer.add_connection(t, IMAGE, typestore=ts) for k, t in outs.items()}
+            for message in src.messages([topic] + ([gt_topic] if gt_topic else [])):
+                t = message.log_time_ns
+                if message.topic == gt_topic:
+                    try:
+                        msg = deserialize(message)
+                        writer.write(conn_gt, t, message.raw)
+                        label = _decode_label(msg)
+                    except (FrameError, ImageError) as exc:
+                        gt_skipped[exc.kind] += 1
+                        continue
+                    except DatasetError:
+                        gt_skipped["bad_values"] += 1
+                        continue
+                    st = stamp_ns(msg)
+                    if st in pending_heat:
+                        row, heat, det_ms, rgb = pending_heat.pop(st)
+                        score(row, heat, label, det_ms, rgb)
+                    else:
+                        pending_label[st] = label
+                    continue
+                bar.update()
+                try:
+                    msg = deserialize(message)
+                    writer.write(conn_in, t, message.raw)
+                    t0 = time.perf_counter()
+                    rgb = decode_frame(message.msgtype, msg)
+                    res = run_frame(det, rgb, overlay_alpha)
+                    ms = (time.perf_counter() - t0) * 1e3
+                except (FrameError, ImageError) as exc:
+                    skipped[exc.kind] += 1
+                    continue
+                d = res.detection
+                for key, _, encoding in OUTPUTS:
+                    array = {"heatmap": d.heatmap, "mask": d.mask, "overlay": res.overlay}[key]
+                    data, step = to_msg_fields(array, encoding)
+                    img = image_t(header=msg.header, height=array.shape[0], width=array.shape[1],
+                                  encoding=encoding, is_bigendian=0, step=step,
+                                  data=np.frombuffer(data, np.uint8))
+                    writer.write(conn_out[key], t, ts.serialize_cdr(img, IMAGE))
+                st = stamp_ns(msg)
+                pipeline_ms.append(ms)
+                rows.append({"index": len(rows), "id": f"{st // 10**9}.{st % 10**9:09d}",
+                             "stamp_ns": st, "log_time_ns": t,
+                             "max_score": float(d.heatmap.max()),
+                             "obstacles": len(d.obstacles),
+                             "obstacle_pixels": int(np.count_nonzero(d.mask)), "ms": ms})
+                if st in gt_stamps:
+                    det_ms = d.timings_ms["total"]
+                    if st in pending_label:
+                        score(len(rows) - 1, d.heatmap, pending_label.pop(st), det_ms, rgb)
+                    else:
+                        pending_heat[st] = (len(rows) - 1, d.heatmap, det_ms,
+                                            rgb if rgb_dir is not None else None)
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
+        finally:
+            bar.close()
+            writer.close()  # the partial bag stays valid on Ctrl-C or any error
+            if interrupted:
+                log.warning("interrupted after %d frames; %s holds them and is a valid bag",
+                            len(rows), out_path)
+        wall = time.perf_counter() - t_start
+
+        lost = src.lost(topic)
+        if lost:
+            skipped[src.loss_reason or "unreadable"] += lost
+        if gt_topic is not None and src.lost(gt_topic):
+            gt_skipped[src.loss_reason or "unreadable"] += src.lost(gt_topic)
+        result = _summary(src, out_path, topic, gt_topic, outs, det, rows, skipped, gt_skipped,
+                          pipeline_ms, wall, threshold=det.threshold, min_area=min_area)
+        if ev is not None:
+            result["unmatched_frames"] = len(rows) - len(scored_rows)
+            result["gt_without_frame"] = len(pending_label)
+            if len(ev):
+                metrics = ev.finish(f"{src.path} {topic} (ground truth {gt_topic})", "rosbag2",
+                                    progress)
+                _merge_metrics(result, metrics, ev.per_frame, scored_rows)
+            else:
+                result["scored_frames"] = 0
+                result["warnings"].append(f"no frame of {topic} has a {gt_topic} label with the "
+                                          "same header stamp: no metrics")
+        if report is not None:
+            result["report"] = str(report)
+            _write_report(Path(report), result, ev if ev is not None and len(ev) else None,
+                          rgb_dir)
+        return result
+
+
+def _summary(src: Any, out: Path, topic: str, gt_topic: Optional[str], outs: dict, det: Any,
+             rows: list[dict], skipped: Counter, gt_skipped: Counter, pipeline_ms: list[float],
+             wall: float, threshold: float, min_area: int) -> dict:
+    import numpy as np
+
+    warnings = []
+    if skipped:
+        warnings.append(f"{sum(skipped.values())} frames skipped: "
+                        + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())))
+    if gt_skipped:
+        warnings.append(f"{sum(gt_skipped.values())} ground-truth messages unusable: "
+                        + ", ".join(f"{k} {v}" for k, v in sorted(gt_skipped.items())))
+    first = rows[0]["stamp_ns"] if rows else 0
+    for r in rows:
+        r["t_s"] = (r["stamp_ns"] - first) / 1e9
+    return {
+        "bag": str(src.path), "out": str(out), "image_topic": topic, "gt_topic": gt_topic,
+        "output_topics": outs,
+        "frames": len(rows), "skipped": dict(skipped), "skipped_frames": sum(skipped.values()),
+        "gt_skipped": dict(gt_skipped),
+        "ms_per_frame": float(statistics.median(pipeline_ms)) if pipeline_ms else float("nan"),
+        "ms_per_frame_p95": float(np.percentile(pipeline_ms, 95)) if pipeline_ms else float("nan"),
+        "fps": len(rows) / wall if wall > 0 else float("nan"), "wall_s": wall,
+        "model": str(det.model_path), "model_version": det.info.model_version,
+        "providers": list(det.providers), "threshold": threshold, "min_area": min_area,
+        "per_frame": rows, "notes": list(src.notes), "warnings": warnings,
+    }
+
+
+def _merge_metrics(result: dict, metrics: dict, per_frame: list[dict], scored_rows: list[int]
+                   ) -> None:
+    """The evaluator's keys into the replay summary; its per-frame scores onto the frame rows.
+    ``frames`` and ``ms_per_frame`` stay the replay's (all frames, the whole node pipeline)."""
+    own = {k: result[k] for k in ("frames", "ms_per_frame", "ms_per_frame_p95", "warnings")}
+    result.update(metrics)
+    result.update(own)
+    result["scored_frames"] = metrics["frames"]
+    result["warnings"] = metrics["warnings"] + own["warnings"]
+    rows = result["per_frame"]
+    for pf, row in zip(per_frame, scored_rows):
+        rows[row].update({k: pf[k] for k in ("f1", "ap", "anomaly_pixels", "gt_components",
+                                             "pred_components")})
+    ranked = sorted(per_frame, key=lambda r: (r["f1"], -1.0 if math.isnan(r["ap"]) else r["ap"],
+                                              -r["index"]))  # the evaluator's montage order
+    result["worst_frames"] = [{"id": r["id"], "f1": r["f1"], "ap": r["ap"]}
+                              for r in ranked[:WORST_FRAMES]]
+
+
+_CSV_COLUMNS = ("index", "id", "stamp_ns", "t_s", "max_score", "obstacles", "obstacle_pixels",
+                "ms", "f1", "ap", "anomaly_pixels", "gt_components", "pred_components")
+
+
+def _write_report(out: Path, result: dict, ev: Any, rgb_dir: Optional[Path]) -> None:
+    """The evaluator's report (when frames were scored) + frames.csv and scores_over_time.png
+    for every frame; metrics.json holds the summary without the per-frame list."""
+    import numpy as np
+
+    from .evaluate import to_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {k: v for k, v in result.items() if k != "per_frame"}
+    if ev is not None:
+        ev.write_report(out, summary, lambda i: np.load(rgb_dir / f"{i:07d}.npy"))
+    else:
+        (out / "metrics.json").write_text(to_json(summary, indent=2) + "\n")
+    with open(out / "frames.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=_CSV_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for row in result["per_frame"]:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    _plot_over_time(out / "scores_over_time.png", result)
+
+
+def _plot_over_time(path: Path, result: dict) -> None:
+    from matplotlib.figure import Figure  # lazy; Figure + savefig uses Agg, no global backend
+
+    rows = result["per_frame"]
+    scored = [r for r in rows if "f1" in r]
+    fig = Figure(figsize=(9, 5.5 if scored else 3.2), dpi=100)
+    axes = fig.subplots(2 if scored else 1, 1, sharex=True, squeeze=False)[:, 0]
+    ax = axes[0]
+    ax.plot([r["t_s"] for r in rows], [r["max_score"] for r in rows], ".-", lw=0.8, ms=3,
+            label="max score of the frame")
+    ax.axhline(result["threshold"], color="red", lw=0.8, ls="--",
+               label=f"threshold {result['threshold']:.4g}")
+    ax.set(ylabel="anomaly score", title=f"{result['image_topic']}: {len(rows)} frames, "
+           f"{result['skipped_frames']} skipped")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.grid(True, alpha=0.3)
+    if scored:
+        ax = axes[1]
+        ax.plot([r["t_s"] for r in scored], [r["f1"] for r in scored], "o", ms=3,
+                label="F1 at the component threshold")
+        ax.plot([r["t_s"] for r in scored], [r["ap"] for r in scored], "x", ms=4,
+                label="AP (frames with anomaly pixels)")
+        ax.set(ylabel="per frame, %", ylim=(-2, 102))
+        ax.legend(loc="lower right", fontsize=8)
+        ax.grid(True, alpha=0.3)
+    axes[-1].set_xlabel("time since the first frame (s, header stamps)")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def format_summary(r: dict) -> str:
+    from .evaluate import _f
+    from .evaluate import format_summary as eval_summary
+
+    lines = [f"replayed {r['frames']} frames of {r['image_topic']} from {r['bag']} -> {r['out']}",
+             f"outputs: {', '.join(r['output_topics'].values())}",
+             f"{_f(r['fps'], '.1f')} frames/s overall, {_f(r['ms_per_frame'])} ms/frame "
+             f"pipeline (median)"]
+    if r["skipped"]:
+        lines.append("skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(r["skipped"].items())))
+    lines += [f"note: {n}" for n in r["notes"]]
+    if r.get("scored_frames"):
+        lines.append(f"ground truth {r['gt_topic']}: {r['scored_frames']} frames scored, "
+                     f"{r['unmatched_frames']} without a label")
+        lines.append(eval_summary({**r, "frames": r["scored_frames"], "report": None}))
+        lines.append("worst frames (stamp, F1): " + ", ".join(
+            f"{w['id']} {_f(w['f1'], '.1f')}" for w in r["worst_frames"][:5]))
+    else:
+        lines += [f"warning: {w}" for w in r["warnings"]]
+    if r.get("report"):
+        lines.append(f"report: {r['report']}")
+    return "\n".join(lines)
+
+
+def _cmd_replay(a: Any) -> int:
+    from .evaluate import to_json
+
+    result = replay(a.bag, a.out, a.model, image_topic=a.image_topic, gt_topic=a.gt_topic,
+                    report=a.report, force=a.force,
+                    providers=[p for p in a.providers.split(",") if p], progress=not a.quiet,
+                    namespace=a.namespace, threshold=a.threshold, min_area=a.min_area,
+                    threads=a.threads)
+    print(to_json(result) if a.json else format_summary(result))
+    return 0
+
+
+def register_cli(sub: Any) -> None:
+    """Add the `replay` verb to the `flowclas-ros` sub-parsers (no heavy import here)."""
+    p = sub.add_parser("replay", help="run the detector over a recorded rosbag2 into an output "
+                       "bag (+ metrics against a ground-truth topic)")
+    p.add_argument("bag", help="rosbag2 directory, or a .mcap / .db3 file")
+    p.add_argument("--out", required=True, help="output bag directory (MCAP)")
+    p.add_argument("--model", help="ONNX file or .pt checkpoint (default: the shipped model)")
+    p.add_argument("--image-topic", help="Image or CompressedImage topic (default: the bag's "
+                   "only image topic)")
+    p.add_argument("--gt-topic", help="mono8 ground truth (0/1/255) matched by header stamp: "
+                   "metrics as flowclas-ros evaluate")
+    p.add_argument("--report", help="report directory (curves, worst-frame montage, per-frame "
+                   "scores over time, frames.csv, metrics.json)")
+    p.add_argument("--namespace", default="", help="outputs are <namespace>/flowclas_detector/"
+                   "... (default: none, the node's default names)")
+    p.add_argument("--threshold", type=float, help="obstacle threshold (default: the model's)")
+    p.add_argument("--min-area", type=int, default=50, help="min obstacle area in pixels, as "
+                   "the node's min_obstacle_area (50)")
+    p.add_argument("--providers", default="cpu", help="preference list, e.g. tensorrt,cuda,cpu")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime CPU threads, as the "
+                   "node's intra_op_threads (0: all cores)")
+    p.add_argument("--force", action="store_true", help="replace an existing output bag")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_replay)

@@ -1,0 +1,344 @@
+"""`flowclas-ros replay` on a real PyBullet sim bag with the really trained tiny model: the output
+bag read back by rosbags, metrics equal to the evaluator's on the same frames, damaged input,
+Ctrl-C, the CLI, and the real node over DDS giving the same heatmaps on the same frames."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from rosbags.rosbag2 import Reader
+
+from flowclas_ros import cli
+from flowclas_ros.data.bags import COMPRESSED_IMAGE, IMAGE, BagError, stamp_ns, typestore
+from flowclas_ros.data.layouts import generic_layout, read_image_rgb
+from flowclas_ros.data.sim import FRAME_ID, GT_TOPIC, IMAGE_TOPIC
+from flowclas_ros.evaluate import evaluate
+from flowclas_ros.replay import NODE_NAME, output_topics, replay
+from flowclas_ros.runtime.detector import Detector
+from flowclas_ros.runtime.processing import threshold_components
+from test_bags import compressed_msg, image_msg, write_bag
+
+OUT = output_topics()
+ENCODINGS = {"heatmap": "32FC1", "mask": "mono8", "overlay": "bgr8"}
+
+
+def read_bag(path: Path) -> dict[str, list[tuple[int, object]]]:
+    """topic -> [(bag time, message)], read back with rosbags."""
+    ts, got = typestore(), defaultdict(list)
+    with Reader(path) as reader:
+        for conn, t, raw in reader.messages():
+            got[conn.topic].append((t, ts.deserialize_cdr(raw, conn.msgtype)))
+    return dict(got)
+
+
+def to_array(msg) -> np.ndarray:
+    dtype = np.float32 if msg.encoding == "32FC1" else np.uint8
+    ch = 3 if msg.encoding in ("bgr8", "rgb8") else 1
+    arr = np.frombuffer(bytes(msg.data), dtype).reshape(msg.height, msg.width, ch)
+    return arr[..., 0] if ch == 1 else arr
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory) -> Path:
+    """`flowclas-ros sim --bag`: 6 rendered 640x480 frames as the generic layout + out/bag/
+    (image + ground truth, same stamps)."""
+    root = tmp_path_factory.mktemp("sim")
+    assert cli.main(["sim", "--split", "val", "-n", "6", "--out", str(root), "--bag"]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def replayed(trained, sim, tmp_path_factory):
+    base = tmp_path_factory.mktemp("replay")
+    result = replay(sim / "bag", base / "out", trained["onnx"], gt_topic=GT_TOPIC,
+                    report=base / "report", progress=False)
+    return result, base / "out", base / "report"
+
+
+def test_output_bag_has_the_input_and_three_outputs_per_frame_at_the_input_stamps(
+        replayed, sim, trained):
+    r, out, _ = replayed
+    assert NODE_NAME == "flowclas_detector"
+    assert OUT == {"heatmap": "/flowclas_detector/anomaly_heatmap",
+                   "mask": "/flowclas_detector/obstacle_mask",
+                   "overlay": "/flowclas_detector/overlay"}
+    assert output_topics("/robot1/")["mask"] == "/robot1/flowclas_detector/obstacle_mask"
+    src, got = read_bag(sim / "bag"), read_bag(out)
+    assert set(got) == {IMAGE_TOPIC, GT_TOPIC, *OUT.values()}
+    times = [t for t, _ in src[IMAGE_TOPIC]]
+    stamps = [stamp_ns(m) for _, m in src[IMAGE_TOPIC]]
+    assert len(stamps) == 6 == r["frames"] and r["skipped"] == {} and r["unmatched_frames"] == 0
+    for topic in (IMAGE_TOPIC, GT_TOPIC):  # copied verbatim
+        assert [t for t, _ in got[topic]] == [t for t, _ in src[topic]]
+        for (_, a), (_, b) in zip(got[topic], src[topic]):
+            assert (a.encoding, stamp_ns(a)) == (b.encoding, stamp_ns(b))
+            np.testing.assert_array_equal(a.data, b.data)
+    for key, topic in OUT.items():
+        msgs = got[topic]
+        assert [t for t, _ in msgs] == times  # written at the input's bag time
+        assert [stamp_ns(m) for _, m in msgs] == stamps  # with the input's header
+        for _, m in msgs:
+            assert (m.encoding, m.header.frame_id, m.height, m.width) == (ENCODINGS[key], FRAME_ID,
+                                                                          480, 640)
+    det = Detector(trained["onnx"])
+    rgb0 = read_image_rgb(generic_layout(sim)[0].image_path)
+    heat0 = to_array(got[OUT["heatmap"]][0][1])
+    np.testing.assert_array_equal(heat0, det.heatmap(rgb0))  # the bag's frame, the runtime path
+    np.testing.assert_array_equal(to_array(got[OUT["mask"]][0][1]),
+                                  threshold_components(heat0, det.threshold, 50)[0])
+    with Reader(out) as reader:  # metadata and summary written: a complete MCAP bag
+        assert reader.message_count == 5 * 6
+    assert [p.suffix for p in out.iterdir() if p.name != "metadata.yaml"] == [".mcap"]
+
+
+def _same(a, b, path=""):
+    if isinstance(a, dict):
+        assert set(a) == set(b), path
+        for k in a:
+            _same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and math.isnan(a):
+        assert isinstance(b, float) and math.isnan(b), path
+    elif isinstance(a, float):
+        assert b == pytest.approx(a, abs=1e-6), path
+    else:
+        assert a == b, path
+
+
+def test_metrics_equal_the_evaluator_on_the_same_frames(replayed, sim, trained, tmp_path):
+    r, _, _ = replayed
+    e = evaluate(sim, trained["onnx"], out_dir=tmp_path / "eval", progress=False)  # the same
+    own = {"frames", "ms_per_frame", "ms_per_frame_p95", "data", "layout", "report", "warnings"}
+    for key in set(e) - own:
+        _same(r[key], e[key], key)
+    assert r["scored_frames"] == e["frames"] == 6 and e["anomaly_frames"] > 0
+    assert 0 < r["auroc"] <= 100 and r["components"]["gt_components"] > 0
+    with open(tmp_path / "eval" / "per_frame.csv") as f:
+        rows = list(csv.DictReader(f))
+    for row, mine in zip(rows, r["per_frame"]):  # per-frame scores too (csv: 6 digits)
+        assert float(row["f1"]) == pytest.approx(mine["f1"], rel=1e-5, abs=1e-9)
+        assert int(row["anomaly_pixels"]) == mine["anomaly_pixels"]
+    assert [w["f1"] for w in r["worst_frames"]] == sorted(w["f1"] for w in r["worst_frames"])
+
+
+def test_report_directory(replayed):
+    r, _, rep = replayed
+    for name in ("pr_curve.png", "roc_curve.png", "montage_worst.png", "montage_best.png",
+                 "per_frame.csv", "frames.csv", "scores_over_time.png", "metrics.json"):
+        assert (rep / name).is_file() and (rep / name).stat().st_size > 0, name
+    for name in ("montage_worst.png", "scores_over_time.png"):
+        img = cv2.imread(str(rep / name))
+        assert img is not None and min(img.shape[:2]) >= 200 and img.std() > 5, name
+    saved = json.loads((rep / "metrics.json").read_text())
+    assert "per_frame" not in saved and saved["report"] == str(rep)
+    assert (saved["frames"], saved["skipped"], saved["scored_frames"]) == (6, {}, 6)
+    assert saved["auprc"] == pytest.approx(r["auprc"]) and saved["ms_per_frame"] > 0
+    with open(rep / "frames.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(x["stamp_ns"]) for x in rows] == [p["stamp_ns"] for p in r["per_frame"]]
+    assert all(x["f1"] != "" for x in rows)
+    assert float(rows[1]["t_s"]) == pytest.approx(0.1)
+
+
+def test_cli_json_and_force(replayed, sim, trained, tmp_path, capfd):
+    out = tmp_path / "o"
+    args = ["replay", str(sim / "bag"), "--out", str(out), "--model", str(trained["onnx"]),
+            "--gt-topic", GT_TOPIC, "--json", "--quiet"]
+    assert cli.main(args) == 0
+    stdout = capfd.readouterr().out
+    obj = json.loads(stdout)  # exactly one JSON object on stdout
+    assert stdout.strip().count("\n") == 0
+    assert {"frames", "skipped", "ms_per_frame", "auprc", "fpr95", "mean_f1", "per_frame",
+            "worst_frames"} <= set(obj)
+    assert obj["frames"] == 6 and obj["auprc"] == pytest.approx(replayed[0]["auprc"])
+
+    before = (out / "metadata.yaml").stat().st_mtime_ns
+    assert cli.main(args) == 2  # exists: refused, untouched
+    assert "exists; pass --force" in capfd.readouterr().err
+    assert (out / "metadata.yaml").stat().st_mtime_ns == before
+    plain = ["replay", str(sim / "bag"), "--out", str(out), "--model", str(trained["onnx"]),
+             "--image-topic", IMAGE_TOPIC, "--quiet"]
+    rep = tmp_path / "rep"
+    assert cli.main(plain + ["--force", "--report", str(rep)]) == 0
+    text = capfd.readouterr().out
+    assert "replayed 6 frames of /camera/image_raw" in text and "frames/s" in text
+    assert set(read_bag(out)) == {IMAGE_TOPIC, *OUT.values()}
+    # without ground truth: scores over time and per-frame CSV, no metrics or montages
+    assert sorted(p.name for p in rep.iterdir()) == ["frames.csv", "metrics.json",
+                                                     "scores_over_time.png"]
+    saved = json.loads((rep / "metrics.json").read_text())
+    assert saved["frames"] == 6 and "auprc" not in saved
+
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    assert cli.main(plain[:3] + [str(precious)] + plain[4:] + ["--force"]) == 2
+    assert "only replaces a bag directory" in capfd.readouterr().err
+    assert (precious / "notes.txt").read_text() == "keep me"
+    assert cli.main(plain[:3] + [str(sim)] + plain[4:] + ["--force"]) == 2  # holds the input
+    assert "must not be the input bag" in capfd.readouterr().err and (sim / "bag").is_dir()
+
+
+def test_missing_topics_name_the_topics_that_exist(sim, trained, tmp_path):
+    out = tmp_path / "o"
+    listing = (r"/camera/anomaly_gt \(sensor_msgs/msg/Image\), "
+               r"/camera/image_raw \(sensor_msgs/msg/Image\)")
+    with pytest.raises(BagError, match=r"image topic /front/image is not in bag .*" + listing):
+        replay(sim / "bag", out, trained["onnx"], image_topic="/front/image", progress=False)
+    with pytest.raises(BagError, match=r"ground-truth topic /gt is not in bag .*" + listing):
+        replay(sim / "bag", out, trained["onnx"], gt_topic="/gt", progress=False)
+    with pytest.raises(BagError, match=r"2 image topics .*--image-topic"):
+        replay(sim / "bag", out, trained["onnx"], progress=False)
+    with pytest.raises(BagError, match="does not exist"):
+        replay(tmp_path / "nobag", out, trained["onnx"], progress=False)
+    assert not out.exists()
+
+
+def test_truncated_bag_processes_what_it_can_and_reports_the_rest(sim, trained, tmp_path):
+    bag = tmp_path / "cut"
+    bag.mkdir()
+    for f in (sim / "bag").iterdir():
+        (bag / f.name).write_bytes(f.read_bytes())
+    mcap = next(bag.glob("*.mcap"))
+    mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size // 2])
+    r = replay(bag, tmp_path / "out", trained["onnx"], gt_topic=GT_TOPIC, progress=False)
+    assert 2 <= r["frames"] <= 4 and r["skipped"] == {"truncated": 6 - r["frames"]}
+    assert r["scored_frames"] == r["frames"] and r["gt_skipped"] == {"truncated": 6 - r["frames"]}
+    assert any("truncated at byte" in n for n in r["notes"])
+    assert any("frames skipped: truncated" in w for w in r["warnings"])
+    got = read_bag(tmp_path / "out")
+    assert all(len(got[t]) == r["frames"] for t in (IMAGE_TOPIC, *OUT.values()))
+
+
+@pytest.fixture(scope="module")
+def sim_frames(sim) -> list[np.ndarray]:
+    return [read_image_rgb(s.image_path) for s in generic_layout(sim)]
+
+
+def test_bad_messages_are_skipped_and_counted_by_reason(sim_frames, trained, tmp_path):
+    f = sim_frames
+    t = [1_700_000_000_000_000_000 + i * 100_000_000 for i in range(4)]
+    good = typestore().serialize_cdr(image_msg(t[2], f[2]), IMAGE)
+    bag = write_bag(tmp_path / "bad", [
+        (IMAGE_TOPIC, IMAGE, t[0], image_msg(t[0], f[0])),
+        (IMAGE_TOPIC, IMAGE, t[1], image_msg(t[1], f[1], step=640 * 3 - 2)),  # wrong step
+        (IMAGE_TOPIC, IMAGE, t[2], bytes(good[:100])),  # CDR that does not deserialize
+        (IMAGE_TOPIC, IMAGE, t[3], image_msg(t[3], f[3])),
+    ])
+    r = replay(next(bag.glob("*.mcap")), tmp_path / "out", trained["onnx"], progress=False)
+    assert r["frames"] == 2 and r["skipped"] == {"bad_step": 1, "deserialize_error": 1}
+    assert r["skipped_frames"] == 2 and "gt_topic" in r and r["gt_topic"] is None
+    got = read_bag(tmp_path / "out")
+    assert [stamp_ns(m) for _, m in got[IMAGE_TOPIC]] == [t[0], t[1], t[3]]  # valid CDR copied
+    for topic in OUT.values():
+        assert [stamp_ns(m) for _, m in got[topic]] == [t[0], t[3]]
+
+
+def test_ctrl_c_leaves_a_valid_partial_bag(sim, trained, tmp_path, monkeypatch):
+    import flowclas_ros.runtime.pipeline as pipeline
+
+    real, calls = pipeline.run_frame, []
+
+    def interrupted_on_the_third_frame(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run_frame", interrupted_on_the_third_frame)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    with pytest.raises(KeyboardInterrupt):
+        replay(sim / "bag", tmp_path / "out", trained["onnx"], gt_topic=GT_TOPIC,
+               report=tmp_path / "report", progress=False)
+    got = read_bag(tmp_path / "out")  # footer, summary and metadata.yaml were written
+    stamps = [stamp_ns(m) for _, m in read_bag(sim / "bag")[IMAGE_TOPIC]]
+    for topic in OUT.values():
+        assert [stamp_ns(m) for _, m in got[topic]] == stamps[:2]
+    assert len(got[IMAGE_TOPIC]) == 3
+    assert not (tmp_path / "report").exists() and not list(scratch.iterdir())  # caches removed
+
+
+def test_compressed_input(sim_frames, trained, tmp_path):
+    topic = "/camera/image_raw/compressed"
+    t = [1_700_000_000_000_000_000 + i * 50_000_000 for i in range(4)]
+    msgs = [compressed_msg(t[i], sim_frames[i]) for i in range(3)]
+    cut = bytes(msgs[2].data[: len(msgs[2].data) // 2])
+    records = [(topic, COMPRESSED_IMAGE, t[i], m) for i, m in enumerate(msgs)]
+    records.append((topic, COMPRESSED_IMAGE, t[3], compressed_msg(t[3], None, data=cut)))
+    bag = write_bag(tmp_path / "comp", records)
+    r = replay(bag, tmp_path / "out", trained["onnx"], progress=False)
+    assert r["image_topic"] == topic and r["frames"] == 3
+    assert r["skipped"] == {"corrupt_compressed": 1}
+    got = read_bag(tmp_path / "out")
+    assert len(got[topic]) == 4 and got[topic][0][1].format == "jpeg"
+    det = Detector(trained["onnx"])
+    for (_, m), (_, h) in zip(got[topic], got[OUT["heatmap"]]):
+        rgb = cv2.cvtColor(cv2.imdecode(np.asarray(m.data), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(to_array(h), det.heatmap(rgb))
+
+
+def test_the_node_gives_the_same_heatmaps_on_the_same_frames(replayed, sim, trained):
+    """The real node (subprocess, real DDS) fed the bag's first 3 frames vs the replay output."""
+    from ros_harness import SENSOR_QOS, NodeProcess, Peer
+    from ros_harness import image_msg as ros_image_msg
+    from ros_harness import stamp_ns as ros_stamp, wait_for
+    from sensor_msgs.msg import Image
+
+    _, out, _ = replayed
+    replay_out = read_bag(out)
+    frames = [(stamp_ns(m), m) for _, m in read_bag(sim / "bag")[IMAGE_TOPIC][:3]]
+    ns = "/fc_replay"
+    topics = output_topics(ns)
+    peer = Peer("flowclas_replay_peer")
+    for topic in topics.values():
+        peer.subscribe(Image, topic)
+    proc = NodeProcess({"model_path": trained["onnx"]}, ns,
+                       remap={"image": f"{ns}/camera/image_raw"})
+    pub = peer.node.create_publisher(Image, f"{ns}/camera/image_raw", SENSOR_QOS)
+    try:
+        wait_for(lambda: pub.get_subscription_count() > 0 and
+                 all(peer.node.count_publishers(t) > 0 for t in topics.values()), 60,
+                 "the node to come up:\n" + proc.log)
+        for i, (st, m) in enumerate(frames):
+            rgb = np.asarray(m.data).reshape(m.height, m.width, 3)
+            msg = ros_image_msg(rgb, m.encoding, st, m.header.frame_id)
+
+            def answered(st=st):
+                got = {k: [x for x in peer.messages(t) if ros_stamp(x) == st]
+                       for k, t in topics.items()}
+                return got if all(got.values()) else None
+
+            deadline, got = time.monotonic() + 30, None
+            while got is None and time.monotonic() < deadline:
+                pub.publish(msg)  # re-sent: best-effort QoS may drop one
+                try:
+                    got = wait_for(answered, 1.0, "outputs")
+                except TimeoutError:
+                    pass
+            assert got, f"no node output for frame {i}:\n{proc.log}"
+            for key, topic in OUT.items():
+                node_msg = got[key][0]
+                bag_msg = replay_out[topic][i][1]
+                assert node_msg.header.frame_id == bag_msg.header.frame_id == FRAME_ID
+                assert node_msg.encoding == bag_msg.encoding == ENCODINGS[key]
+                if key == "heatmap":
+                    np.testing.assert_allclose(to_array(node_msg), to_array(bag_msg), rtol=0,
+                                               atol=1e-6)
+                else:
+                    np.testing.assert_array_equal(to_array(node_msg), to_array(bag_msg))
+    finally:
+        assert proc.interrupt() == 0
+        peer.close()

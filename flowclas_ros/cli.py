@@ -44,6 +44,14 @@ def _cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(a: argparse.Namespace) -> int:
+    from .train import recalibrate
+
+    path = recalibrate(a.checkpoint, a.out, a.set)
+    print(f"recalibrated checkpoint: {path}")
+    return 0
+
+
 def _cmd_export(a: argparse.Namespace) -> int:
     from .export import check_parity, export_onnx, parity_images, load_checkpoint, checkpoint_config
 
@@ -137,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
+
+    c = sub.add_parser("calibrate", help="change post-processing keys of a trained checkpoint "
+                       "(score smoothing, log-det, calibration rule) and recalibrate")
+    c.add_argument("checkpoint")
+    c.add_argument("--out", required=True, help="the new checkpoint")
+    c.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="e.g. --set model.score_blur_sigma=0")
+    c.set_defaults(func=_cmd_calibrate)
 
     e = sub.add_parser("export", help="export a checkpoint to one ONNX file with metadata")
     e.add_argument("checkpoint")

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .config import Config, ConfigError, config_from_dict
+from .config import Config, ConfigError, _apply_override, config_from_dict
 from .data.frames import TrainingFrames, source_samples
 from .data.layouts import read_image_rgb, read_label
 from .model.flowclas import FlowCLAS, FlowHead
@@ -323,3 +323,32 @@ def calibrate(model: FlowCLAS, cfg: Config, device: torch.device) -> dict[str, A
     return {"score_offset": float(median), "score_scale": scale, "threshold": 1.0,
             "threshold_rule": f"inlier-pixel FPR {100 * fpr:g}% on {len(samples)} frames of {root}",
             "frames": len(samples), "inlier_pixels": int(pooled.size)}
+
+
+# Keys that only change post-processing / calibration: editable on a trained checkpoint.
+POSTPROCESS_KEYS = ("model.score_blur_sigma", "model.score_includes_logdet",
+                    "calibration.inlier_fpr", "calibration.max_frames")
+
+
+def recalibrate(checkpoint: str | os.PathLike, out: str | os.PathLike,
+                overrides: Optional[list[str]] = None, device: str = "auto") -> Path:
+    """Change post-processing settings of a trained model (score smoothing, log-det in the score,
+    the calibration rule) and recalibrate, without retraining. Writes a new checkpoint whose config
+    records the change (new config hash, `recalibrated_from` = the old one)."""
+    ckpt = load_checkpoint(checkpoint)
+    data = ckpt["config"]
+    for item in overrides or []:
+        key = item.split("=", 1)[0].strip()
+        if key not in POSTPROCESS_KEYS:
+            raise ConfigError(f"'{key}' cannot change without retraining (allowed: "
+                              f"{', '.join(POSTPROCESS_KEYS)})")
+        _apply_override(data, item)
+    cfg = config_from_dict(data)
+    dev = pick_device(device)
+    model = FlowCLAS(cfg.model, seed=cfg.seed).to(dev)
+    model.head.load_state_dict(ckpt["head"])
+    calibration = calibrate(model, cfg, dev)
+    path = Path(out)
+    save_checkpoint(path, dict(ckpt, config=cfg.to_dict(), config_sha256=cfg.sha256(),
+                               calibration=calibration, recalibrated_from=ckpt["config_sha256"]))
+    return path

@@ -73,12 +73,67 @@ class DataConfig:
 
 
 @dataclass
+class OESourcesConfig:
+    """Relative weights of the OE sources (0 = off): a frame that receives OE draws ONE source
+    with these weights. cutouts / procedural paste into the image; flow_negatives append a
+    flow-sampled negative copy of the frame's features (train.py)."""
+
+    cutouts: float = 1.0
+    procedural: float = 0.0
+    flow_negatives: float = 0.0
+
+
+@dataclass
+class ProceduralFillsConfig:
+    """Relative weights of the procedural fill kinds (data/procedural.py)."""
+
+    texture: float = 1.0
+    colour: float = 1.0
+    geometry: float = 1.0
+
+
+@dataclass
+class ProceduralOEConfig:
+    """CL-flow-style procedural anomalies: noise-shaped blobs (data/procedural.py)."""
+
+    count: list[int] = field(default_factory=lambda: [1, 2])
+    scale: list[float] = field(default_factory=lambda: [0.1, 0.4])  # blob box side / shorter image side
+    coverage: list[float] = field(default_factory=lambda: [0.3, 0.7])  # fraction of its box a blob covers
+    opacity: list[float] = field(default_factory=lambda: [0.7, 1.0])
+    min_change: int = 32  # grey levels every labelled pixel changes by, at least
+    octaves: int = 4
+    frequency: list[int] = field(default_factory=lambda: [2, 5])
+    fills: ProceduralFillsConfig = field(default_factory=ProceduralFillsConfig)
+
+
+@dataclass
+class FlowNegativesOEConfig:
+    """NFlowJS-style latent negatives: shell samples of the flow's base Gaussian, inverted to
+    feature space (model/negatives.py)."""
+
+    cells: list[int] = field(default_factory=lambda: [4, 24])  # blob size in feature cells
+    tau: list[float] = field(default_factory=lambda: [1.2, 1.6])  # shell radius / sqrt(C), > 1
+    anchor: float = 1.0  # 0: random shell direction; 1: the replaced inlier's own direction
+    context: str = "ignore"  # label of the negative copy's other cells: ignore | inlier
+    max_norm_ratio: float = 1.5  # drop copies whose features leave the real feature range
+
+
+@dataclass
 class OutlierExposureConfig:
     enabled: bool = True
-    bank: Optional[str] = None  # directory of RGBA cut-outs
-    probability: float = 0.5
-    count: list[int] = field(default_factory=lambda: [1, 2])
-    scale: list[float] = field(default_factory=lambda: [0.1, 0.4])
+    bank: Optional[str] = None  # directory of RGBA cut-outs (needed when sources.cutouts > 0)
+    probability: float = 0.5  # chance that a frame receives OE (from one source)
+    count: list[int] = field(default_factory=lambda: [1, 2])  # cut-outs per pasted frame
+    scale: list[float] = field(default_factory=lambda: [0.1, 0.4])  # cut-out side / shorter image side
+    sources: OESourcesConfig = field(default_factory=OESourcesConfig)
+    procedural: ProceduralOEConfig = field(default_factory=ProceduralOEConfig)
+    flow_negatives: FlowNegativesOEConfig = field(default_factory=FlowNegativesOEConfig)
+
+    def source_weights(self) -> dict[str, float]:
+        """The active sources and their weights (empty when OE is disabled)."""
+        if not self.enabled:
+            return {}
+        return {k: v for k, v in dataclasses.asdict(self.sources).items() if v > 0}
 
 
 @dataclass
@@ -131,6 +186,10 @@ class Config:
             for key, default in (("topic", None), ("stride", 1)):
                 if src is not None and src.get(key) == default:
                     del src[key]
+        oe, oe_default = data["outlier_exposure"], dataclasses.asdict(OutlierExposureConfig())
+        for key in ("sources", "procedural", "flow_negatives"):  # OE sources added later
+            if oe[key] == oe_default[key]:
+                del oe[key]
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -138,6 +197,7 @@ class Config:
 _CHOICES = {
     "model.resize_policy": ("stretch", "letterbox"),
     "train.schedule": ("onecycle", "cosine", "constant"),
+    "outlier_exposure.flow_negatives.context": ("ignore", "inlier"),
 }
 
 
@@ -242,8 +302,34 @@ def _validate(cfg: Config) -> None:
          "must be [min, max] with 1 <= min <= max")
     need(len(oe.scale) == 2 and 0 < oe.scale[0] <= oe.scale[1] <= 1, "outlier_exposure.scale",
          "must be [min, max] with 0 < min <= max <= 1")
-    need(not oe.enabled or oe.bank is not None, "outlier_exposure.bank",
-         "is required when outlier_exposure.enabled is true")
+    weights = dataclasses.asdict(oe.sources)
+    for name, w in weights.items():
+        need(w >= 0, f"outlier_exposure.sources.{name}", "must be >= 0")
+    need(not oe.enabled or sum(weights.values()) > 0, "outlier_exposure.sources",
+         "needs a weight > 0 when outlier_exposure.enabled is true")
+    need(not oe.enabled or oe.sources.cutouts == 0 or oe.bank is not None, "outlier_exposure.bank",
+         "is required when outlier_exposure.enabled is true and sources.cutouts > 0")
+    pr = oe.procedural
+    need(len(pr.count) == 2 and 1 <= pr.count[0] <= pr.count[1], "outlier_exposure.procedural.count",
+         "must be [min, max] with 1 <= min <= max")
+    for key in ("scale", "coverage", "opacity"):
+        v = getattr(pr, key)
+        need(len(v) == 2 and 0 < v[0] <= v[1] <= 1, f"outlier_exposure.procedural.{key}",
+             "must be [min, max] with 0 < min <= max <= 1")
+    need(1 <= pr.min_change <= 128, "outlier_exposure.procedural.min_change", "must be in 1..128")
+    need(1 <= pr.octaves <= 8, "outlier_exposure.procedural.octaves", "must be in 1..8")
+    need(len(pr.frequency) == 2 and 1 <= pr.frequency[0] <= pr.frequency[1],
+         "outlier_exposure.procedural.frequency", "must be [min, max] with 1 <= min <= max")
+    fills = dataclasses.asdict(pr.fills)
+    need(all(v >= 0 for v in fills.values()) and sum(fills.values()) > 0,
+         "outlier_exposure.procedural.fills", "weights must be >= 0 with a positive sum")
+    fn = oe.flow_negatives
+    need(len(fn.cells) == 2 and 1 <= fn.cells[0] <= fn.cells[1], "outlier_exposure.flow_negatives.cells",
+         "must be [min, max] with 1 <= min <= max")
+    need(len(fn.tau) == 2 and 1 < fn.tau[0] <= fn.tau[1], "outlier_exposure.flow_negatives.tau",
+         "must be [min, max] with 1 < min <= max (outside the inlier typical set)")
+    need(0 <= fn.anchor <= 1, "outlier_exposure.flow_negatives.anchor", "must be in [0, 1]")
+    need(fn.max_norm_ratio >= 1, "outlier_exposure.flow_negatives.max_norm_ratio", "must be >= 1")
     need(cfg.loss.contrastive_weight >= 0, "loss.contrastive_weight", "must be >= 0")
     need(cfg.loss.temperature > 0, "loss.temperature", "must be > 0")
     need(cfg.loss.samples_per_class >= 2, "loss.samples_per_class", "must be >= 2")

@@ -12,6 +12,12 @@ Component metrics and per-frame scores therefore threshold float16-rounded score
 rounding 2**-11); a pixel within that of the threshold may land on the other side than in the
 float32 pixel metrics. The pixel metrics themselves use the exact float32 heatmaps.
 
+Image level (MVTec AD / CL-flow): each frame's image score (max, or top-k mean, of its float32
+heatmap over non-void pixels) and the exact image AUROC (``image_auroc``, by the rule chosen with
+``image_score``; both rules under ``image``), anomalous image = any anomaly pixel; NaN when the
+dataset has only anomalous or only normal frames (e.g. road-obstacle sets; no warning: the
+``image`` counts say why).
+
 Percentages (0-100) in the returned dict, JSON and report; thresholds in model score units.
 Undefined values are NaN in the returned dict and ``null`` in JSON.
 """
@@ -43,6 +49,7 @@ __all__ = ["Evaluation", "evaluate", "register_cli", "format_summary", "to_json"
 MONTAGE_FRAMES = 8  # tiles in montage_worst.png / montage_best.png
 TILE_WIDTH = 320  # montage tiles are scaled to this width (toy frames are tiny)
 GT_COLOR = (0, 255, 0)  # bgr: ground-truth contour (prediction contours are white)
+IMAGE_SCORES = ("max", "topk")  # image-level score rules (metrics.image_score)
 
 
 @dataclass
@@ -51,12 +58,18 @@ class _Frame:
     sample: Any  # Sample, or (id, rgb, label)
 
 
-def _as_frames(data: Any, layout: str, max_frames: Optional[int]) -> tuple[list[_Frame], str]:
+def _as_frames(data: Any, layout: str, max_frames: Optional[int],
+               layout_options: Optional[dict] = None) -> tuple[list[_Frame], str]:
     """Samples from a dataset directory or a sequence of `Sample` / (id, rgb, label) tuples."""
     from .data.layouts import DatasetError, Sample, load_layout
 
     if isinstance(data, (str, os.PathLike)):
-        samples: Sequence[Any] = load_layout(layout, data)
+        try:
+            samples: Sequence[Any] = load_layout(layout, data, **(layout_options or {}))
+        except TypeError as exc:  # an option the reader does not take
+            if not layout_options:
+                raise
+            raise DatasetError(f"layout {layout!r}: bad layout option ({exc})") from exc
         desc = str(data)
     else:
         samples = list(data)
@@ -115,19 +128,23 @@ def evaluate(data: Any, model_path: Optional[str | os.PathLike] = None,
              out_dir: Optional[str | os.PathLike] = None, layout: str = "generic",
              providers: Sequence[str] = ("cpu",), min_pred_area: int = 50,
              min_gt_area: int = 10, max_frames: Optional[int] = None,
-             progress: bool = True, max_bins: int = 1 << 20) -> dict:
+             progress: bool = True, max_bins: int = 1 << 20, image_score: str = "max",
+             image_top_k: float = 0.01, layout_options: Optional[dict] = None) -> dict:
     """Evaluate a model on a labelled dataset; returns the metrics dict (see module docstring).
 
     ``data``: a dataset root read with ``load_layout(layout, data)``, or a sequence of `Sample`
     or ``(id, rgb uint8 HxWx3, label uint8 HxW)`` tuples. ``model_path``: ONNX file or checkpoint
     (None: the shipped default). ``out_dir``: report directory (None: metrics only).
     ``min_pred_area`` / ``min_gt_area``: component size filters (SMIYC ObstacleTrack: 50 / 10).
+    ``image_score``: "max" or "topk" (mean of the top ``image_top_k`` fraction of pixels), the
+    rule behind ``image_auroc``. ``layout_options``: keyword options of the layout reader, e.g.
+    ``{"category": "bottle", "split": "test"}`` for ``mvtec``.
     """
     from .runtime.detector import Detector
 
-    frames, desc = _as_frames(data, layout, max_frames)
+    frames, desc = _as_frames(data, layout, max_frames, layout_options)
     det = Detector(model_path, providers=providers)
-    with Evaluation(det, min_pred_area, min_gt_area, max_bins) as ev:
+    with Evaluation(det, min_pred_area, min_gt_area, max_bins, image_score, image_top_k) as ev:
         for fr in _progress(frames, len(frames), "evaluate", progress):
             rgb, label = _read(fr)
             t0 = time.perf_counter()
@@ -151,12 +168,17 @@ class Evaluation:
     """
 
     def __init__(self, detector: Any, min_pred_area: int = 50, min_gt_area: int = 10,
-                 max_bins: int = 1 << 20) -> None:
-        from .metrics import PixelMetrics
+                 max_bins: int = 1 << 20, image_score: str = "max", image_top_k: float = 0.01) -> None:
+        from .metrics import ImageMetrics, PixelMetrics
 
+        if image_score not in IMAGE_SCORES:
+            raise ValueError(f"image_score must be one of {IMAGE_SCORES}, got {image_score!r}")
         self.detector = detector  # a runtime Detector: its threshold, model and providers
         self.min_pred_area, self.min_gt_area = int(min_pred_area), int(min_gt_area)
         self.pixel = PixelMetrics(max_bins=max_bins, thresholds=(detector.threshold,))
+        self.image = ImageMetrics(top_k=image_top_k)  # image scores from the float32 heatmaps
+        self.image_score = image_score
+        self.image_rows: list[Optional[dict]] = []
         self.ids: list[str] = []
         self.times_ms: list[float] = []
         self.per_frame: list[dict] = []  # set by finish()
@@ -183,6 +205,7 @@ class Evaluation:
             raise RuntimeError(f"model produced NaN scores on frame {frame_id!r}")
         i = len(self.ids)
         self.pixel.update(heat, label)
+        self.image_rows.append(self.image.update(heat, label))
         h16 = heat.astype(np.float16)  # float32 only if a finite score overflows float16
         overflow = np.count_nonzero(np.isfinite(h16)) != np.count_nonzero(np.isfinite(heat))
         np.save(self.cache / f"{i:07d}_s.npy", heat if overflow else h16)
@@ -224,11 +247,14 @@ class Evaluation:
                 "anomaly_pixels": n_anom, "valid_pixels": int(np.count_nonzero(valid)),
                 "max_score": float(heat[valid].max()) if valid.any() else float("nan"),
                 "gt_components": int(fc.siou.size), "pred_components": int(fc.ppv.size),
+                "image_score": (self.image_rows[i][self.image_score] if self.image_rows[i]
+                                else float("nan")),
                 "ms": self.times_ms[i],
             })
         self.per_frame, self.threshold = per_frame, comp_threshold
         return _assemble(pix, at_model, comp.result(), comp_threshold, comp_source, det, desc,
-                         layout, self.times_ms, self.pixel.frames_with_positives)
+                         layout, self.times_ms, self.pixel.frames_with_positives,
+                         self.image.result(), self.image_score)
 
     def write_report(self, out_dir: str | os.PathLike, result: dict,
                      read_rgb: Callable[[int], np.ndarray]) -> None:
@@ -246,7 +272,7 @@ class Evaluation:
 
 def _assemble(pix: dict, at_model: dict, cres: dict, comp_threshold: float, comp_source: str,
               det: Any, desc: str, layout: str, times_ms: list[float],
-              anomaly_frames: int) -> dict:
+              anomaly_frames: int, ires: Optional[dict] = None, image_score: str = "max") -> dict:
     import numpy as np
 
     counts = pix["counts"]
@@ -287,6 +313,12 @@ def _assemble(pix: dict, at_model: dict, cres: dict, comp_threshold: float, comp
         "score_resolution": counts["relative_resolution"],  # 0: exact (every distinct score)
         "warnings": warnings,
     }
+    if ires is not None:
+        result["image_auroc"] = _pct(ires[f"auroc_{image_score}"])
+        result["image"] = {"score": image_score, "top_k": ires["top_k"],
+                           "auroc_max": _pct(ires["auroc_max"]), "auroc_topk": _pct(ires["auroc_topk"]),
+                           "images": ires["images"], "anomalous": ires["anomalous"],
+                           "normal": ires["normal"], "skipped": ires["skipped"]}
     return result
 
 
@@ -318,8 +350,8 @@ def _write_report(out: Path, result: dict, pixel: PixelMetrics, per_frame: list[
                   min_pred_area: int) -> None:
     _plot_curves(out, pixel.curves(), result)
     with open(out / "per_frame.csv", "w", newline="") as f:
-        cols = ["id", "f1", "ap", "anomaly_pixels", "valid_pixels", "max_score", "gt_components",
-                "pred_components", "ms"]
+        cols = ["id", "f1", "ap", "anomaly_pixels", "valid_pixels", "max_score", "image_score",
+                "gt_components", "pred_components", "ms"]
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         for row in per_frame:
@@ -440,17 +472,33 @@ def format_summary(r: dict) -> str:
         f"model threshold {_f(m['threshold'], '.4g')}: TPR {_f(m['tpr'])}  FPR {_f(m['fpr'])}  "
         f"precision {_f(m['precision'])}  F1 {_f(m['f1'])}",
     ]
+    if "image" in r:
+        im = r["image"]
+        lines.append(f"image:     AUROC {_f(r['image_auroc'])} ({im['score']}); max {_f(im['auroc_max'])}  "
+                     f"top-{100 * im['top_k']:g}% mean {_f(im['auroc_topk'])}  "
+                     f"({im['anomalous']} anomalous / {im['normal']} normal images)")
     lines += [f"warning: {w}" for w in r["warnings"]]
     if r.get("report"):
         lines.append(f"report: {r['report']}")
     return "\n".join(lines)
 
 
+def _layout_option(item: str) -> tuple[str, str]:
+    from .data.layouts import DatasetError
+
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise DatasetError(f"--layout-opt {item!r} must look like KEY=VALUE")
+    return key, value
+
+
 def _cmd_evaluate(a: Any) -> int:
     result = evaluate(a.data, a.model, out_dir=a.out, layout=a.layout,
                       providers=[p for p in a.providers.split(",") if p],
                       min_pred_area=a.min_pred_area, min_gt_area=a.min_gt_area,
-                      max_frames=a.max_frames, progress=not a.quiet)
+                      max_frames=a.max_frames, progress=not a.quiet,
+                      image_score=a.image_score, image_top_k=a.image_top_k,
+                      layout_options=dict(_layout_option(o) for o in a.layout_opt))
     print(to_json(result) if a.json else format_summary(result))
     return 0
 
@@ -470,6 +518,13 @@ def register_cli(sub: Any) -> None:
                    help="drop predicted components below this many pixels (ObstacleTrack 50)")
     p.add_argument("--min-gt-area", type=int, default=10,
                    help="ground-truth components below this many pixels become void (10)")
+    p.add_argument("--layout-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="layout reader option, repeatable, e.g. --layout mvtec --layout-opt "
+                   "category=bottle --layout-opt split=test")
+    p.add_argument("--image-score", choices=IMAGE_SCORES, default="max",
+                   help="image-level score behind image_auroc: max of the pixel map, or topk mean")
+    p.add_argument("--image-top-k", type=float, default=0.01,
+                   help="fraction of pixels averaged by the topk image score (default 0.01)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_evaluate)

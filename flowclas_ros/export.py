@@ -45,7 +45,9 @@ def model_info(cfg: Config, ckpt: dict, model: FlowCLAS) -> ModelInfo:
         created=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         extra={"training_steps": str(ckpt["step"]), "producer": f"flowclas_ros {__version__}",
                "contrastive_weight": str(cfg.loss.contrastive_weight),
-               "outlier_exposure": str(cfg.outlier_exposure.enabled).lower()})
+               "outlier_exposure": str(cfg.outlier_exposure.enabled).lower(),
+               "outlier_exposure_sources": ",".join(
+                   f"{k}:{v:g}" for k, v in cfg.outlier_exposure.source_weights().items()) or "none"})
 
 
 def load_model_for_export(checkpoint: str | os.PathLike) -> tuple[FlowCLAS, ModelInfo]:

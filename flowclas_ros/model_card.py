@@ -17,6 +17,29 @@ def _fmt(v: Any) -> str:
     return "n/a" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
 
 
+def describe_oe(oe: Any) -> str:
+    """The OE sources a run used, with their shares and options (one line of the card)."""
+    weights = oe.source_weights()
+    if not weights:
+        return "none (NF-only)"
+    total = sum(weights.values())
+    parts = []
+    for name, w in weights.items():
+        share = f"{100 * w / total:.0f}% of OE frames"
+        if name == "cutouts":
+            parts.append(f"pasted cut-outs from `{oe.bank}` ({share}; count {oe.count}, scale {oe.scale})")
+        elif name == "procedural":
+            pr, f = oe.procedural, oe.procedural.fills
+            parts.append(f"procedural noise-blob anomalies ({share}; count {pr.count}, scale {pr.scale}, "
+                         f"coverage {pr.coverage}, fills texture/colour/geometry "
+                         f"{f.texture:g}/{f.colour:g}/{f.geometry:g})")
+        else:
+            fn = oe.flow_negatives
+            parts.append(f"flow-sampled latent negatives ({share}; blobs of {fn.cells} cells, shell "
+                         f"tau {fn.tau}, anchor {fn.anchor:g}, context {fn.context})")
+    return f"p={oe.probability:g} per frame, one source per frame: " + "; ".join(parts)
+
+
 def render_card(model: Path, checkpoint: Path, reports: dict[str, Path], command: str,
                 wall_time: Optional[str] = None, notes: str = "") -> str:
     from .export import load_model_for_export
@@ -39,8 +62,7 @@ def render_card(model: Path, checkpoint: Path, reports: dict[str, Path], command
         f"{m.flow.kernel_sizes}, clamp {m.flow.clamp}, positional channels {m.flow.positional_channels}",
         f"- loss: L_ml + {loss.contrastive_weight:g} x L_con (SupCon, temperature {loss.temperature:g}, "
         f"{loss.samples_per_class} samples per class)",
-        f"- outlier exposure: " + (f"pasted cut-outs from `{oe.bank}`, p={oe.probability:g}, count "
-               f"{oe.count}, scale {oe.scale}" if oe.enabled else "none (NF-only)"),
+        f"- outlier exposure: {describe_oe(oe)}",
         f"- training data: " + ", ".join(f"`{s.root}` ({s.layout})" for s in cfg.data.train) +
         (f"; validation `{cfg.data.val.root}`" if cfg.data.val else ""),
         f"- training: {ckpt['step']} steps, batch {t.batch_size}, AdamW lr {t.lr:g} ({t.schedule}), "

@@ -25,6 +25,7 @@ from .data.frames import TrainingFrames, source_samples
 from .data.layouts import read_image_rgb, read_label
 from .model.flowclas import FlowCLAS, FlowHead
 from .model.losses import cell_labels, flowclas_loss
+from .model.negatives import FlowNegativeConfig, append_negatives, negative_feature_maps
 from .runtime.processing import label_to_input, preprocess
 
 log = logging.getLogger("flowclas_ros.train")
@@ -130,9 +131,33 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: Config) -> torch.optim.lr_sc
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
 
-def step_generator(cfg: Config, step: int, rank: int) -> torch.Generator:
-    seed = int(np.random.default_rng([cfg.seed, step, rank, 7]).integers(2**62))
+def step_generator(cfg: Config, step: int, rank: int, stream: int = 7) -> torch.Generator:
+    seed = int(np.random.default_rng([cfg.seed, step, rank, stream]).integers(2**62))
     return torch.Generator().manual_seed(seed)
+
+
+def flow_negative_config(cfg: Config) -> Optional[FlowNegativeConfig]:
+    """The flow-negative sampler of `outlier_exposure.flow_negatives`, None when the source is off."""
+    oe = cfg.outlier_exposure
+    if "flow_negatives" not in oe.source_weights():
+        return None
+    fn = oe.flow_negatives
+    return FlowNegativeConfig(probability=1.0, cells=tuple(fn.cells), tau=tuple(fn.tau),
+                              anchor=fn.anchor, context=fn.context, max_norm_ratio=fn.max_norm_ratio)
+
+
+def with_flow_negatives(head: FlowHead, feats: torch.Tensor, cells: torch.Tensor, batch: list,
+                        neg_cfg: Optional[FlowNegativeConfig],
+                        generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Append a flow-sampled negative copy of every frame whose OE source is flow_negatives
+    (model/negatives.py); returns (feats, cells, copies appended). The originals stay in the
+    batch, so the likelihood term keeps all their inlier cells."""
+    idx = [i for i, f in enumerate(batch) if f.source == "flow_negatives"]
+    if neg_cfg is None or not idx:
+        return feats, cells, 0
+    neg = negative_feature_maps(head, feats, cells, neg_cfg, generator, frames=idx)
+    feats, cells = append_negatives(feats, cells, neg)
+    return feats, cells, len(neg)
 
 
 class FeatureSource:
@@ -198,6 +223,7 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False,
             loss_mod = nn.parallel.DistributedDataParallel(
                 loss_mod, device_ids=[device.index] if device.type == "cuda" else None)
         stride = cfg.model.backbone.feature_stride
+        neg_cfg = flow_negative_config(cfg)
 
         def snapshot(step: int, calibration: Optional[dict] = None) -> None:
             if rank == 0:
@@ -218,6 +244,8 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False,
                 feats = feats_of(batch)
                 labels = torch.from_numpy(np.stack([f.label for f in batch])).to(device)
                 cells = cell_labels(labels, stride)
+                feats, cells, n_neg = with_flow_negatives(model.head, feats, cells, batch, neg_cfg,
+                                                          step_generator(cfg, step, rank, stream=11))
                 total, ml, con = loss_mod(feats, cells, step_generator(cfg, step, rank))
                 if not torch.isfinite(total):
                     raise FloatingPointError(f"non-finite loss at step {step} (ml={ml.item()}, "
@@ -233,6 +261,8 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False,
                 if done % cfg.train.log_every == 0 or done == end:
                     rec = {"step": done, "loss": total.item(), "ml": ml.item(), "con": con.item(),
                            "lr": sched.get_last_lr()[0], "time": time.time()}
+                    if neg_cfg is not None:
+                        rec["flow_negatives"] = n_neg
                     bar.set_postfix(loss=f"{rec['loss']:.3f}", ml=f"{rec['ml']:.3f}",
                                     con=f"{rec['con']:.3f}")
                     if log_file:

@@ -3,9 +3,17 @@
 A batch is a pure function of (seed, step, rank): the frames, the flips and the pasted cut-outs are
 drawn from an RNG seeded by those three numbers, so `--resume` continues exactly and DDP ranks see
 different data without a sampler.
+
+Outlier exposure: a frame receives OE with `outlier_exposure.probability`, from ONE source drawn
+with the `outlier_exposure.sources` weights: `cutouts` and `procedural` paste into the image here
+(at source resolution, before the flip and the resize); `flow_negatives` leaves the image alone and
+only marks the frame (`Frame.source`), train.py appends a flow-sampled negative copy of its
+features. A config with cut-outs as the only source draws exactly the random numbers it drew
+before the other sources existed, so older runs resume on the same batches.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
@@ -15,6 +23,7 @@ from ..config import Config, DataSource
 from ..runtime.processing import label_to_input, preprocess
 from .layouts import Sample, load_layout, read_image_rgb, read_label
 from .outliers import CutoutBank, PasteConfig, paste_outliers
+from .procedural import ProceduralConfig, paste_procedural
 
 
 @dataclass
@@ -25,6 +34,7 @@ class Frame:
     label: np.ndarray
     key: tuple[int, bool]  # (frame index, flipped): the feature-cache key of unpasted frames
     pasted: bool
+    source: str = "none"  # OE source: none | cutouts | procedural | flow_negatives
 
 
 def source_samples(src: DataSource) -> list[Sample]:
@@ -53,9 +63,17 @@ class TrainingFrames:
         self.cfg = cfg
         self.samples = load_samples(cfg.data.train)
         oe = cfg.outlier_exposure
-        self.bank: Optional[CutoutBank] = CutoutBank.from_dir(oe.bank) if oe.enabled else None
+        weights = oe.source_weights()
+        self.sources = list(weights)
+        self.source_p = np.array(list(weights.values()), np.float64) / max(sum(weights.values()), 1e-12)
+        self.bank: Optional[CutoutBank] = CutoutBank.from_dir(oe.bank) if "cutouts" in weights else None
         self.paste_cfg = PasteConfig(probability=oe.probability, count=tuple(oe.count),
-                                     scale=tuple(oe.scale)) if oe.enabled else None
+                                     scale=tuple(oe.scale)) if self.bank is not None else None
+        pr = oe.procedural
+        self.procedural_cfg = ProceduralConfig(
+            probability=1.0, count=tuple(pr.count), scale=tuple(pr.scale), coverage=tuple(pr.coverage),
+            opacity=tuple(pr.opacity), min_change=pr.min_change, octaves=pr.octaves,
+            frequency=tuple(pr.frequency), fills=dataclasses.asdict(pr.fills)) if "procedural" in weights else None
         m = cfg.model
         self.input_hw = tuple(m.input_size)
         from ..model.backbone import BACKBONES
@@ -76,15 +94,32 @@ class TrainingFrames:
                  else np.zeros(rgb.shape[:2], np.uint8))
         return rgb, label
 
+    def outlier_exposure(self, rgb: np.ndarray, label: np.ndarray,
+                         rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
+        """(image, label, source) of one frame after OE; source "none" when it received none."""
+        if not self.sources:
+            return rgb, label, "none"
+        if self.sources == ["cutouts"]:  # the original random stream, bit for bit
+            rgb, label, pasted = paste_outliers(rgb, label, self.bank, self.paste_cfg, rng)
+            return rgb, label, "cutouts" if pasted else "none"
+        if rng.random() >= self.cfg.outlier_exposure.probability:
+            return rgb, label, "none"
+        source = self.sources[int(rng.choice(len(self.sources), p=self.source_p))]
+        if source == "cutouts":
+            always = dataclasses.replace(self.paste_cfg, probability=1.0)
+            rgb, label, _ = paste_outliers(rgb, label, self.bank, always, rng)
+        elif source == "procedural":
+            rgb, label, _ = paste_procedural(rgb, label, self.procedural_cfg, rng)
+        return rgb, label, source  # flow_negatives: the image is untouched (train.py)
+
     def frame(self, index: int, flip: bool, rng: np.random.Generator) -> Frame:
         rgb, label = self.read(index)
-        pasted = False
-        if self.bank is not None:
-            rgb, label, pasted = paste_outliers(rgb, label, self.bank, self.paste_cfg, rng)
+        rgb, label, source = self.outlier_exposure(rgb, label, rng)
+        pasted = source in ("cutouts", "procedural")
         if flip:
             rgb, label = rgb[:, ::-1].copy(), label[:, ::-1].copy()
         x, geom = preprocess(rgb, self.input_hw, self.mean, self.std, self.cfg.model.resize_policy)
-        return Frame(x, label_to_input(label, geom), (index, flip), pasted)
+        return Frame(x, label_to_input(label, geom), (index, flip), pasted, source)
 
     def batch(self, step: int, rank: int = 0) -> list[Frame]:
         rng = self.rng(step, rank)

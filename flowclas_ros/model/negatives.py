@@ -13,10 +13,14 @@ at 1 (chi-square with C degrees of freedom, relative spread sqrt(2 / C): 0.11 fo
 
 1. A blob of ``cells`` INLIER cells of a real feature map is chosen (noise-shaped, compact).
 2. Their latents are replaced by SHELL samples: u_neg = tau * sqrt(C) * d with tau ~ U(tau range)
-   (default 1.5..3, i.e. ||u||^2 / C = 2.25..9, 11..70 chi-square spreads outside the inlier
-   typical set for C = 152) and a unit direction d = normalise((1 - anchor) * g / ||g|| +
-   anchor * u_in / ||u_in||), g ~ N(0, I_C) (``anchor`` 0: a uniformly random direction; 1: the
-   replaced inlier's own direction pushed radially outward). z_neg = mu + sigma * u_neg.
+   and a unit direction d = normalise((1 - anchor) * g / ||g|| + anchor * u_in / ||u_in||),
+   g ~ N(0, I_C) (``anchor`` 0: a uniformly random direction; 1: the replaced inlier's own
+   direction pushed radially outward). z_neg = mu + sigma * u_neg. Default: tau 1.2..1.6,
+   anchor 1, i.e. ||u||^2 / C = 1.44..2.56, 4..14 chi-square spreads outside the inlier typical
+   set for C = 152: NFlowJS's "border of the inlier manifold", each negative next to a real
+   inlier. Farther, random shells (tau 1.5..3, anchor 0) were tried: after ~50 training steps
+   their inverse left the backbone's feature range (cell norms up to 1e4x), destabilised the
+   likelihood term, and the range guard below then dropped 65-90 % of them.
 3. The WHOLE latent map (blob replaced, every other cell unchanged) is mapped back through the
    exact inverse flow, x_neg = f^-1(z_mod), without gradient. The couplings' subnets use 3x3
    convolutions, so a cell is not independent: inverting the whole map is what makes
@@ -31,7 +35,8 @@ Why the negatives lie off the inlier manifold
 By construction, under the CURRENT model: the flow's density of a feature x is
 p(x) = N(f(x); mu, sigma) |det J_f(x)|, and the blob's latents sit on a shell of radius tau*sqrt(C)
 in u-space, where the base log-density is lower than at a typical inlier by
-0.5 * (tau^2 - ||u_in||^2 / C) nats per channel (>= ~0.6 at tau = 1.5). The inverse map sends
+0.5 * (tau^2 - ||u_in||^2 / C) nats per channel (~0.25 at tau = 1.2, ~0.6 at 1.5 when
+||u_in||^2 / C ~ 0.95, as measured on a trained toy head). The inverse map sends
 them to the feature-space region the flow assigns that low density: x_neg are features no backbone
 frame produced, which the model itself declares unlikely. The log-Jacobian term can move the
 per-dimension NLL either way (it is 0 at initialisation, where every coupling is the identity,
@@ -39,6 +44,12 @@ and bounded by the coupling clamp); the tests check on a trained head that negat
 clearly higher NLL per dimension than the inlier cells they replace. What is NOT guaranteed: that
 they resemble real anomalies. They are the model's own blind spots, pushed out so that the
 contrastive term separates "unlikely under the current flow" from the inlier mode (NFlowJS's bet).
+
+Measured limitation (toy world, 100 steps, 2 seeds): as the only OE source they did NOT help
+(cell AUPRC 73.9 vs 79.2 NF-only; pasted cut-outs 94.1). A likely reason: the contrastive
+embedding is an L2-normalised projection of z, blind to a latent's radius (only the projection
+bias sees it), while shell negatives differ from inliers mainly by radius; and since they are
+re-sampled from the current flow every step, the flow can never "finish" separating them.
 
 Context cells: their latents equal the original inlier latents, but their FEATURES changed (the
 inverse propagates through 3x3 convs), so by default they are IGNORE in the negative copy
@@ -90,14 +101,19 @@ class FlowNegativeConfig:
     the frame's inlier cells); ``tau``: range of the shell radius in units of sqrt(C), i.e.
     ||u|| / sqrt(C) (must stay above 1, the inlier typical set); ``anchor``: 0 = random shell
     direction, 1 = the replaced inlier's own direction; ``context``: label of the negative copy's
-    non-blob cells, ``ignore`` (default) or ``inlier`` (their original labels).
+    non-blob cells, ``ignore`` (default) or ``inlier`` (their original labels);
+    ``max_norm_ratio``: a negative copy is dropped when any of its cells' feature L2 norm exceeds
+    this multiple of the largest cell norm of the real source features (the inverse of a far
+    shell through a flow with large coupling scales can leave the range any backbone produces,
+    and such features give huge, useless gradients; see the module docstring).
     """
 
     probability: float = 0.5
     cells: tuple[int, int] = (4, 24)
-    tau: tuple[float, float] = (1.5, 3.0)
-    anchor: float = 0.0
+    tau: tuple[float, float] = (1.2, 1.6)
+    anchor: float = 1.0
     context: str = "ignore"
+    max_norm_ratio: float = 1.5
 
     def __post_init__(self) -> None:
         if isinstance(self.probability, bool) or not 0.0 <= self.probability <= 1.0:
@@ -112,11 +128,15 @@ class FlowNegativeConfig:
                              f"typical set ||u||^2/C ~ 1), got {self.tau!r}")
         if isinstance(self.anchor, bool) or not 0.0 <= self.anchor <= 1.0:
             raise ValueError(f"FlowNegativeConfig.anchor must be in [0, 1], got {self.anchor!r}")
+        if isinstance(self.max_norm_ratio, bool) or not (isinstance(self.max_norm_ratio, (int, float))
+                                                          and self.max_norm_ratio >= 1.0):
+            raise ValueError(f"FlowNegativeConfig.max_norm_ratio must be a number >= 1, got {self.max_norm_ratio!r}")
         if self.context not in CONTEXT_LABELS:
             raise ValueError(f"FlowNegativeConfig.context must be one of {CONTEXT_LABELS}, got {self.context!r}")
         object.__setattr__(self, "cells", (int(cells[0]), int(cells[1])))
         object.__setattr__(self, "tau", (float(tau[0]), float(tau[1])))
         object.__setattr__(self, "anchor", float(self.anchor))
+        object.__setattr__(self, "max_norm_ratio", float(self.max_norm_ratio))
 
 
 def _uniform(n: int, lo: float, hi: float, generator: torch.Generator) -> torch.Tensor:
@@ -188,7 +208,8 @@ class NegativeMaps:
     feats [M,C,h,w]: inverse-mapped features (detached); cells [M,h,w]: ANOMALY on the blob, the
     context label elsewhere; target_z [M,C,h,w]: the latents f(feats) must reproduce; blob
     [M,h,w] bool; source [M]: the batch index each copy came from; tau [K]: the shell radius of
-    each blob cell (in blob order: frames, then row-major)."""
+    each blob cell (in blob order: frames, then row-major); dropped: how many chosen frames were
+    discarded by the range guard (``FlowNegativeConfig.max_norm_ratio``)."""
 
     feats: torch.Tensor
     cells: torch.Tensor
@@ -196,6 +217,7 @@ class NegativeMaps:
     blob: torch.Tensor
     source: torch.Tensor
     tau: torch.Tensor
+    dropped: int = 0  # chosen frames whose inverse left the feature range (or was not finite)
 
     def __len__(self) -> int:
         return int(self.feats.shape[0])
@@ -217,8 +239,9 @@ def negative_feature_maps(head, feats: torch.Tensor, cells: torch.Tensor, cfg: F
 
     ``feats`` [N,C,h,w] backbone features, ``cells`` [N,h,w] cell labels. ``frames``: batch
     indices to copy (None: each frame with ``cfg.probability``). Frames without an inlier cell
-    are skipped; so is a copy whose inverse is not finite (a far shell through a badly
-    conditioned flow), which is then simply absent from the result."""
+    are skipped; so is a copy whose inverse is not finite or leaves the feature range (any cell
+    norm above ``cfg.max_norm_ratio`` x the largest real cell norm of the chosen frames), which
+    is then absent from the result and counted in ``dropped``."""
     _check_initialised(head)
     n, c, h, w = feats.shape
     if frames is None:
@@ -248,9 +271,12 @@ def negative_feature_maps(head, feats: torch.Tensor, cells: torch.Tensor, cfg: F
         taus.append(u_neg.norm(dim=1).cpu() / math.sqrt(c))
         blobs.append(blob)
     x_neg = invert(head, z_mod)
-    ok = torch.isfinite(x_neg).flatten(1).all(dim=1).cpu()
+    limit = cfg.max_norm_ratio * src.norm(dim=1).max()
+    ok = (torch.isfinite(x_neg).flatten(1).all(dim=1)
+          & (torch.nan_to_num(x_neg, nan=math.inf).norm(dim=1).flatten(1).max(dim=1).values <= limit)).cpu()
     keep = [j for j in range(len(chosen)) if bool(ok[j])]
     if not keep:
+        empty.dropped = len(chosen)
         return empty
     blob_t = torch.stack([blobs[j] for j in keep])
     if cfg.context == "inlier":
@@ -260,7 +286,7 @@ def negative_feature_maps(head, feats: torch.Tensor, cells: torch.Tensor, cfg: F
     neg_cells[blob_t.to(cells.device)] = ANOMALY
     return NegativeMaps(feats=x_neg[keep].contiguous(), cells=neg_cells, target_z=z_mod[keep],
                         blob=blob_t, source=torch.tensor([chosen[j] for j in keep], dtype=torch.long),
-                        tau=torch.cat([taus[j] for j in keep]))
+                        tau=torch.cat([taus[j] for j in keep]), dropped=len(chosen) - len(keep))
 
 
 def append_negatives(feats: torch.Tensor, cells: torch.Tensor,

@@ -19,11 +19,21 @@ from .runtime.processing import heatmap_to_source, threshold_components
 from .runtime.visualize import render_overlay
 
 
-def _frame(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """A natural-looking test frame: the toy world rendered at the requested size."""
-    from .data.toy import render_inlier_scene
+def _frame(h: int, w: int, seed: int = 7) -> np.ndarray:
+    """A representative camera frame at the requested size: a PyBullet benchmark test frame
+    (what the shipped model was trained for; seed 7 is not a benchmark seed), or the toy world
+    when pybullet is not installed."""
+    import cv2
 
-    return render_inlier_scene(np.random.default_rng(seed), size=(h, w))
+    try:
+        from .data.sim import render_frame
+
+        rgb = render_frame("test", 0, seed=seed)[0]
+    except ImportError:
+        from .data.toy import render_inlier_scene
+
+        rgb = render_inlier_scene(np.random.default_rng(seed), size=(h, w))
+    return rgb if rgb.shape[:2] == (h, w) else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def _timeit(fn: Callable[[], object], frames: int, warmup: int = 3) -> list[float]:

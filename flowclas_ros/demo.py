@@ -1,8 +1,8 @@
-"""The main job (`make demo`): the real detector node on a sample camera stream over DDS, with
-per-frame latency, obstacle counts and an overlay montage. With no shipped model yet, it first
+"""The main job (`make demo`): the real detector node with the shipped default model
+(models/flowclas_default.onnx) on a camera stream of PyBullet frames over DDS, with per-frame
+latency, obstacle counts and an overlay montage. Without a default model (e.g. deleted), it first
 trains a small model on the procedural toy world (about a minute on a 2-core CPU, cached in
-.cache/demo/), so generate -> train -> export (with parity check) -> node runs on a fresh clone
-with nothing downloaded.
+.cache/demo/) and streams toy frames instead.
 """
 from __future__ import annotations
 
@@ -67,8 +67,14 @@ def build_toy_model(cache: Path = CACHE) -> Path:
     return onnx_path
 
 
-def sample_frames(n: int, size: tuple[int, int] = (480, 640)) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Camera-sized toy test frames (objects never seen in training) with their labels."""
+def sample_frames(n: int, source: str, size: tuple[int, int] = (480, 640)) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Camera-sized frames (with labels) holding obstacles the model never saw in training:
+    rendered on the fly by the PyBullet benchmark world (`sim`, for the shipped model; seed 7, not
+    a benchmark seed) or by the procedural toy world (`toy`, for the demo's toy model)."""
+    if source == "sim":
+        from .data.sim import render_frame
+
+        return [render_frame("test", i, seed=7)[:2] for i in range(n)]
     from .data.layouts import generic_layout, read_image_rgb, read_label
     from .data.toy import make_toy_dataset
 
@@ -88,14 +94,16 @@ def run_demo(model: Optional[str], out: Path, frames: int = 12, rate_hz: float =
     live=False) the same frames go through the Detector in-process, and the demo says so."""
     from .runtime.visualize import montage
 
+    source = "sim"
     try:
         model_path = resolve_model_path(model)
     except ModelFileError:
         if model:
             raise
-        print("[demo] no shipped default model yet: building a toy model")
-        model_path = build_toy_model()
-    stream = sample_frames(frames)
+        print("[demo] no default model found: building a toy model on the procedural toy world")
+        model_path, source = build_toy_model(), "toy"
+    print(f"[demo] rendering {frames} sample frames ({'PyBullet benchmark world' if source == 'sim' else 'toy world'})")
+    stream = sample_frames(frames, source)
     try:
         import rclpy  # noqa: F401
     except ImportError:

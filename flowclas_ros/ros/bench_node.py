@@ -1,6 +1,7 @@
 """The node end to end: a camera publishing at a fixed rate in this process, the real node in
-another, latency from the image stamp to receipt of the heatmap, processed rate, drops, and the
-node's memory over the run (flat memory = no queue growth, no leak)."""
+another with all three outputs subscribed (so it computes and publishes heatmap, mask and overlay),
+latency from the image stamp to receipt of the heatmap, processed rate, drops, and the node's
+memory over the run (flat memory = no queue growth, no leak)."""
 from __future__ import annotations
 
 import threading
@@ -17,7 +18,7 @@ def node_benchmark(model_path: Path, frame: np.ndarray, rate_hz: float = 30.0,
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image
 
-    runner = NodeRunner(model_path, namespace, {"publish_overlay": "false", "publish_mask": "false"})
+    runner = NodeRunner(model_path, namespace)
     latencies: list[float] = []
     diagnostics: dict[str, str] = {}
     rss: list[tuple[float, float]] = []
@@ -30,6 +31,8 @@ def node_benchmark(model_path: Path, frame: np.ndarray, rate_hz: float = 30.0,
     try:
         with participant("flowclas_bench_camera") as node:
             node.create_subscription(Image, f"{runner.base}/anomaly_heatmap", on_heatmap, qos(True, 10))
+            for other in ("obstacle_mask", "overlay"):  # as an operator's RViz would: all outputs
+                node.create_subscription(Image, f"{runner.base}/{other}", lambda _m: None, qos(True, 10))
             node.create_subscription(DiagnosticArray, "/diagnostics",
                                      latest_diagnostics(diagnostics, runner.base), 10)
             camera = node.create_publisher(Image, f"{namespace}/camera/image_raw", qos(False, 1))

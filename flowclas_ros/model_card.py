@@ -63,7 +63,7 @@ def render_card(model: Path, checkpoint: Path, reports: dict[str, Path], command
         f"- loss: L_ml + {loss.contrastive_weight:g} x L_con (SupCon, temperature {loss.temperature:g}, "
         f"{loss.samples_per_class} samples per class)",
         f"- outlier exposure: {describe_oe(oe)}",
-        f"- training data: " + ", ".join(f"`{s.root}` ({s.layout})" for s in cfg.data.train) +
+        "- training data: " + ", ".join(f"`{s.root}` ({s.layout})" for s in cfg.data.train) +
         (f"; validation `{cfg.data.val.root}`" if cfg.data.val else ""),
         f"- training: {ckpt['step']} steps, batch {t.batch_size}, AdamW lr {t.lr:g} ({t.schedule}), "
         f"seed {cfg.seed}" + (f"; wall time {wall_time}" if wall_time else ""),

@@ -114,11 +114,12 @@ class CutoutBank:
         return self._cutouts[int(rng.integers(len(self._cutouts)))]
 
 
-def _as_pair(value: Sequence[float], name: str) -> tuple[float, float]:
+def as_pair(value: Sequence, what: str) -> tuple:
+    """(low, high) from a 2-sequence; ValueError naming the setting (e.g. 'PasteConfig.scale')."""
     try:
         lo, hi = value
     except (TypeError, ValueError):
-        raise ValueError(f"PasteConfig.{name} must be a (low, high) pair, got {value!r}") from None
+        raise ValueError(f"{what} must be a (low, high) pair, got {value!r}") from None
     return lo, hi
 
 
@@ -138,11 +139,11 @@ class PasteConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.probability <= 1.0:
             raise ValueError(f"PasteConfig.probability must be in [0, 1], got {self.probability!r}")
-        count = _as_pair(self.count, "count")
+        count = as_pair(self.count, "PasteConfig.count")
         integral = all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in count)
         if not integral or not 1 <= count[0] <= count[1]:
             raise ValueError(f"PasteConfig.count must be integers with 1 <= low <= high, got {self.count!r}")
-        scale = _as_pair(self.scale, "scale")
+        scale = as_pair(self.scale, "PasteConfig.scale")
         if not 0.0 < scale[0] <= scale[1] <= 1.0:
             raise ValueError(f"PasteConfig.scale must satisfy 0 < low <= high <= 1, got {self.scale!r}")
         if not isinstance(self.rotate, bool):
@@ -195,11 +196,16 @@ def paste_cutout(image: np.ndarray, label: np.ndarray | None, cutout: Cutout, to
         label[region][cutout.mask] = ANOMALY
 
 
-def _check_frame(image: np.ndarray, label: np.ndarray | None) -> None:
+def start_paste(image: np.ndarray, label: np.ndarray | None, probability: float,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Shared start of every OE paste: check the frame, copy image and label (zeros when None),
+    and draw whether this frame gets a paste (one random number, always drawn)."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be HxWx3 uint8, got {image.dtype} {image.shape}")
     if label is not None and label.shape != image.shape[:2]:
         raise ValueError(f"label shape {label.shape} does not match image shape {image.shape[:2]}")
+    out_label = np.zeros(image.shape[:2], np.uint8) if label is None else label.astype(np.uint8, copy=True)
+    return image.copy(), out_label, bool(rng.random() < probability)
 
 
 def paste_outliers(
@@ -210,10 +216,8 @@ def paste_outliers(
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """With probability ``cfg.probability`` paste random cut-outs; returns new (image, label, pasted)."""
-    _check_frame(image, label)
-    out_image = image.copy()
-    out_label = np.zeros(image.shape[:2], np.uint8) if label is None else label.astype(np.uint8, copy=True)
-    if rng.random() >= cfg.probability:
+    out_image, out_label, go = start_paste(image, label, cfg.probability, rng)
+    if not go:
         return out_image, out_label, False
     height, width = image.shape[:2]
     for _ in range(int(rng.integers(cfg.count[0], cfg.count[1] + 1))):

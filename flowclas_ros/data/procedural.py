@@ -40,12 +40,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional
 
 import cv2
 import numpy as np
 
 from flowclas_ros.data.layouts import ANOMALY
+from flowclas_ros.data.outliers import as_pair, start_paste
 
 __all__ = [
     "COLOUR_OPS",
@@ -288,14 +289,6 @@ def geometric_distortion(image: np.ndarray, shape: Shape, rng: np.random.Generat
 # ---------------------------------------------------------------- config and paste
 
 
-def _pair(value: Sequence, name: str) -> tuple:
-    try:
-        lo, hi = value
-    except (TypeError, ValueError):
-        raise ValueError(f"ProceduralConfig.{name} must be a (low, high) pair, got {value!r}") from None
-    return lo, hi
-
-
 def _is_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
@@ -327,12 +320,12 @@ class ProceduralConfig:
     def __post_init__(self) -> None:
         if isinstance(self.probability, bool) or not 0.0 <= self.probability <= 1.0:
             raise ValueError(f"ProceduralConfig.probability must be in [0, 1], got {self.probability!r}")
-        count = _pair(self.count, "count")
+        count = as_pair(self.count, "ProceduralConfig.count")
         if not all(_is_int(c) for c in count) or not 1 <= count[0] <= count[1]:
             raise ValueError(f"ProceduralConfig.count must be integers with 1 <= low <= high, got {self.count!r}")
         ranges = {}
         for name in ("scale", "coverage", "opacity"):
-            lo, hi = _pair(getattr(self, name), name)
+            lo, hi = as_pair(getattr(self, name), f"ProceduralConfig.{name}")
             if not 0.0 < lo <= hi <= 1.0:
                 raise ValueError(f"ProceduralConfig.{name} must satisfy 0 < low <= high <= 1, "
                                  f"got {getattr(self, name)!r}")
@@ -341,7 +334,7 @@ class ProceduralConfig:
             raise ValueError(f"ProceduralConfig.min_change must be an integer in 1..128, got {self.min_change!r}")
         if not _is_int(self.octaves) or not 1 <= self.octaves <= 8:
             raise ValueError(f"ProceduralConfig.octaves must be an integer in 1..8, got {self.octaves!r}")
-        freq = _pair(self.frequency, "frequency")
+        freq = as_pair(self.frequency, "ProceduralConfig.frequency")
         if not all(_is_int(f) for f in freq) or not 1 <= freq[0] <= freq[1]:
             raise ValueError(f"ProceduralConfig.frequency must be integers with 1 <= low <= high, "
                              f"got {self.frequency!r}")
@@ -376,22 +369,13 @@ def _fill(kind: str, out: np.ndarray, original: np.ndarray, box: tuple[slice, sl
     return geometric_distortion(original, shape, rng)
 
 
-def _check_frame(image: np.ndarray, label: Optional[np.ndarray]) -> None:
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"image must be HxWx3 uint8, got {image.dtype} {image.shape}")
-    if label is not None and label.shape != image.shape[:2]:
-        raise ValueError(f"label shape {label.shape} does not match image shape {image.shape[:2]}")
-
-
 def paste_procedural(image: np.ndarray, label: Optional[np.ndarray], cfg: ProceduralConfig,
                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, bool]:
     """With probability ``cfg.probability`` paste ``cfg.count`` procedural anomalies; returns new
     (image, label, pasted). Pasted pixels are labelled 1 and each differs from ``image`` by at
     least ``cfg.min_change`` levels in some channel; no other pixel changes (module docstring)."""
-    _check_frame(image, label)
-    out = image.copy()
-    out_label = np.zeros(image.shape[:2], np.uint8) if label is None else label.astype(np.uint8, copy=True)
-    if rng.random() >= cfg.probability:
+    out, out_label, go = start_paste(image, label, cfg.probability, rng)
+    if not go:
         return out, out_label, False
     height, width = image.shape[:2]
     union = np.zeros((height, width), bool)

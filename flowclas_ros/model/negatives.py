@@ -67,6 +67,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.outliers import as_pair
 from .losses import ANOMALY, IGNORE, INLIER
 
 __all__ = [
@@ -82,14 +83,6 @@ __all__ = [
 ]
 
 CONTEXT_LABELS: tuple[str, ...] = ("ignore", "inlier")
-
-
-def _pair(value: Sequence, name: str) -> tuple:
-    try:
-        lo, hi = value
-    except (TypeError, ValueError):
-        raise ValueError(f"FlowNegativeConfig.{name} must be a (low, high) pair, got {value!r}") from None
-    return lo, hi
 
 
 @dataclass(frozen=True)
@@ -118,11 +111,11 @@ class FlowNegativeConfig:
     def __post_init__(self) -> None:
         if isinstance(self.probability, bool) or not 0.0 <= self.probability <= 1.0:
             raise ValueError(f"FlowNegativeConfig.probability must be in [0, 1], got {self.probability!r}")
-        cells = _pair(self.cells, "cells")
+        cells = as_pair(self.cells, "FlowNegativeConfig.cells")
         if not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in cells) \
                 or not 1 <= cells[0] <= cells[1]:
             raise ValueError(f"FlowNegativeConfig.cells must be integers with 1 <= low <= high, got {self.cells!r}")
-        tau = _pair(self.tau, "tau")
+        tau = as_pair(self.tau, "FlowNegativeConfig.tau")
         if not all(isinstance(t, (int, float)) and math.isfinite(t) for t in tau) or not 1.0 < tau[0] <= tau[1]:
             raise ValueError(f"FlowNegativeConfig.tau must satisfy 1 < low <= high (outside the inlier "
                              f"typical set ||u||^2/C ~ 1), got {self.tau!r}")

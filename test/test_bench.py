@@ -1,0 +1,22 @@
+"""`flowclas-ros bench` on a tiny setting: it runs and reports every key (numbers are not asserted:
+speed belongs in the benchmark's output, not in timed unit tests)."""
+from __future__ import annotations
+
+import json
+import math
+
+from flowclas_ros.cli import main as cli_main
+
+
+def test_bench_tiny_setting_reports_all_keys(trained, capsys):
+    assert cli_main(["bench", "--model", str(trained["onnx"]), "--checkpoint", str(trained["checkpoint"]),
+                     "--sizes", "160x120", "--frames", "3", "--threads", "0,1",
+                     "--node-seconds", "2", "--node-rate", "10", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    for key in ("ort_ms_p50_160x120", "torch_ms_p50_160x120", "ort_t1_ms_p50_160x120",
+                "ort_inference_ms_p50_160x120", "ort_overlay_ms_p50_160x120",
+                "speedup_ort_vs_torch_inference_160x120", "backbone_time_fraction", "gmacs_total",
+                "node_latency_ms_p50", "node_latency_ms_p95", "node_rate_hz", "peak_rss_mb"):
+        assert key in r and isinstance(r[key], float) and math.isfinite(r[key]), key
+    assert r["node_heatmaps_received"] > 0 and r["node_sent"] >= r["node_heatmaps_received"]
+    assert 0 < r["backbone_time_fraction"] < 1 and r["gmacs_backbone"] < r["gmacs_total"]

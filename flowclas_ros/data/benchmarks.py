@@ -39,6 +39,7 @@ from .layouts import (
     DatasetError,
     PathLike,
     Sample,
+    _dataset_images,
     _index_images,
     _require_dir,
     value_map_decoder,
@@ -134,11 +135,7 @@ def _smiyc(track: str, root: PathLike, require_labels: bool) -> list[Sample]:
     track_dir = root / track
     if not track_dir.is_dir() and root.name == track:
         track_dir = root  # root given as the track directory itself
-    images_dir = track_dir / "images"
-    _require_dir(images_dir, f"{track} images directory")
-    images = _index_images(images_dir)
-    if not images:
-        raise DatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {images_dir}")
+    images = _dataset_images(track_dir / "images", f"{track} images directory")
     labels_dir = track_dir / "labels_masks"
     suffix = "_labels_semantic.png"
     labels = _files_with_suffix(labels_dir, suffix) if labels_dir.is_dir() else {}
@@ -197,11 +194,7 @@ def fishyscapes_static_layout(root: PathLike, require_labels: bool = False) -> l
     """Fishyscapes Static: ``root/original/{id}.png`` and ``root/labels/{id}.png`` (0 in / 1 out / 2 void)."""
     root = Path(root)
     _require_dir(root, "dataset root")
-    images_dir = root / "original"
-    _require_dir(images_dir, "Fishyscapes Static images directory")
-    images = _index_images(images_dir)
-    if not images:
-        raise DatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {images_dir}")
+    images = _dataset_images(root / "original", "Fishyscapes Static images directory")
     labels_dir = root / "labels"
     labels = _files_with_suffix(labels_dir, ".png") if labels_dir.is_dir() else {}
     return _pair(images, labels, "fishyscapes_static", require_labels, str(labels_dir / "{id}.png"))

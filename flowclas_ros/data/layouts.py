@@ -130,15 +130,20 @@ def _index_images(images_dir: Path) -> dict[str, Path]:
     return found
 
 
+def _dataset_images(images_dir: Path, what: str) -> dict[str, Path]:
+    """{id: path} of the images in a dataset's image directory; a missing or empty one is an error."""
+    _require_dir(images_dir, what)
+    images = _index_images(images_dir)
+    if not images:
+        raise DatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {images_dir}")
+    return images
+
+
 def generic_layout(root: PathLike, require_labels: bool = False) -> list[Sample]:
     """List the samples of a generic-layout dataset, sorted by id."""
     root = Path(root)
     _require_dir(root, "dataset root")
-    images_dir = root / "images"
-    _require_dir(images_dir, "images directory")
-    images = _index_images(images_dir)
-    if not images:
-        raise DatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {images_dir}")
+    images = _dataset_images(root / "images", "images directory")
     labels_dir = root / "labels"
     samples = []
     for sample_id in sorted(images):

@@ -15,9 +15,9 @@ import numpy as np
 
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(20, 99)))
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-from flowclas_ros.ros.live import large_image_dds_profile  # noqa: E402
+from flowclas_ros.ros import live  # noqa: E402
 
-os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(large_image_dds_profile()))
+os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(live.large_image_dds_profile()))
 
 import rclpy  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
@@ -113,22 +113,14 @@ class Peer:
         self.node.destroy_node()
 
 
-def image_msg(array: np.ndarray, encoding: str, stamp_ns: int, frame_id: str = "camera_optical_frame",
+def image_msg(array: np.ndarray, encoding: str, stamp: int, frame_id: str = "camera_optical_frame",
               step: Optional[int] = None, data: Optional[bytes] = None):
-    from sensor_msgs.msg import Image
-
-    from flowclas_ros.runtime.images import to_msg_fields
-
-    msg = Image()
-    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
-    msg.header.frame_id = frame_id
-    msg.height, msg.width = int(array.shape[0]), int(array.shape[1])
-    msg.encoding = encoding
-    payload, natural_step = to_msg_fields(array, encoding) if data is None else (data, step)
-    msg.step = natural_step if step is None else step
-    msg.data = payload
+    """The product's message builder, with `step` / `data` overridable to forge bad frames."""
+    msg = live.image_msg(array, stamp, frame_id, encoding)
+    if data is not None:
+        msg.data = data
+    if step is not None:
+        msg.step = step
     return msg
 
 
-def stamp_ns(msg: Any) -> int:
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec

@@ -294,7 +294,9 @@ def test_the_node_gives_the_same_heatmaps_on_the_same_frames(replayed, sim, trai
     """The real node (subprocess, real DDS) fed the bag's first 3 frames vs the replay output."""
     from ros_harness import SENSOR_QOS, NodeProcess, Peer
     from ros_harness import image_msg as ros_image_msg
-    from ros_harness import stamp_ns as ros_stamp, wait_for
+    from ros_harness import wait_for
+
+    from flowclas_ros.runtime.pipeline import stamp_ns as ros_stamp
     from sensor_msgs.msg import Image
 
     _, out, _ = replayed

@@ -46,6 +46,7 @@ from typing import Any, BinaryIO, Iterable, Iterator, Optional
 
 import numpy as np
 
+from ..runtime.pipeline import stamp_ns  # noqa: F401  (re-exported for replay)
 from .layouts import LAYOUTS, DatasetError, PathLike, Sample, generic_layout, write_png
 
 __all__ = [
@@ -124,11 +125,6 @@ def decode_frame(msgtype: str, msg: Any) -> np.ndarray:
         return decode_compressed_frame(msg.data, msg.format)
     return decode_image_fields(msg.data, msg.height, msg.width, msg.encoding, msg.step,
                                bool(msg.is_bigendian))
-
-
-def stamp_ns(msg: Any) -> int:
-    """Header stamp of a message, in nanoseconds."""
-    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
 
 # ---------------------------------------------------------------- MCAP salvage scan

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .live import NodeRunner, image_msg, latest_diagnostics, participant, qos, stamp_ns, wait_until_ready
+from ..runtime.pipeline import stamp_ns
+from .live import NodeRunner, image_msg, latest_diagnostics, participant, qos, wait_until_ready
 
 
 def node_benchmark(model_path: Path, frame: np.ndarray, rate_hz: float = 30.0,

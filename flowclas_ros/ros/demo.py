@@ -11,7 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .live import NodeRunner, image_msg, latest_diagnostics, participant, qos, stamp_ns, wait_until_ready
+from ..runtime.pipeline import stamp_ns
+from .live import NodeRunner, image_msg, latest_diagnostics, participant, qos, wait_until_ready
 
 
 @dataclass

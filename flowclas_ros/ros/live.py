@@ -14,7 +14,6 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from ..runtime.images import to_msg_fields
 
 STARTUP_TIMEOUT_S = 60.0
 
@@ -81,14 +80,16 @@ class NodeRunner:
 
 @contextmanager
 def participant(name: str) -> Iterator[Any]:
-    """An rclpy node spun on a background thread; torn down in order on exit."""
+    """An rclpy node in its own context, spun on a background thread; torn down in order on exit.
+    Its own context, so it works beside any other rclpy use in the same process."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
     isolate_dds()
-    rclpy.init()
-    node = rclpy.create_node(name)
-    ex = SingleThreadedExecutor()
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node(name, context=context)
+    ex = SingleThreadedExecutor(context=context)
     ex.add_node(node)
     spin = threading.Thread(target=ex.spin, daemon=True)
     spin.start()
@@ -98,23 +99,19 @@ def participant(name: str) -> Iterator[Any]:
         ex.shutdown()
         spin.join(timeout=5)
         node.destroy_node()
-        rclpy.try_shutdown()
+        rclpy.try_shutdown(context=context)
 
 
-def image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str = "camera_optical_frame"):
-    from sensor_msgs.msg import Image
+def image_msg(array: np.ndarray, stamp: int, frame_id: str = "camera_optical_frame",
+              encoding: str = "rgb8"):
+    """A camera frame as sensor_msgs/Image with the given stamp (ns) and frame_id."""
+    from std_msgs.msg import Header
 
-    msg = Image()
-    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
-    msg.header.frame_id = frame_id
-    msg.height, msg.width = rgb.shape[:2]
-    msg.encoding = "rgb8"
-    msg.data, msg.step = to_msg_fields(rgb, "rgb8")
-    return msg
+    from .messages import array_to_image_msg
 
-
-def stamp_ns(msg: Any) -> int:
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+    header = Header(frame_id=frame_id)
+    header.stamp.sec, header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+    return array_to_image_msg(array, encoding, header)
 
 
 def qos(reliable: bool, depth: int):

@@ -28,7 +28,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from ..runtime.detector import Detector
 from ..runtime.images import ImageError
 from ..runtime.model_info import ModelFileError
-from ..runtime.pipeline import decode_compressed_frame, decode_image_fields, run_frame
+from ..runtime.pipeline import decode_compressed_frame, decode_image_fields, run_frame, stamp_ns
 from .messages import array_to_image_msg
 from .stats import NodeStats, Throttle
 
@@ -157,8 +157,7 @@ class DetectorNode(Node):
             wanted["mask"].publish(array_to_image_msg(det.mask, "mono8", header))
         if "overlay" in wanted:
             wanted["overlay"].publish(array_to_image_msg(out.overlay, "bgr8", header))
-        stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
-        age_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
+        age_ms = (self.get_clock().now().nanoseconds - stamp_ns(msg)) / 1e6
         self.stats.on_processed((time.monotonic() - received) * 1e3, age_ms)
 
     def _bad_input(self, kind: str, message: str) -> None:

@@ -6,7 +6,7 @@ mask and overlay offline as it did (or would) on the robot.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -32,6 +32,12 @@ def decode_compressed_frame(data, fmt: str) -> np.ndarray:
     """sensor_msgs/CompressedImage fields -> HxWx3 RGB (ImageError on corrupt bytes)."""
     array, encoding = decode_compressed(bytes(data), fmt)
     return to_rgb8(array, encoding)
+
+
+def stamp_ns(msg: Any) -> int:
+    """Header stamp of a message (rclpy or rosbags), in nanoseconds: the key that ties every
+    output, ground truth and latency figure to its input frame."""
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
 
 def run_frame(detector: Detector, rgb: np.ndarray, overlay_alpha: float = 0.45,

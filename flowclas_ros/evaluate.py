@@ -454,7 +454,8 @@ def _montage(path: Path, rows: list[dict], read_rgb: Callable[[int], np.ndarray]
 # ---------------------------------------------------------------- CLI
 
 
-def _f(v: Any, fmt: str = ".2f") -> str:
+def fmt_number(v: Any, fmt: str = ".2f") -> str:
+    """A number for a summary line; n/a for None and non-finite values."""
     return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
 
 
@@ -463,19 +464,19 @@ def format_summary(r: dict) -> str:
     lines = [
         f"model {r['model']} (version {r['model_version']}) on {r['data']}",
         f"frames {r['frames']} ({r['anomaly_frames']} with anomaly pixels), "
-        f"{_f(r['ms_per_frame'])} ms/frame (median)",
-        f"pixel:     AUPRC {_f(r['auprc'])}  FPR95 {_f(r['fpr95'])}  AUROC {_f(r['auroc'])}  "
-        f"best F1 {_f(r['best_f1'])} @ {_f(r['best_f1_threshold'], '.4g')}",
-        f"component: sIoU {_f(r['siou'])}  PPV {_f(r['ppv'])}  mean F1 {_f(r['mean_f1'])}  "
+        f"{fmt_number(r['ms_per_frame'])} ms/frame (median)",
+        f"pixel:     AUPRC {fmt_number(r['auprc'])}  FPR95 {fmt_number(r['fpr95'])}  AUROC {fmt_number(r['auroc'])}  "
+        f"best F1 {fmt_number(r['best_f1'])} @ {fmt_number(r['best_f1_threshold'], '.4g')}",
+        f"component: sIoU {fmt_number(r['siou'])}  PPV {fmt_number(r['ppv'])}  mean F1 {fmt_number(r['mean_f1'])}  "
         f"({c['gt_components']} GT / {c['pred_components']} predicted components @ "
-        f"{_f(c['threshold'], '.4g')})",
-        f"model threshold {_f(m['threshold'], '.4g')}: TPR {_f(m['tpr'])}  FPR {_f(m['fpr'])}  "
-        f"precision {_f(m['precision'])}  F1 {_f(m['f1'])}",
+        f"{fmt_number(c['threshold'], '.4g')})",
+        f"model threshold {fmt_number(m['threshold'], '.4g')}: TPR {fmt_number(m['tpr'])}  FPR {fmt_number(m['fpr'])}  "
+        f"precision {fmt_number(m['precision'])}  F1 {fmt_number(m['f1'])}",
     ]
     if "image" in r:
         im = r["image"]
-        lines.append(f"image:     AUROC {_f(r['image_auroc'])} ({im['score']}); max {_f(im['auroc_max'])}  "
-                     f"top-{100 * im['top_k']:g}% mean {_f(im['auroc_topk'])}  "
+        lines.append(f"image:     AUROC {fmt_number(r['image_auroc'])} ({im['score']}); max {fmt_number(im['auroc_max'])}  "
+                     f"top-{100 * im['top_k']:g}% mean {fmt_number(im['auroc_topk'])}  "
                      f"({im['anomalous']} anomalous / {im['normal']} normal images)")
     lines += [f"warning: {w}" for w in r["warnings"]]
     if r.get("report"):

@@ -407,12 +407,12 @@ def _plot_over_time(path: Path, result: dict) -> None:
 
 
 def format_summary(r: dict) -> str:
-    from .evaluate import _f
+    from .evaluate import fmt_number
     from .evaluate import format_summary as eval_summary
 
     lines = [f"replayed {r['frames']} frames of {r['image_topic']} from {r['bag']} -> {r['out']}",
              f"outputs: {', '.join(r['output_topics'].values())}",
-             f"{_f(r['fps'], '.1f')} frames/s overall, {_f(r['ms_per_frame'])} ms/frame "
+             f"{fmt_number(r['fps'], '.1f')} frames/s overall, {fmt_number(r['ms_per_frame'])} ms/frame "
              f"pipeline (median)"]
     if r["skipped"]:
         lines.append("skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(r["skipped"].items())))
@@ -422,7 +422,7 @@ def format_summary(r: dict) -> str:
                      f"{r['unmatched_frames']} without a label")
         lines.append(eval_summary({**r, "frames": r["scored_frames"], "report": None}))
         lines.append("worst frames (stamp, F1): " + ", ".join(
-            f"{w['id']} {_f(w['f1'], '.1f')}" for w in r["worst_frames"][:5]))
+            f"{w['id']} {fmt_number(w['f1'], '.1f')}" for w in r["worst_frames"][:5]))
     else:
         lines += [f"warning: {w}" for w in r["warnings"]]
     if r.get("report"):

@@ -51,6 +51,10 @@ class ModelConfig:
     projection_channels: int = 64
     score_blur_sigma: float = 1.0  # Gaussian smoothing of the score map in feature cells; 0 = off
     score_includes_logdet: bool = False  # authors' score omits log|det J|; true: full NLL per dim
+    # Upsampling of the score grid: 0 = bilinear; r > 0 = colour guided filter with (2r+1)^2-cell
+    # windows on the feature grid, ridge eps in squared normalised-RGB units (model/guided_upsampling)
+    score_guided_radius: int = 0
+    score_guided_eps: float = 1.0e-3
     resize_policy: str = "stretch"  # stretch | letterbox
 
 
@@ -190,6 +194,10 @@ class Config:
         for key in ("sources", "procedural", "flow_negatives"):  # OE sources added later
             if oe[key] == oe_default[key]:
                 del oe[key]
+        model, model_default = data["model"], dataclasses.asdict(ModelConfig())
+        for key in ("score_guided_radius", "score_guided_eps"):  # added later
+            if model[key] == model_default[key]:
+                del model[key]
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -292,6 +300,8 @@ def _validate(cfg: Config) -> None:
          "model.flow.positional_channels", "must be >= 0 and a multiple of 4")
     need(m.projection_channels >= 1, "model.projection_channels", "must be >= 1")
     need(m.score_blur_sigma >= 0, "model.score_blur_sigma", "must be >= 0")
+    need(m.score_guided_radius >= 0, "model.score_guided_radius", "must be >= 0 (0 = bilinear)")
+    need(m.score_guided_eps > 0, "model.score_guided_eps", "must be > 0")
     need(len(cfg.data.train) >= 1, "data.train", "needs at least one source")
     for i, src in enumerate(cfg.data.train):
         need(src.stride >= 1, f"data.train[{i}].stride", "must be >= 1")

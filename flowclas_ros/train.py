@@ -357,6 +357,7 @@ def calibrate(model: FlowCLAS, cfg: Config, device: torch.device) -> dict[str, A
 
 # Keys that only change post-processing / calibration: editable on a trained checkpoint.
 POSTPROCESS_KEYS = ("model.score_blur_sigma", "model.score_includes_logdet",
+                    "model.score_guided_radius", "model.score_guided_eps",
                     "calibration.inlier_fpr", "calibration.max_frames")
 
 

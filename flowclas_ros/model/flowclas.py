@@ -1,7 +1,8 @@
 """FlowCLAS: frozen backbone -> normalizing flow -> per-pixel anomaly score map.
 
 `FlowHead` holds everything that trains (flow, base density, contrastive projection); `FlowCLAS`
-adds the frozen backbone and the score post-processing (normalisation, blur, upsampling) that the
+adds the frozen backbone and the score post-processing (normalisation, blur, image-guided or
+bilinear upsampling) that the
 exporter bakes into the ONNX graph, so the deployed file cannot drift from the training code.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import nn
 from ..config import ModelConfig
 from .backbone import Backbone, build_backbone
 from .flow import NormalizingFlow
+from .guided_upsampling import guided_upsample
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -90,14 +92,24 @@ class FlowCLAS(nn.Module):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone(images)
 
-    def score_from_features(self, feats: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
+    def grid_score(self, feats: torch.Tensor) -> torch.Tensor:
+        """Normalised (and optionally smoothed) score on the feature grid, [N,1,h,w]."""
         z, logdet = self.head(feats)
         s = (self.head.raw_score(z, logdet) - self.score_offset) / self.score_scale
         s = s.unsqueeze(1)
         if self.blur_enabled:
             r = self.blur.shape[-1] // 2
             s = F.conv2d(F.pad(s, (r, r, r, r), mode="replicate"), self.blur)
-        return F.interpolate(s, size=out_size, mode="bilinear", align_corners=False)
+        return s
+
+    def upsample(self, score: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """Grid score -> input resolution: image-guided when `score_guided_radius` > 0."""
+        if self.cfg.score_guided_radius > 0:
+            return guided_upsample(score, images, self.cfg.backbone.feature_stride,
+                                   self.cfg.score_guided_radius,
+                                   self.cfg.score_guided_eps)
+        return F.interpolate(score, size=tuple(images.shape[-2:]), mode="bilinear",
+                             align_corners=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.score_from_features(self.backbone(images), tuple(images.shape[-2:]))
+        return self.upsample(self.grid_score(self.backbone(images)), images)

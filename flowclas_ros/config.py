@@ -120,6 +120,9 @@ class FlowNegativesOEConfig:
     anchor: float = 1.0  # 0: random shell direction; 1: the replaced inlier's own direction
     context: str = "ignore"  # label of the negative copy's other cells: ignore | inlier
     max_norm_ratio: float = 1.5  # drop copies whose features leave the real feature range
+    # > 0: also push the flow's NLL per dimension on negative cells to at least this many nats
+    # above the batch's mean inlier NLL (a hinge; contrastive-divergence-like tightening)
+    nll_margin: float = 0.0
 
 
 @dataclass
@@ -340,6 +343,7 @@ def _validate(cfg: Config) -> None:
          "must be [min, max] with 1 < min <= max (outside the inlier typical set)")
     need(0 <= fn.anchor <= 1, "outlier_exposure.flow_negatives.anchor", "must be in [0, 1]")
     need(fn.max_norm_ratio >= 1, "outlier_exposure.flow_negatives.max_norm_ratio", "must be >= 1")
+    need(fn.nll_margin >= 0, "outlier_exposure.flow_negatives.nll_margin", "must be >= 0 (0 = off)")
     need(cfg.loss.contrastive_weight >= 0, "loss.contrastive_weight", "must be >= 0")
     need(cfg.loss.temperature > 0, "loss.temperature", "must be > 0")
     need(cfg.loss.samples_per_class >= 2, "loss.samples_per_class", "must be >= 2")

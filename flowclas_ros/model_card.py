@@ -36,8 +36,20 @@ def describe_oe(oe: Any) -> str:
         else:
             fn = oe.flow_negatives
             parts.append(f"flow-sampled latent negatives ({share}; blobs of {fn.cells} cells, shell "
-                         f"tau {fn.tau}, anchor {fn.anchor:g}, context {fn.context})")
+                         f"tau {fn.tau}, anchor {fn.anchor:g}, context {fn.context}"
+                         + (f", NLL hinge margin {fn.nll_margin:g}" if fn.nll_margin > 0 else "") + ")")
     return f"p={oe.probability:g} per frame, one source per frame: " + "; ".join(parts)
+
+
+def describe_postprocessing(m: Any) -> str:
+    """The score path after the flow, as baked into the export."""
+    score = "full NLL per dimension (with log-Jacobian)" if m.score_includes_logdet \
+        else "0.5 u^2 + log sigma per dimension (no log-Jacobian)"
+    blur = f"Gaussian smoothing {m.score_blur_sigma:g} cells" if m.score_blur_sigma > 0 \
+        else "no smoothing"
+    up = (f"image-guided upsampling (colour guided filter, radius {m.score_guided_radius} cells, "
+          f"eps {m.score_guided_eps:g})" if m.score_guided_radius > 0 else "bilinear upsampling")
+    return f"{score}; {blur}; {up}"
 
 
 def render_card(model: Path, checkpoint: Path, reports: dict[str, Path], command: str,
@@ -63,6 +75,7 @@ def render_card(model: Path, checkpoint: Path, reports: dict[str, Path], command
         f"- loss: L_ml + {loss.contrastive_weight:g} x L_con (SupCon, temperature {loss.temperature:g}, "
         f"{loss.samples_per_class} samples per class)",
         f"- outlier exposure: {describe_oe(oe)}",
+        f"- score post-processing: {describe_postprocessing(m)}",
         "- training data: " + ", ".join(f"`{s.root}` ({s.layout})" for s in cfg.data.train) +
         (f"; validation `{cfg.data.val.root}`" if cfg.data.val else ""),
         f"- training: {ckpt['step']} steps, batch {t.batch_size}, AdamW lr {t.lr:g} ({t.schedule}), "

@@ -24,7 +24,7 @@ from .config import Config, ConfigError, _apply_override, config_from_dict
 from .data.frames import TrainingFrames, source_samples
 from .data.layouts import read_image_rgb, read_label
 from .model.flowclas import FlowCLAS, FlowHead
-from .model.losses import cell_labels, flowclas_loss
+from .model.losses import cell_labels, flowclas_loss, negative_nll_hinge
 from .model.negatives import FlowNegativeConfig, append_negatives, negative_feature_maps
 from .runtime.processing import label_to_input, preprocess
 
@@ -46,14 +46,21 @@ class HeadLoss(nn.Module):
         super().__init__()
         self.head = head
         self.loss_cfg = cfg.loss
+        self.nll_margin = cfg.outlier_exposure.flow_negatives.nll_margin
 
-    def forward(self, feats: torch.Tensor, cells: torch.Tensor,
-                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, feats: torch.Tensor, cells: torch.Tensor, generator: torch.Generator,
+                n_negative: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`n_negative`: how many flow-negative copies end the batch (for the NLL hinge)."""
         z, logdet = self.head(feats)
         c = self.loss_cfg
-        terms = flowclas_loss(self.head.nll_per_dim(z, logdet), self.head.embed(z), cells,
+        nll = self.head.nll_per_dim(z, logdet)
+        terms = flowclas_loss(nll, self.head.embed(z), cells,
                               c.contrastive_weight, c.temperature, c.samples_per_class, generator)
-        return terms.total, terms.ml, terms.con
+        total = terms.total
+        if self.nll_margin > 0 and n_negative > 0:
+            total = total + negative_nll_hinge(nll, cells, feats.shape[0] - n_negative,
+                                               self.nll_margin)
+        return total, terms.ml, terms.con
 
 
 def pick_device(spec: str, local_rank: int = 0) -> torch.device:
@@ -246,7 +253,7 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False,
                 cells = cell_labels(labels, stride)
                 feats, cells, n_neg = with_flow_negatives(model.head, feats, cells, batch, neg_cfg,
                                                           step_generator(cfg, step, rank, stream=11))
-                total, ml, con = loss_mod(feats, cells, step_generator(cfg, step, rank))
+                total, ml, con = loss_mod(feats, cells, step_generator(cfg, step, rank), n_neg)
                 if not torch.isfinite(total):
                     raise FloatingPointError(f"non-finite loss at step {step} (ml={ml.item()}, "
                                              f"con={con.item()}); lower train.lr or model.flow.clamp")

@@ -18,5 +18,6 @@ def test_bench_tiny_setting_reports_all_keys(trained, capsys):
                 "speedup_ort_vs_torch_inference_160x120", "backbone_time_fraction", "gmacs_total",
                 "node_latency_ms_p50", "node_latency_ms_p95", "node_rate_hz", "peak_rss_mb"):
         assert key in r and isinstance(r[key], float) and math.isfinite(r[key]), key
+    assert len(r["speedup_ort_vs_torch_rounds_160x120"]) == 10 and r["torch_threads"] >= 1
     assert r["node_heatmaps_received"] > 0 and r["node_sent"] >= r["node_heatmaps_received"]
     assert 0 < r["backbone_time_fraction"] < 1 and r["gmacs_backbone"] < r["gmacs_total"]

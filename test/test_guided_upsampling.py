@@ -103,3 +103,14 @@ def test_calibrate_switches_a_trained_model_to_guided_upsampling(trained, toy_wo
     # keys that need retraining are refused, naming the key
     with pytest.raises(ConfigError, match="model.flow.steps"):
         recalibrate(trained["checkpoint"], tmp_path / "x.pt", ["model.flow.steps=2"])
+
+
+def test_model_card_states_the_upsampling(tmp_path):
+    from flowclas_ros.model_card import describe_postprocessing
+
+    cfg = config_from_dict(tiny_config(tmp_path), tmp_path)
+    assert "bilinear upsampling" in describe_postprocessing(cfg.model)
+    cfg.model.score_guided_radius, cfg.model.score_guided_eps = 2, 1e-3
+    text = describe_postprocessing(cfg.model)
+    assert "guided filter, radius 2 cells, eps 0.001" in text
+

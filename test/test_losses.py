@@ -344,3 +344,23 @@ def test_paste_cutout_labels_match_pixels() -> None:
     assert label.sum() == cut.mask.sum() * ANOMALY
     np.testing.assert_array_equal(frame[label == 0], before[label == 0])
     np.testing.assert_array_equal(frame[40:40 + h, 50:50 + w][cut.mask], cut.rgb[cut.mask])
+
+
+def test_negative_nll_hinge_only_on_the_appended_negative_cells() -> None:
+    from flowclas_ros.model.losses import negative_nll_hinge
+
+    nll = torch.tensor([[[1.0, 1.0], [1.0, 9.0]],     # frame 0: real; its ANOMALY cell is ignored
+                        [[3.0, 1.0], [1.0, 1.5]]], requires_grad=True)  # frame 1: negative copy
+    cells = torch.tensor([[[INLIER, INLIER], [INLIER, ANOMALY]],
+                          [[INLIER, IGNORE], [ANOMALY, ANOMALY]]], dtype=torch.uint8)
+    loss = negative_nll_hinge(nll, cells, first_negative=1, margin=1.0)
+    inlier_mean = (1 + 1 + 1 + 3) / 4  # 1.5
+    want = (max(0.0, inlier_mean + 1 - 1.0) + max(0.0, inlier_mean + 1 - 1.5)) / 2
+    assert loss.item() == pytest.approx(want)
+    loss.backward()
+    # gradient only on the negative copy's anomaly cells (the inlier mean is detached)
+    assert nll.grad[0].abs().sum() == 0 and nll.grad[1, 0].abs().sum() == 0
+    assert (nll.grad[1, 1] < 0).all()
+    # no negatives: an exact zero that stays in the graph
+    zero = negative_nll_hinge(nll, cells, first_negative=2, margin=1.0)
+    assert zero.item() == 0.0 and zero.requires_grad

@@ -107,11 +107,14 @@ def test_sources_are_drawn_by_weight(toy_world: Path) -> None:
 # ------------------------------------------------------------------ training
 
 
-def test_training_with_procedural_and_flow_negatives(toy_world: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("nll_margin", [0.0, 2.0])
+def test_training_with_procedural_and_flow_negatives(toy_world: Path, tmp_path: Path,
+                                                     nll_margin: float) -> None:
     from flowclas_ros.train import train
 
     c = _cfg(toy_world, bank=None, probability=1.0,
-             sources={"cutouts": 0.0, "procedural": 1.0, "flow_negatives": 1.0})
+             sources={"cutouts": 0.0, "procedural": 1.0, "flow_negatives": 1.0},
+             flow_negatives={"nll_margin": nll_margin})
     c["train"].update(max_steps=6, log_every=1, checkpoint_every=100)
     cfg = load_config(write_config(tmp_path / "c.yaml", c))
     ckpt = train(cfg, tmp_path / "out", progress=False)
@@ -119,6 +122,12 @@ def test_training_with_procedural_and_flow_negatives(toy_world: Path, tmp_path: 
     assert len(log) == 6 and all(np.isfinite(r["loss"]) for r in log)
     assert sum(r["flow_negatives"] for r in log) > 0  # negative copies were appended
     assert any(r["con"] > 0 for r in log)  # and fed the contrastive term
+    weight = c["loss"]["contrastive_weight"]
+    hinge = [r["loss"] - (r["ml"] + weight * r["con"]) for r in log]
+    if nll_margin > 0:  # the NLL hinge on negative cells adds to the total
+        assert max(hinge) > 1e-3, hinge
+    else:
+        assert max(abs(h) for h in hinge) < 1e-4, hinge
     from flowclas_ros.model_card import describe_oe
     from flowclas_ros.train import checkpoint_config, load_checkpoint
 

@@ -65,6 +65,20 @@ def sample_cells(cells: torch.Tensor, n: int, generator: torch.Generator) -> tup
     return out[0], out[1]
 
 
+def negative_nll_hinge(nll: torch.Tensor, cells: torch.Tensor, first_negative: int,
+                       margin: float) -> torch.Tensor:
+    """Mean of relu(mean inlier NLL + margin - NLL) over the ANOMALY cells of frames
+    `first_negative`.. (the appended flow-negative copies). The inlier mean is detached: the term
+    lowers the density of the synthetic negatives, it does not raise the inliers' NLL."""
+    neg = torch.zeros_like(cells, dtype=torch.bool)
+    neg[first_negative:] = cells[first_negative:] == ANOMALY
+    inl = cells == INLIER
+    if not bool(neg.any()) or not bool(inl.any()):
+        return nll.sum() * 0.0
+    target = nll[inl].mean().detach() + margin
+    return F.relu(target - nll[neg]).mean()
+
+
 @dataclass
 class LossTerms:
     total: torch.Tensor

@@ -371,15 +371,22 @@ POSTPROCESS_KEYS = ("model.score_blur_sigma", "model.score_includes_logdet",
 def recalibrate(checkpoint: str | os.PathLike, out: str | os.PathLike,
                 overrides: Optional[list[str]] = None, device: str = "auto") -> Path:
     """Change post-processing settings of a trained model (score smoothing, log-det in the score,
-    the calibration rule) and recalibrate, without retraining. Writes a new checkpoint whose config
+    guided upsampling, the calibration rule; also the input size when the flow has no positional
+    conditioning) and recalibrate, without retraining. Writes a new checkpoint whose config
     records the change (new config hash, `recalibrated_from` = the old one)."""
     ckpt = load_checkpoint(checkpoint)
     data = ckpt["config"]
     for item in overrides or []:
         key = item.split("=", 1)[0].strip()
-        if key not in POSTPROCESS_KEYS:
+        if key == "model.input_size":
+            # The backbone and the flow are fully convolutional: a new input size is a deployment
+            # choice (speed vs small-obstacle recall), unless positions condition the flow.
+            if data["model"]["flow"].get("positional_channels", 0) > 0:
+                raise ConfigError("'model.input_size' cannot change without retraining: this model's "
+                                  "flow is conditioned on positions (model.flow.positional_channels > 0)")
+        elif key not in POSTPROCESS_KEYS:
             raise ConfigError(f"'{key}' cannot change without retraining (allowed: "
-                              f"{', '.join(POSTPROCESS_KEYS)})")
+                              f"{', '.join(POSTPROCESS_KEYS)}, model.input_size)")
         _apply_override(data, item)
     cfg = config_from_dict(data)
     dev = pick_device(device)

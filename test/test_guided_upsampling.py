@@ -114,3 +114,18 @@ def test_model_card_states_the_upsampling(tmp_path):
     text = describe_postprocessing(cfg.model)
     assert "guided filter, radius 2 cells, eps 0.001" in text
 
+
+
+def test_calibrate_changes_the_input_size_of_a_convolutional_model(trained, tmp_path):
+    from flowclas_ros.runtime.detector import Detector
+
+    out = tmp_path / "small.pt"
+    recalibrate(trained["checkpoint"], out, ["model.input_size=[48,64]"])
+    onnx_path = tmp_path / "small.onnx"
+    info = export_onnx(out, onnx_path)
+    assert info.input_size == (48, 64)
+    heat = Detector(onnx_path).heatmap(np.zeros((96, 128, 3), np.uint8))
+    assert heat.shape == (96, 128) and np.isfinite(heat).all()
+    # a size the backbone cannot take is refused by the config check, naming the key
+    with pytest.raises(ConfigError, match="model.input_size"):
+        recalibrate(trained["checkpoint"], tmp_path / "bad.pt", ["model.input_size=[50,64]"])

@@ -287,6 +287,8 @@ def test_config_takes_bag_sources(tmp_path):
     del d["data"]["train"][0]["topic"], d["data"]["train"][0]["stride"]
     for later in ("sources", "procedural", "flow_negatives"):  # OE options added after these
         del d["outlier_exposure"][later]
+    for later in ("score_guided_radius", "score_guided_eps"):  # model options added later
+        del d["model"][later]
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
     assert plain.sha256() == hashlib.sha256(blob.encode()).hexdigest()
     assert plain.sha256() != cfg.sha256()

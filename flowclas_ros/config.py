@@ -123,6 +123,9 @@ class FlowNegativesOEConfig:
     # > 0: also push the flow's NLL per dimension on negative cells to at least this many nats
     # above the batch's mean inlier NLL (a hinge; contrastive-divergence-like tightening)
     nll_margin: float = 0.0
+    # A trained checkpoint whose flow draws the negatives (NFlowJS keeps its generator flow apart
+    # from the model it trains); None: the head being trained draws them from itself
+    generator: Optional[str] = None
 
 
 @dataclass
@@ -375,6 +378,7 @@ def _resolve_paths(cfg: Config, base: Path) -> None:
     if cfg.data.val is not None:
         cfg.data.val.root = fix(cfg.data.val.root)
     cfg.outlier_exposure.bank = fix(cfg.outlier_exposure.bank)
+    cfg.outlier_exposure.flow_negatives.generator = fix(cfg.outlier_exposure.flow_negatives.generator)
     cfg.model.backbone.weights = fix(cfg.model.backbone.weights)
 
 

@@ -153,6 +153,29 @@ def flow_negative_config(cfg: Config) -> Optional[FlowNegativeConfig]:
                               anchor=fn.anchor, context=fn.context, max_norm_ratio=fn.max_norm_ratio)
 
 
+def load_generator_head(cfg: Config, channels: int, device: torch.device) -> Optional[FlowHead]:
+    """The frozen head of `outlier_exposure.flow_negatives.generator` (None when not set): a
+    separately trained flow on the same backbone features that draws the negatives."""
+    path = cfg.outlier_exposure.flow_negatives.generator
+    if path is None or flow_negative_config(cfg) is None:
+        return None
+    key = "outlier_exposure.flow_negatives.generator"
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError as err:
+        raise ConfigError(f"{key}: {err}") from err
+    gcfg = checkpoint_config(ckpt)
+    if gcfg.model.backbone != cfg.model.backbone:
+        raise ConfigError(f"{key}: {path} was trained on other features (backbone "
+                          f"{gcfg.model.backbone}) than this model ({cfg.model.backbone})")
+    head = FlowHead(channels, gcfg.model, seed=gcfg.seed)
+    head.load_state_dict(ckpt["head"])
+    head.to(device).eval()
+    for p in head.parameters():
+        p.requires_grad_(False)
+    return head
+
+
 def with_flow_negatives(head: FlowHead, feats: torch.Tensor, cells: torch.Tensor, batch: list,
                         neg_cfg: Optional[FlowNegativeConfig],
                         generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -231,6 +254,8 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False,
                 loss_mod, device_ids=[device.index] if device.type == "cuda" else None)
         stride = cfg.model.backbone.feature_stride
         neg_cfg = flow_negative_config(cfg)
+        generator_head = load_generator_head(cfg, model.backbone.out_channels, device)
+        neg_head = model.head if generator_head is None else generator_head
 
         def snapshot(step: int, calibration: Optional[dict] = None) -> None:
             if rank == 0:
@@ -251,7 +276,7 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False,
                 feats = feats_of(batch)
                 labels = torch.from_numpy(np.stack([f.label for f in batch])).to(device)
                 cells = cell_labels(labels, stride)
-                feats, cells, n_neg = with_flow_negatives(model.head, feats, cells, batch, neg_cfg,
+                feats, cells, n_neg = with_flow_negatives(neg_head, feats, cells, batch, neg_cfg,
                                                           step_generator(cfg, step, rank, stream=11))
                 total, ml, con = loss_mod(feats, cells, step_generator(cfg, step, rank), n_neg)
                 if not torch.isfinite(total):

@@ -212,3 +212,34 @@ def test_evaluator_reports_image_auroc_on_mvtec(trained: dict, tmp_path: Path, c
     # all frames anomalous (the toy test split): undefined, not an error
     r2 = evaluate(Path(trained["config"].data.val.root).parent / "test", trained["onnx"], progress=False)
     assert np.isnan(r2["image_auroc"]) and r2["image"]["normal"] == 0 and r2["image"]["anomalous"] > 0
+
+
+def test_flow_negatives_from_a_separate_generator_flow(toy_world: Path, tmp_path: Path,
+                                                       trained: dict) -> None:
+    """NFlowJS keeps the generator flow apart: a trained checkpoint's head draws the negatives and
+    stays frozen while the new model trains on them."""
+    import torch
+
+    from flowclas_ros.train import load_checkpoint, train
+
+    c = _cfg(toy_world, bank=None, probability=1.0,
+             sources={"cutouts": 0.0, "procedural": 0.0, "flow_negatives": 1.0},
+             flow_negatives={"generator": str(trained["checkpoint"])})
+    c["train"].update(max_steps=4, log_every=1, checkpoint_every=100)
+    cfg = load_config(write_config(tmp_path / "c.yaml", c))
+    before = {k: v.clone() for k, v in load_checkpoint(trained["checkpoint"])["head"].items()}
+    train(cfg, tmp_path / "out", progress=False)
+    log = [json.loads(line) for line in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
+    assert sum(r["flow_negatives"] for r in log) > 0 and any(r["con"] > 0 for r in log)
+    after = load_checkpoint(trained["checkpoint"])["head"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # a missing generator, or one trained on other features, is refused naming the key
+    for generator, backbone in ((str(tmp_path / "missing.pt"), None),
+                                (str(trained["checkpoint"]), {"taps": [8, 16], "feature_stride": 16})):
+        bad = json.loads(json.dumps(c))
+        bad["outlier_exposure"]["flow_negatives"]["generator"] = generator
+        if backbone:
+            bad["model"]["backbone"].update(backbone)
+        bad_cfg = load_config(write_config(tmp_path / "bad.yaml", bad))
+        with pytest.raises(ConfigError, match="outlier_exposure.flow_negatives.generator"):
+            train(bad_cfg, tmp_path / "bad_out", progress=False)

@@ -73,22 +73,47 @@ def stage_timings(det: Detector, rgb: np.ndarray, frames: int) -> dict[str, list
 
 
 def interleaved_inference(a: Detector, b: Detector, rgb: np.ndarray, rounds: int = 10,
-                          per_round: int = 10) -> tuple[list[float], list[float], list[float]]:
+                          per_round: int = 10, settle_s: float = 0.3) -> tuple[list[float], list[float], list[float]]:
     """Inference ms of two backends measured in alternating rounds (a, b, a, b, ...), so both see
     the same machine state (turbo, other load, cache); returns (a times, b times, per-round
     b/a ratios of the round medians). Used for the ORT-vs-torch ratio: back-to-back blocks gave
-    ratios from 2.5x to 4.8x on the same machine within an hour."""
+    ratios from 2.5x to 4.8x on the same machine within an hour. Each block starts after a pause
+    and warm-up calls, so the other runtime's busy-waiting threads (ORT spinning, OpenMP) have
+    gone idle and do not steal the cores."""
     xa, xb = a.prepare(rgb, "rgb8")[0][None], b.prepare(rgb, "rgb8")[0][None]
     ta: list[float] = []
     tb: list[float] = []
     ratios = []
     for _ in range(rounds):
-        ra = _timeit(lambda: a.backend(xa), per_round, warmup=1)
-        rb = _timeit(lambda: b.backend(xb), per_round, warmup=1)
+        time.sleep(settle_s)
+        ra = _timeit(lambda: a.backend(xa), per_round, warmup=3)
+        time.sleep(settle_s)
+        rb = _timeit(lambda: b.backend(xb), per_round, warmup=3)
         ta += ra
         tb += rb
         ratios.append(float(np.median(rb) / np.median(ra)))
     return ta, tb, ratios
+
+
+def paced_cpu(det: Detector, rgb: np.ndarray, rate_hz: float = 30.0,
+              frames: int = 60) -> tuple[float, float]:
+    """detect() at a camera's pace: (median ms per frame, CPU use in % of one core, busy-waiting
+    worker threads included). What a node costs the robot's other processes."""
+    for _ in range(3):
+        det.detect(rgb, "rgb8")
+    period = 1.0 / rate_hz
+    times = []
+    r0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    next_t = w0
+    for _ in range(frames):
+        t = time.perf_counter()
+        det.detect(rgb, "rgb8")
+        times.append((time.perf_counter() - t) * 1e3)
+        next_t += period
+        time.sleep(max(0.0, next_t - time.perf_counter()))
+    r1, w1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
+    return float(np.median(times)), 100.0 * cpu / (w1 - w0)
 
 
 def peak_rss_mb() -> float:
@@ -151,6 +176,7 @@ def run_bench(model: Optional[str], checkpoint: Optional[str], sizes: Sequence[t
     backends: dict[str, Detector] = {}
     for n in threads:
         backends["ort" if n == 0 else f"ort_t{n}"] = Detector(model, providers=providers, threads=n)
+    backends["ort_nospin"] = Detector(model, providers=providers, threads=0, spinning=False)
     if checkpoint:
         backends["torch"] = Detector(checkpoint)
     ref = next(iter(backends.values()))
@@ -173,6 +199,11 @@ def run_bench(model: Optional[str], checkpoint: Optional[str], sizes: Sequence[t
             result[f"interleaved_torch_inference_ms_p50_{tag}"] = float(np.median(tb))
             result[f"speedup_ort_vs_torch_inference_{tag}"] = float(np.median(tb) / np.median(ta))
             result[f"speedup_ort_vs_torch_rounds_{tag}"] = [round(r, 3) for r in ratios]
+    h, w = sizes[0]
+    for name in ("ort", "ort_nospin"):
+        ms, cpu = paced_cpu(backends[name], _frame(h, w))
+        result[f"{name}_paced30_median_ms_{w}x{h}"] = ms
+        result[f"{name}_paced30_cpu_percent_{w}x{h}"] = cpu
     result["peak_rss_mb"] = peak_rss_mb()
     if "torch" in backends:
         import torch
@@ -224,5 +255,10 @@ def format_table(result: dict, sizes: Sequence[tuple[int, int]]) -> str:
                      f"p95 {result['node_latency_ms_p95']:.1f} p99 {result['node_latency_ms_p99']:.1f} ms, "
                      f"processed {result['node_rate_hz']:.1f} Hz, dropped {result['node_dropped']}, "
                      f"node RSS {result['node_rss_mb_start']:.0f} -> {result['node_rss_mb_end']:.0f} MB")
+    h, w = sizes[0]
+    for name in ("ort", "ort_nospin"):
+        if f"{name}_paced30_cpu_percent_{w}x{h}" in result:
+            lines.append(f"{name} paced at 30 Hz ({w}x{h}): detect {result[f'{name}_paced30_median_ms_{w}x{h}']:.1f} ms, "
+                         f"CPU {result[f'{name}_paced30_cpu_percent_{w}x{h}']:.0f} % of one core")
     lines.append(f"peak RSS (this process) {result['peak_rss_mb']:.0f} MB")
     return "\n".join(lines)

@@ -26,7 +26,6 @@ row() {
     procedural)     run procedural $PROC ;;
     procedural_matched) run procedural_matched $PROC $MATCHED ;;
     procedural_large) run procedural_large $PROC $LARGE ;;
-    procedural_texture) run procedural_texture $PROC --set outlier_exposure.procedural.fills.colour=0 --set outlier_exposure.procedural.fills.geometry=0 ;;
     flownegs)       run flownegs --set outlier_exposure.sources.cutouts=0 --set outlier_exposure.sources.flow_negatives=1 ;;
     flownegs_hinge) run flownegs_hinge --set outlier_exposure.sources.cutouts=0 --set outlier_exposure.sources.flow_negatives=1 --set outlier_exposure.flow_negatives.nll_margin=1.0 ;;
     flownegs_generator) [ -f runs/abl_nfonly/checkpoint.pt ] || row nfonly
@@ -38,5 +37,5 @@ row() {
   esac
 }
 mkdir -p reports runs
-ROWS=${*:-nfonly cutouts procedural procedural_matched procedural_large procedural_texture flownegs flownegs_hinge flownegs_generator cutouts_procedural all}
+ROWS=${*:-nfonly cutouts procedural procedural_matched procedural_large flownegs flownegs_hinge flownegs_generator cutouts_procedural all}
 for r in $ROWS; do row "$r"; done

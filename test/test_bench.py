@@ -19,5 +19,16 @@ def test_bench_tiny_setting_reports_all_keys(trained, capsys):
                 "node_latency_ms_p50", "node_latency_ms_p95", "node_rate_hz", "peak_rss_mb"):
         assert key in r and isinstance(r[key], float) and math.isfinite(r[key]), key
     assert len(r["speedup_ort_vs_torch_rounds_160x120"]) == 10 and r["torch_threads"] >= 1
+    for name in ("ort", "ort_nospin"):  # the CPU cost at a camera's pace, spinning on and off
+        assert r[f"{name}_paced30_cpu_percent_160x120"] > 0 and r[f"{name}_paced30_median_ms_160x120"] > 0
+    assert r["ort_nospin_inference_ms_p50_160x120"] > 0
     assert r["node_heatmaps_received"] > 0 and r["node_sent"] >= r["node_heatmaps_received"]
     assert 0 < r["backbone_time_fraction"] < 1 and r["gmacs_backbone"] < r["gmacs_total"]
+
+
+def test_spinning_option_reaches_the_onnxruntime_session(trained):
+    from flowclas_ros.runtime.detector import Detector
+
+    for spinning, value in ((True, "1"), (False, "0")):
+        opts = Detector(trained["onnx"], spinning=spinning).backend.session.get_session_options()
+        assert opts.get_session_config_entry("session.intra_op.allow_spinning") == value

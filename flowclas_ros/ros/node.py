@@ -39,6 +39,7 @@ PARAMETERS: dict[str, tuple[Any, str, bool, Optional[tuple]]] = {
     "model_path": ("", "ONNX model file; empty = the shipped default model", True, None),
     "providers": (["cpu"], "execution provider preference, e.g. [tensorrt, cuda, cpu]", True, None),
     "intra_op_threads": (0, "ONNX Runtime CPU threads; 0 = all cores", True, (0, 256)),
+    "intra_op_spinning": (True, "ONNX Runtime threads busy-wait: lower latency, more CPU", True, None),
     "threshold": (-1.0, "obstacle score threshold; negative = the model's calibrated one", False, None),
     "min_obstacle_area": (50, "drop obstacle components smaller than this many pixels", False, (0, 100_000_000)),
     "overlay_alpha": (0.45, "opacity of the score colour map in the overlay", False, (0.0, 1.0)),
@@ -73,7 +74,8 @@ class DetectorNode(Node):
                              f"'{p['input_transport']}'")
         self.detector = Detector(p["model_path"] or None, providers=list(p["providers"]),
                                  threshold=None if p["threshold"] < 0 else p["threshold"],
-                                 min_area=p["min_obstacle_area"], threads=p["intra_op_threads"])
+                                 min_area=p["min_obstacle_area"], threads=p["intra_op_threads"],
+                                 spinning=p["intra_op_spinning"])
         self.alpha = float(p["overlay_alpha"])
         self.stats = NodeStats()
         self.throttle = Throttle(p["log_throttle_period"])

@@ -59,7 +59,11 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, path: str | os.PathLike, providers: Sequence[str] = ("cpu",),
-                 threads: int = 0, trt_cache_dir: Optional[str] = None, trt_fp16: bool = False) -> None:
+                 threads: int = 0, trt_cache_dir: Optional[str] = None, trt_fp16: bool = False,
+                 spinning: bool = True) -> None:
+        """`spinning`: ORT's worker threads busy-wait between operators and runs. On: lowest
+        latency; off: far less CPU between camera frames, for a node that shares its cores
+        (measured in the README's speed section)."""
         import onnxruntime as ort
 
         path = Path(path)
@@ -68,6 +72,7 @@ class OnnxRuntimeBackend:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = threads
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         opts.log_severity_level = 3
         cache = trt_cache_dir or str(path.parent / ".trt_cache")
         chosen = ort_providers(providers, ort.get_available_providers(), cache, trt_fp16)

@@ -254,7 +254,9 @@ def format_table(result: dict, sizes: Sequence[tuple[int, int]]) -> str:
                      f"{result['node_seconds']:.0f} s): latency p50 {result['node_latency_ms_p50']:.1f} "
                      f"p95 {result['node_latency_ms_p95']:.1f} p99 {result['node_latency_ms_p99']:.1f} ms, "
                      f"processed {result['node_rate_hz']:.1f} Hz, dropped {result['node_dropped']}, "
-                     f"node RSS {result['node_rss_mb_start']:.0f} -> {result['node_rss_mb_end']:.0f} MB")
+                     f"node RSS {result['node_rss_mb_start']:.0f} -> {result['node_rss_mb_end']:.0f} MB, "
+                     f"node CPU {result['node_cpu_percent']:.0f} % of one core"
+                     + (f" (params {result['node_params']})" if result.get("node_params") else ""))
     h, w = sizes[0]
     for name in ("ort", "ort_nospin"):
         if f"{name}_paced30_cpu_percent_{w}x{h}" in result:

@@ -119,7 +119,12 @@ def _cmd_bench(a: argparse.Namespace) -> int:
         from .ros.bench_node import node_benchmark
 
         h, w = sizes[0]
-        result.update(node_benchmark(Path(result["model"]), _frame(h, w), a.node_rate, a.node_seconds))
+        params = {}
+        for item in a.node_param:
+            key, _, value = item.partition("=")
+            params[key.strip()] = value.strip()
+        result.update(node_benchmark(Path(result["model"]), _frame(h, w), a.node_rate, a.node_seconds,
+                                     params=params))
     print(json.dumps(result) if a.json else format_table(result, sizes))
     return 0
 
@@ -193,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--node-seconds", type=float, default=0.0,
                    help="also run the node end to end for this long (needs the ros extra)")
     b.add_argument("--node-rate", type=float, default=30.0, help="camera rate for the node run")
+    b.add_argument("--node-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a node parameter for the node run, e.g. intra_op_spinning=false")
     b.add_argument("--json", action="store_true", help="one JSON object on stdout")
     b.set_defaults(func=_cmd_bench)
 

@@ -11,7 +11,8 @@ from flowclas_ros.cli import main as cli_main
 def test_bench_tiny_setting_reports_all_keys(trained, capsys):
     assert cli_main(["bench", "--model", str(trained["onnx"]), "--checkpoint", str(trained["checkpoint"]),
                      "--sizes", "160x120", "--frames", "3", "--threads", "0,1",
-                     "--node-seconds", "2", "--node-rate", "10", "--json"]) == 0
+                     "--node-seconds", "2", "--node-rate", "10",
+                     "--node-param", "intra_op_spinning=false", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     for key in ("ort_ms_p50_160x120", "torch_ms_p50_160x120", "ort_t1_ms_p50_160x120",
                 "ort_inference_ms_p50_160x120", "ort_overlay_ms_p50_160x120",
@@ -22,6 +23,7 @@ def test_bench_tiny_setting_reports_all_keys(trained, capsys):
     for name in ("ort", "ort_nospin"):  # the CPU cost at a camera's pace, spinning on and off
         assert r[f"{name}_paced30_cpu_percent_160x120"] > 0 and r[f"{name}_paced30_median_ms_160x120"] > 0
     assert r["ort_nospin_inference_ms_p50_160x120"] > 0
+    assert r["node_cpu_percent"] > 0 and r["node_params"] == {"intra_op_spinning": "false"}
     assert r["node_heatmaps_received"] > 0 and r["node_sent"] >= r["node_heatmaps_received"]
     assert 0 < r["backbone_time_fraction"] < 1 and r["gmacs_backbone"] < r["gmacs_total"]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 
@@ -15,11 +16,13 @@ from .live import NodeRunner, image_msg, latest_diagnostics, participant, qos, w
 
 
 def node_benchmark(model_path: Path, frame: np.ndarray, rate_hz: float = 30.0,
-                   seconds: float = 60.0, namespace: str = "/flowclas_bench") -> dict:
+                   seconds: float = 60.0, namespace: str = "/flowclas_bench",
+                   params: Optional[dict[str, Any]] = None) -> dict:
+    """`params`: node parameters (e.g. {"intra_op_spinning": False})."""
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image
 
-    runner = NodeRunner(model_path, namespace)
+    runner = NodeRunner(model_path, namespace, params)
     latencies: list[float] = []
     diagnostics: dict[str, str] = {}
     rss: list[tuple[float, float]] = []
@@ -46,6 +49,7 @@ def node_benchmark(model_path: Path, frame: np.ndarray, rate_hz: float = 30.0,
             base = {k: int(diagnostics.get(k, 0)) for k in ("received", "processed", "dropped")}
             warm.set()
             sent, t0 = 0, time.monotonic()
+            cpu0 = runner.cpu_seconds()
             next_rss = t0
             while time.monotonic() - t0 < seconds:
                 msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(time.time_ns(), 1_000_000_000)
@@ -57,6 +61,7 @@ def node_benchmark(model_path: Path, frame: np.ndarray, rate_hz: float = 30.0,
                     next_rss += 1.0
                 time.sleep(max(0.0, t0 + sent / rate_hz - time.monotonic()))
             elapsed = time.monotonic() - t0
+            cpu = runner.cpu_seconds() - cpu0
             time.sleep(1.5)
             received = len(latencies)
     finally:
@@ -68,6 +73,9 @@ def node_benchmark(model_path: Path, frame: np.ndarray, rate_hz: float = 30.0,
         "node_camera": f"{frame.shape[1]}x{frame.shape[0]}", "node_rate_requested_hz": rate_hz,
         "node_seconds": elapsed, "node_sent": sent, "node_heatmaps_received": received,
         "node_rate_hz": received / elapsed,
+        # CPU of the node process over the run, in % of one core (all its threads)
+        "node_cpu_percent": 100.0 * cpu / elapsed,
+        "node_params": dict(params or {}),
         "node_latency_ms_p50": float(np.percentile(lat, 50)),
         "node_latency_ms_p95": float(np.percentile(lat, 95)),
         "node_latency_ms_p99": float(np.percentile(lat, 99)),

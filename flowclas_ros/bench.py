@@ -183,8 +183,8 @@ def run_bench(model: Optional[str], checkpoint: Optional[str], sizes: Sequence[t
     result: dict = {"model": str(ref.model_path), "model_version": ref.info.model_version,
                     "providers": ",".join(ref.providers),
                     "model_input": f"{ref.info.input_size[1]}x{ref.info.input_size[0]}"}
-    for h, w in sizes:
-        rgb = _frame(h, w)
+    frames_by_size = {(h, w): _frame(h, w) for h, w in sizes}
+    for (h, w), rgb in frames_by_size.items():
         tag = f"{w}x{h}"
         for name, det in backends.items():
             stages = stage_timings(det, rgb, frames)
@@ -201,7 +201,7 @@ def run_bench(model: Optional[str], checkpoint: Optional[str], sizes: Sequence[t
             result[f"speedup_ort_vs_torch_rounds_{tag}"] = [round(r, 3) for r in ratios]
     h, w = sizes[0]
     for name in ("ort", "ort_nospin"):
-        ms, cpu = paced_cpu(backends[name], _frame(h, w))
+        ms, cpu = paced_cpu(backends[name], frames_by_size[(h, w)])
         result[f"{name}_paced30_median_ms_{w}x{h}"] = ms
         result[f"{name}_paced30_cpu_percent_{w}x{h}"] = cpu
     result["peak_rss_mb"] = peak_rss_mb()

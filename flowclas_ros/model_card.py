@@ -37,7 +37,8 @@ def describe_oe(oe: Any) -> str:
             fn = oe.flow_negatives
             parts.append(f"flow-sampled latent negatives ({share}; blobs of {fn.cells} cells, shell "
                          f"tau {fn.tau}, anchor {fn.anchor:g}, context {fn.context}"
-                         + (f", NLL hinge margin {fn.nll_margin:g}" if fn.nll_margin > 0 else "") + ")")
+                         + (f", NLL hinge margin {fn.nll_margin:g}" if fn.nll_margin > 0 else "")
+                         + (f", drawn by the frozen flow of `{fn.generator}`" if fn.generator else "") + ")")
     return f"p={oe.probability:g} per frame, one source per frame: " + "; ".join(parts)
 
 

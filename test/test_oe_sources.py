@@ -233,6 +233,9 @@ def test_flow_negatives_from_a_separate_generator_flow(toy_world: Path, tmp_path
     assert sum(r["flow_negatives"] for r in log) > 0 and any(r["con"] > 0 for r in log)
     after = load_checkpoint(trained["checkpoint"])["head"]
     assert all(torch.equal(before[k], after[k]) for k in before)
+    from flowclas_ros.model_card import describe_oe
+
+    assert f"drawn by the frozen flow of `{trained['checkpoint']}`" in describe_oe(cfg.outlier_exposure)
     # a missing generator, or one trained on other features, is refused naming the key
     for generator, backbone in ((str(tmp_path / "missing.pt"), None),
                                 (str(trained["checkpoint"]), {"taps": [8, 16], "feature_stride": 16})):

@@ -2,8 +2,8 @@
 
 `FlowHead` holds everything that trains (flow, base density, contrastive projection); `FlowCLAS`
 adds the frozen backbone and the score post-processing (normalisation, blur, image-guided or
-bilinear upsampling) that the
-exporter bakes into the ONNX graph, so the deployed file cannot drift from the training code.
+bilinear upsampling) that the exporter bakes into the ONNX graph, so the deployed file cannot drift
+from the training code.
 """
 from __future__ import annotations
 

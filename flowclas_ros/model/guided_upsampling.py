@@ -47,7 +47,7 @@ def guided_upsample(score: torch.Tensor, guide: torch.Tensor, factor: int, radiu
     The guide is average-pooled to the score grid; per window of (2*radius+1)^2 cells the score is
     fitted as a.guide + b (ridge `eps` on a, in squared guide units); a and b are box-averaged,
     bilinearly upsampled and applied to the full-resolution guide. eps small: edges snap to the
-    image; eps large: plain bilinear upsampling."""
+    image; eps large: a = 0, i.e. the box-smoothed score, bilinearly upsampled."""
     g = F.avg_pool2d(guide, factor)
     # Centre the guide per image: the covariances below are differences of means, and centring
     # keeps their float32 cancellation error far below eps.

@@ -10,6 +10,7 @@ COMMON="$COMMON --set model.score_guided_radius=2 --set model.score_guided_eps=1
 # procedural blobs drawn with the same count and size range as the pasted cut-outs
 MATCHED="--set outlier_exposure.procedural.count=[1,3] --set outlier_exposure.procedural.scale=[0.03,0.3]"
 LARGE="--set outlier_exposure.procedural.count=[1,3] --set outlier_exposure.procedural.scale=[0.1,0.5]"
+XLARGE="--set outlier_exposure.procedural.count=[2,4] --set outlier_exposure.procedural.scale=[0.15,0.6]"
 PROC="--set outlier_exposure.sources.cutouts=0 --set outlier_exposure.sources.procedural=1"
 run() {
   name=$1; shift
@@ -26,16 +27,18 @@ row() {
     procedural)     run procedural $PROC ;;
     procedural_matched) run procedural_matched $PROC $MATCHED ;;
     procedural_large) run procedural_large $PROC $LARGE ;;
+    procedural_xlarge) run procedural_xlarge $PROC $XLARGE ;;
     flownegs)       run flownegs --set outlier_exposure.sources.cutouts=0 --set outlier_exposure.sources.flow_negatives=1 ;;
     flownegs_hinge) run flownegs_hinge --set outlier_exposure.sources.cutouts=0 --set outlier_exposure.sources.flow_negatives=1 --set outlier_exposure.flow_negatives.nll_margin=1.0 ;;
     flownegs_generator) [ -f runs/abl_nfonly/checkpoint.pt ] || row nfonly
                     run flownegs_generator --set outlier_exposure.sources.cutouts=0 --set outlier_exposure.sources.flow_negatives=1 --set outlier_exposure.flow_negatives.generator=$PWD/runs/abl_nfonly/checkpoint.pt ;;
     cutouts_procedural) run cutouts_procedural --set outlier_exposure.sources.procedural=1 ;;
+    cutouts_procedural_large) run cutouts_procedural_large --set outlier_exposure.sources.procedural=1 $LARGE ;;
     all)            run all --set outlier_exposure.sources.procedural=1 --set outlier_exposure.sources.flow_negatives=1 ;;
     nfonly)         run nfonly --set loss.contrastive_weight=0 --set outlier_exposure.enabled=false ;;
     *) echo "unknown row $1"; exit 2 ;;
   esac
 }
 mkdir -p reports runs
-ROWS=${*:-nfonly cutouts procedural procedural_matched procedural_large flownegs flownegs_hinge flownegs_generator cutouts_procedural all}
+ROWS=${*:-nfonly cutouts procedural procedural_matched procedural_large procedural_xlarge flownegs flownegs_hinge flownegs_generator cutouts_procedural cutouts_procedural_large all}
 for r in $ROWS; do row "$r"; done

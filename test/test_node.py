@@ -236,7 +236,8 @@ def test_compressed_input_and_corrupt_frames(trained, peer, frames):
         assert got and (got[0].height, got[0].width) == rgb.shape[:2]
         assert proc.proc.poll() is None
     finally:
-        assert proc.interrupt() == 0
+        rc = proc.interrupt()
+        assert rc == 0, proc.log
 
 
 def test_missing_model_fails_at_startup_with_one_clear_line(tmp_path):
@@ -252,8 +253,29 @@ def test_clean_shutdown_on_sigint(trained, peer):
     proc = NodeProcess({"model_path": trained["onnx"]}, "/fc_sigint")
     wait_for(lambda: peer.node.count_publishers("/fc_sigint/flowclas_detector/overlay") > 0, 60,
              "node start:\n" + proc.log)
-    assert proc.interrupt() == 0
+    rc = proc.interrupt()
+    assert rc == 0, proc.log
     assert "Traceback" not in proc.log
+
+
+def test_sigint_while_busy_is_still_a_clean_stop(trained, peer, frames):
+    """Ctrl-C while frames stream in, outputs are published and diagnostics go out every 50 ms:
+    a callback may be publishing as the context shuts down; that is still exit 0, no traceback.
+    (A node exited 1 on SIGINT once in a full-suite run, log not kept; main() now treats an
+    exception raised after shutdown began as a clean stop, and the asserts print the node log.)"""
+    pub = peer.node.create_publisher(Image, "/fc_busy/image", SENSOR_QOS)
+    peer.subscribe(Image, "/fc_busy/flowclas_detector/anomaly_heatmap")
+    for attempt in range(4):
+        proc = NodeProcess({"model_path": trained["onnx"], "diagnostics_period": 0.05}, "/fc_busy")
+        try:
+            wait_for(lambda: pub.get_subscription_count() > 0, 60, "node start:\n" + proc.log)
+            for i in range(10 + 7 * attempt):  # vary where in the frame cycle the signal lands
+                pub.publish(image_msg(frames[i % len(frames)], "rgb8", i))
+                time.sleep(0.01)
+        finally:
+            rc = proc.interrupt()
+        assert rc == 0, proc.log
+        assert "Traceback" not in proc.log
 
 
 def test_slow_inference_drops_old_frames_instead_of_queueing(node, peer, frames):
@@ -292,4 +314,5 @@ def test_outputs_nobody_subscribes_to_are_not_computed(trained, peer, frames):
         vals = wait_for(idle_counted, 20, "an idle frame to be counted")
         assert vals["processed"] == "0"
     finally:
-        assert proc.interrupt() == 0
+        rc = proc.interrupt()
+        assert rc == 0, proc.log

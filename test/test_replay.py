@@ -342,5 +342,6 @@ def test_the_node_gives_the_same_heatmaps_on_the_same_frames(replayed, sim, trai
                 else:
                     np.testing.assert_array_equal(to_array(node_msg), to_array(bag_msg))
     finally:
-        assert proc.interrupt() == 0
+        rc = proc.interrupt()
+        assert rc == 0, proc.log
         peer.close()

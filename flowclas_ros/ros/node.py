@@ -240,6 +240,13 @@ def main(args: Optional[list[str]] = None) -> int:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass  # Ctrl-C (also during start-up) is a clean stop
+    except Exception as exc:  # noqa: BLE001 - re-raised unless it is shutdown's own doing
+        if rclpy.ok():
+            raise
+        # Ctrl-C shut the context down while a callback was publishing (the publish then fails on
+        # the invalidated context): still a clean stop, said in one line
+        rclpy.logging.get_logger(NODE_NAME).info(
+            f"stopped while a callback was running ({type(exc).__name__}: {exc})")
     finally:
         if node is not None:
             node.stop()

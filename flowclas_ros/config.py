@@ -189,23 +189,28 @@ class Config:
     def sha256(self) -> str:
         """Hash of the canonical JSON form; recorded in checkpoints and exported models.
 
-        Data-source options at their defaults are left out, so configs written before the
-        options existed keep their hash (and their checkpoints stay resumable)."""
+        Data-source options and the `_ADDED_LATER` keys at their defaults are left out, so
+        configs written before those options existed keep their hash (and their checkpoints stay
+        resumable)."""
         data = self.to_dict()
         for src in [*data["data"]["train"], data["data"]["val"]]:
             for key, default in (("topic", None), ("stride", 1)):
                 if src is not None and src.get(key) == default:
                     del src[key]
-        oe, oe_default = data["outlier_exposure"], dataclasses.asdict(OutlierExposureConfig())
-        for key in ("sources", "procedural", "flow_negatives"):  # OE sources added later
-            if oe[key] == oe_default[key]:
-                del oe[key]
-        model, model_default = data["model"], dataclasses.asdict(ModelConfig())
-        for key in ("score_guided_radius", "score_guided_eps"):  # added later
-            if model[key] == model_default[key]:
-                del model[key]
+        for section, (cls, keys) in _ADDED_LATER.items():
+            values, defaults = data[section], dataclasses.asdict(cls())
+            for key in keys:
+                if values[key] == defaults[key]:
+                    del values[key]
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# Keys added after configs were first hashed: omitted from the hash while at their defaults.
+_ADDED_LATER: dict[str, tuple[type, tuple[str, ...]]] = {
+    "outlier_exposure": (OutlierExposureConfig, ("sources", "procedural", "flow_negatives")),
+    "model": (ModelConfig, ("score_guided_radius", "score_guided_eps")),
+}
 
 
 _CHOICES = {

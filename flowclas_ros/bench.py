@@ -72,27 +72,29 @@ def stage_timings(det: Detector, rgb: np.ndarray, frames: int) -> dict[str, list
     return {name: _timeit(fn, frames) for name, fn in stages.items()}
 
 
-def interleaved_inference(a: Detector, b: Detector, rgb: np.ndarray, rounds: int = 10,
-                          per_round: int = 10, settle_s: float = 0.3) -> tuple[list[float], list[float], list[float]]:
-    """Inference ms of two backends measured in alternating rounds (a, b, a, b, ...), so both see
-    the same machine state (turbo, other load, cache); returns (a times, b times, per-round
-    b/a ratios of the round medians). Used for the ORT-vs-torch ratio: back-to-back blocks gave
-    ratios from 2.5x to 4.8x on the same machine within an hour. Each block starts after a pause
-    and warm-up calls, so the other runtime's busy-waiting threads (ORT spinning, OpenMP) have
-    gone idle and do not steal the cores."""
-    xa, xb = a.prepare(rgb, "rgb8")[0][None], b.prepare(rgb, "rgb8")[0][None]
-    ta: list[float] = []
-    tb: list[float] = []
-    ratios = []
+def interleaved_inference(dets: dict[str, Detector], rgb: np.ndarray, rounds: int = 10,
+                          per_round: int = 10, settle_s: float = 0.3) -> dict[str, list[list[float]]]:
+    """Inference ms of several backends measured in alternating rounds (a, b, c, a, b, c, ...),
+    so all see the same machine state (turbo, other load, cache); returns each backend's times
+    round by round. Used for the speed ratios: back-to-back blocks gave ORT-vs-torch ratios from
+    2.5x to 4.8x on the same machine within an hour. Each block starts after a pause and warm-up
+    calls, so the other runtimes' busy-waiting threads (ORT spinning, OpenMP) have gone idle and
+    do not steal the cores."""
+    xs = {name: det.prepare(rgb, "rgb8")[0][None] for name, det in dets.items()}
+    out: dict[str, list[list[float]]] = {name: [] for name in dets}
     for _ in range(rounds):
-        time.sleep(settle_s)
-        ra = _timeit(lambda: a.backend(xa), per_round, warmup=3)
-        time.sleep(settle_s)
-        rb = _timeit(lambda: b.backend(xb), per_round, warmup=3)
-        ta += ra
-        tb += rb
-        ratios.append(float(np.median(rb) / np.median(ra)))
-    return ta, tb, ratios
+        for name, det in dets.items():
+            time.sleep(settle_s)
+            x = xs[name]
+            out[name].append(_timeit(lambda: det.backend(x), per_round, warmup=3))
+    return out
+
+
+def speedup(times: dict[str, list[list[float]]], fast: str, slow: str) -> tuple[float, list[float]]:
+    """slow/fast ratio of the pooled medians, and per round (from `interleaved_inference`)."""
+    pooled = float(np.median(sum(times[slow], [])) / np.median(sum(times[fast], [])))
+    rounds = [float(np.median(s) / np.median(f)) for f, s in zip(times[fast], times[slow])]
+    return pooled, rounds
 
 
 def paced_cpu(det: Detector, rgb: np.ndarray, rate_hz: float = 30.0,
@@ -185,13 +187,16 @@ def backbone_share(checkpoint: str, frames: int = 20) -> dict[str, float]:
 
 def run_bench(model: Optional[str], checkpoint: Optional[str], sizes: Sequence[tuple[int, int]],
               frames: int = 50, providers: Sequence[str] = ("cpu",),
-              threads: Sequence[int] = (0,)) -> dict:
-    """Per-stage medians for ONNX Runtime (each thread setting) and torch eager (when a checkpoint
-    is given); keys `{backend}_ms_p50_{W}x{H}` are the detect() totals."""
+              threads: Sequence[int] = (0,), int8_model: Optional[str] = None) -> dict:
+    """Per-stage medians for ONNX Runtime (each thread setting), its int8-flow copy (when given,
+    from `flowclas-ros quantize`) and torch eager (when a checkpoint is given); keys
+    `{backend}_ms_p50_{W}x{H}` are the detect() totals."""
     backends: dict[str, Detector] = {}
     for n in threads:
         backends["ort" if n == 0 else f"ort_t{n}"] = Detector(model, providers=providers, threads=n)
     backends["ort_nospin"] = Detector(model, providers=providers, threads=0, spinning=False)
+    if int8_model:
+        backends["ort_int8"] = Detector(int8_model, providers=providers, threads=0)
     if checkpoint:
         backends["torch"] = Detector(checkpoint)
     ref = next(iter(backends.values()))
@@ -208,12 +213,16 @@ def run_bench(model: Optional[str], checkpoint: Optional[str], sizes: Sequence[t
                 result[f"{name}_{key}_p50_{tag}"] = float(np.median(values))
                 if stage in ("total_detect", "inference"):
                     result[f"{name}_{key}_p95_{tag}"] = float(np.percentile(values, 95))
-        if "torch" in backends and "ort" in backends:
-            ta, tb, ratios = interleaved_inference(backends["ort"], backends["torch"], rgb)
-            result[f"interleaved_ort_inference_ms_p50_{tag}"] = float(np.median(ta))
-            result[f"interleaved_torch_inference_ms_p50_{tag}"] = float(np.median(tb))
-            result[f"speedup_ort_vs_torch_inference_{tag}"] = float(np.median(tb) / np.median(ta))
-            result[f"speedup_ort_vs_torch_rounds_{tag}"] = [round(r, 3) for r in ratios]
+        compared = [n for n in ("ort", "ort_int8", "torch") if n in backends]
+        if len(compared) > 1:
+            times = interleaved_inference({n: backends[n] for n in compared}, rgb)
+            for n in compared:
+                result[f"interleaved_{n}_inference_ms_p50_{tag}"] = float(np.median(sum(times[n], [])))
+            for fast, slow in (("ort", "torch"), ("ort_int8", "torch"), ("ort_int8", "ort")):
+                if fast in times and slow in times:
+                    pooled, rounds = speedup(times, fast, slow)
+                    result[f"speedup_{fast}_vs_{slow}_inference_{tag}"] = pooled
+                    result[f"speedup_{fast}_vs_{slow}_rounds_{tag}"] = [round(r, 3) for r in rounds]
     h, w = sizes[0]
     for name in ("ort", "ort_nospin"):
         ms, cpu = paced_cpu(backends[name], frames_by_size[(h, w)])
@@ -254,12 +263,15 @@ def format_table(result: dict, sizes: Sequence[tuple[int, int]]) -> str:
             lines.append(f"{name:8s} {tag:>9s} {result[f'{name}_ms_p50_{tag}']:10.1f} "
                          f"{result[f'{name}_ms_p95_{tag}']:6.1f} " +
                          " ".join(f"{result[f'{name}_{s}_ms_p50_{tag}']:11.2f}" for s in STAGES))
-        if f"speedup_ort_vs_torch_inference_{tag}" in result:
-            rounds = result[f"speedup_ort_vs_torch_rounds_{tag}"]
-            lines.append(f"inference at {tag}: ONNX Runtime {result[f'speedup_ort_vs_torch_inference_{tag}']:.2f}x "
-                         f"faster than torch eager (same run, {len(rounds)} interleaved rounds: "
-                         f"{result[f'interleaved_ort_inference_ms_p50_{tag}']:.2f} vs "
-                         f"{result[f'interleaved_torch_inference_ms_p50_{tag}']:.2f} ms; per-round "
+        labels = {"ort": "ONNX Runtime", "ort_int8": "ONNX Runtime int8-flow", "torch": "torch eager"}
+        for fast, slow in (("ort", "torch"), ("ort_int8", "torch"), ("ort_int8", "ort")):
+            if f"speedup_{fast}_vs_{slow}_inference_{tag}" not in result:
+                continue
+            rounds = result[f"speedup_{fast}_vs_{slow}_rounds_{tag}"]
+            lines.append(f"inference at {tag}: {labels[fast]} {result[f'speedup_{fast}_vs_{slow}_inference_{tag}']:.2f}x "
+                         f"faster than {labels[slow]} (same run, {len(rounds)} interleaved rounds: "
+                         f"{result[f'interleaved_{fast}_inference_ms_p50_{tag}']:.2f} vs "
+                         f"{result[f'interleaved_{slow}_inference_ms_p50_{tag}']:.2f} ms; per-round "
                          f"ratios {min(rounds):.2f}-{max(rounds):.2f}x)")
     for key in ("backbone_time_fraction", "gmacs_total", "gmacs_backbone"):
         if key in result:

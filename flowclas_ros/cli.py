@@ -1,6 +1,7 @@
 """`flowclas-ros` command line: thin verbs over library calls (everything is importable/testable).
 
-Verbs: train, export, detect, bench, demo, toy. Errors the user can fix (bad config key, missing model,
+Verbs: train, calibrate, export, detect, bench, demo, toy; and, from their own modules, sim,
+evaluate, card, replay, quantize. Errors the user can fix (bad config key, missing model,
 missing data) print one line `flowclas-ros: error: ...` and exit 2, with no traceback.
 """
 from __future__ import annotations
@@ -15,19 +16,20 @@ from typing import Optional, Sequence
 
 # Modules exposing `register_cli(subparsers)`; they must import heavy dependencies lazily.
 PLUGGED_VERBS: tuple[str, ...] = ("flowclas_ros.data.sim", "flowclas_ros.evaluate", "flowclas_ros.model_card",
-                                  "flowclas_ros.replay")
+                                  "flowclas_ros.replay", "flowclas_ros.quantize")
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that describe a problem the user can fix: reported in one line, no traceback."""
     from .config import ConfigError
     from .data.layouts import DatasetError
+    from .quantize import QuantizeError
     from .runtime.images import ImageError
     from .runtime.model_info import ModelFileError
     from .train import CheckpointError
 
     return (ConfigError, DatasetError, ImageError, ModelFileError, CheckpointError,
-            FileNotFoundError)
+            QuantizeError, FileNotFoundError)
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
@@ -112,7 +114,8 @@ def _cmd_bench(a: argparse.Namespace) -> int:
 
     sizes = parse_sizes(a.sizes)
     threads = [int(v) for v in a.threads.split(",")]
-    result = run_bench(a.model, a.checkpoint, sizes, a.frames, a.providers.split(","), threads)
+    result = run_bench(a.model, a.checkpoint, sizes, a.frames, a.providers.split(","), threads,
+                       int8_model=a.int8_model)
     if a.checkpoint:
         result.update(backbone_share(a.checkpoint))
     if a.node_seconds > 0:
@@ -190,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="time the detector per backend and frame size")
     b.add_argument("--model", help="ONNX file (default: the shipped model)")
     b.add_argument("--checkpoint", help="the model's .pt checkpoint, to time torch eager too")
+    b.add_argument("--int8-model", help="its int8-flow copy (`flowclas-ros quantize`), to time too")
     b.add_argument("--sizes", default="640x480", help="WxH list, e.g. 640x480,1280x720")
     b.add_argument("--frames", type=int, default=50)
     b.add_argument("--providers", default="cpu")

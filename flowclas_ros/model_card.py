@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
+from .runtime.model_info import ModelFileError
+
 METRIC_ROWS = (("auprc", "AUPRC"), ("fpr95", "FPR95"), ("auroc", "AUROC"), ("mean_f1", "mean F1"),
                ("siou", "sIoU"), ("ppv", "PPV"))
 
@@ -61,6 +63,11 @@ def render_card(model: Path, checkpoint: Path, reports: dict[str, Path], command
     ckpt = load_checkpoint(checkpoint)
     cfg = checkpoint_config(ckpt)
     _, info = load_model_for_export(checkpoint)
+    if model.suffix == ".onnx":  # the file's own metadata: threshold, version, precision
+        info = _onnx_info(model)
+        if info.config_sha256 != ckpt["config_sha256"]:
+            raise ModelFileError(f"{model} was not exported from {checkpoint} (config "
+                                 f"{info.config_sha256[:8]} vs {ckpt['config_sha256'][:8]})")
     metrics = {split: json.loads((Path(d) / "metrics.json").read_text()) for split, d in reports.items()}
     m, oe, loss, t = cfg.model, cfg.outlier_exposure, cfg.loss, cfg.train
     lines = [
@@ -81,7 +88,8 @@ def render_card(model: Path, checkpoint: Path, reports: dict[str, Path], command
         (f"; validation `{cfg.data.val.root}`" if cfg.data.val else ""),
         f"- training: {ckpt['step']} steps, batch {t.batch_size}, AdamW lr {t.lr:g} ({t.schedule}), "
         f"seed {cfg.seed}" + (f"; wall time {wall_time}" if wall_time else ""),
-        f"- threshold: {info.threshold:g} ({info.threshold_rule}); score normalisation offset "
+        f"- precision: {info.extra.get('precision', 'fp32')}",
+        f"- threshold: {info.threshold:.4g} ({info.threshold_rule}); score normalisation offset "
         f"{info.score_offset:.4g}, scale {info.score_scale:.4g}",
         f"- command: `{command}`", "",
         "## Metrics (measured by `flowclas-ros evaluate`, pixels pooled over each split, percent)", "",
@@ -96,6 +104,15 @@ def render_card(model: Path, checkpoint: Path, reports: dict[str, Path], command
     if notes:
         lines += ["", notes.strip()]
     return "\n".join(lines) + "\n"
+
+
+def _onnx_info(model: Path) -> Any:
+    import onnx
+
+    from .runtime.model_info import ModelInfo
+
+    proto = onnx.load(str(model), load_external_data=False)
+    return ModelInfo.from_metadata({p.key: p.value for p in proto.metadata_props}, str(model))
 
 
 def register_cli(sub: Any) -> None:

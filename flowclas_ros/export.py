@@ -19,6 +19,7 @@ import torch
 from . import __version__
 from .config import Config
 from .model.flowclas import FlowCLAS
+from .runtime.backends import BATCH_DIM
 from .runtime.model_info import ModelInfo
 from .runtime.processing import preprocess
 from .train import CheckpointError, checkpoint_config, load_checkpoint
@@ -76,7 +77,7 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike) -> ModelI
         warnings.simplefilter("ignore")  # the TorchScript exporter's constant-folding chatter
         torch.onnx.export(model, (dummy,), str(tmp), input_names=[INPUT_NAME],
                           output_names=[OUTPUT_NAME], opset_version=OPSET, dynamo=False,
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+                          dynamic_axes={INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}})
     proto = onnx.load(str(tmp))
     onnx.checker.check_model(proto)
     del proto.metadata_props[:]

@@ -10,7 +10,8 @@ ARGUMENTS = [
     ("image_topic", "/camera/image_raw",
      "input image topic (with compressed:=true the node subscribes <image_topic>/compressed)"),
     ("params_file", "", "parameters YAML (empty: the installed config/detector.yaml)"),
-    ("model", "", "ONNX model path; empty: model_path from the params file, else the shipped model"),
+    ("model", "", "ONNX model path; empty: model_path from the params file, else the shipped model; "
+               "a bare name (flowclas_default_int8.onnx): that shipped model"),
     ("namespace", "", "namespace of the node (outputs are <namespace>/flowclas_detector/...)"),
     ("compressed", "false", "subscribe sensor_msgs/CompressedImage instead of Image"),
     ("log_level", "info", "node log level: debug, info, warn, error"),

@@ -151,6 +151,19 @@ def test_default_model_resolution(trained, tmp_path, monkeypatch):
         resolve_model_path(None)
 
 
+def test_a_bare_name_is_looked_up_among_the_shipped_models(tmp_path, monkeypatch):
+    from flowclas_ros.runtime.model_info import shipped_model_dirs
+
+    monkeypatch.chdir(tmp_path)  # not in the working directory
+    src_models = shipped_model_dirs()[0]
+    assert resolve_model_path("flowclas_default_int8.onnx") == src_models / "flowclas_default_int8.onnx"
+    assert "precision" in Detector("flowclas_default_int8.onnx").info.extra
+    with pytest.raises(ModelFileError, match="not in the working directory nor among the shipped"):
+        resolve_model_path("no_such_model.onnx")
+    with pytest.raises(ModelFileError, match="model file not found: sub/no_such_model.onnx$"):
+        resolve_model_path("sub/no_such_model.onnx")  # a path is taken as given
+
+
 def test_threshold_override(trained, frame):
     rgb, _ = frame
     low = Detector(trained["onnx"], threshold=-1e9).detect(rgb)

@@ -36,6 +36,18 @@ def test_exported_graph_and_metadata(trained):
     assert out.shape == (2, 1, *TINY_SIZE) and np.isfinite(out).all()
 
 
+def test_backend_fixes_the_batch_for_speed_and_can_keep_it_dynamic(trained):
+    from flowclas_ros.runtime.backends import OnnxRuntimeBackend
+
+    x = np.random.default_rng(0).normal(size=(2, 3, *TINY_SIZE)).astype(np.float32)
+    dynamic = OnnxRuntimeBackend(trained["onnx"], batch=None)
+    both = dynamic(x)
+    fixed = OnnxRuntimeBackend(trained["onnx"])  # the runtime's default: one frame per run
+    np.testing.assert_allclose(fixed(x[:1]), both[:1], rtol=1e-5, atol=1e-5)
+    with pytest.raises(Exception, match="(?i)dimension|shape"):
+        fixed(x)  # a fixed batch of 1 refuses 2 instead of silently computing something else
+
+
 def test_parity_onnxruntime_vs_torch_on_real_frames(trained, toy_world):
     frames = parity_images(trained["config"], limit=4, data_dir=str(toy_world / "test"))
     res = check_parity(trained["checkpoint"], trained["onnx"], frames)

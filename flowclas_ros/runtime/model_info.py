@@ -92,31 +92,48 @@ class ModelInfo:
         return info
 
 
-def default_model_candidates() -> list[Path]:
-    """Where the default model is looked for, in order: $FLOWCLAS_MODEL, the source tree's
-    models/, the pip/colcon install prefix's share/flowclas_ros/models, the ament index."""
-    out: list[Path] = []
-    env = os.environ.get("FLOWCLAS_MODEL")
-    if env:
-        out.append(Path(env))
-    out.append(Path(__file__).resolve().parents[2] / "models" / DEFAULT_MODEL_NAME)
-    out.append(Path(sys.prefix) / "share" / "flowclas_ros" / "models" / DEFAULT_MODEL_NAME)
+def shipped_model_dirs() -> list[Path]:
+    """Where shipped models live, in order: the source tree's models/, the pip/colcon install
+    prefix's share/flowclas_ros/models, the ament index's share directory."""
+    out = [Path(__file__).resolve().parents[2] / "models",
+           Path(sys.prefix) / "share" / "flowclas_ros" / "models"]
     try:  # only on a ROS 2 install; never required
         from ament_index_python.packages import get_package_share_directory
 
-        out.append(Path(get_package_share_directory("flowclas_ros")) / "models" / DEFAULT_MODEL_NAME)
+        out.append(Path(get_package_share_directory("flowclas_ros")) / "models")
     except Exception:  # noqa: BLE001 - package or index absent: not an error here
         pass
     return out
 
 
+def default_model_candidates() -> list[Path]:
+    """Where the default model is looked for, in order: $FLOWCLAS_MODEL, then
+    `shipped_model_dirs()`."""
+    out: list[Path] = []
+    env = os.environ.get("FLOWCLAS_MODEL")
+    if env:
+        out.append(Path(env))
+    return out + [d / DEFAULT_MODEL_NAME for d in shipped_model_dirs()]
+
+
 def resolve_model_path(path: Optional[str | os.PathLike]) -> Path:
-    """The named model, or the default one; a clear ModelFileError when it does not exist."""
+    """The named model, or the default one; a clear ModelFileError when it does not exist.
+
+    A bare file name that is not a file in the working directory (`flowclas_default_int8.onnx`)
+    is looked up among the shipped models, so a launch argument can name one without knowing
+    where the package was installed."""
     if path:
         p = Path(path).expanduser()
-        if not p.is_file():
-            raise ModelFileError(f"model file not found: {p}")
-        return p
+        if p.is_file():
+            return p
+        if p.name == str(path):
+            shipped = [d / p.name for d in shipped_model_dirs()]
+            for q in shipped:
+                if q.is_file():
+                    return q
+            raise ModelFileError(f"model file not found: {p} (not in the working directory nor "
+                                 f"among the shipped models: {', '.join(str(d) for d in shipped)})")
+        raise ModelFileError(f"model file not found: {p}")
     candidates = default_model_candidates()
     for p in candidates:
         if p.is_file():

@@ -15,6 +15,7 @@ import numpy as np
 
 from .runtime.detector import Detector
 from .runtime.images import image_from_fields, to_msg_fields, to_rgb8
+from .runtime.model_info import resolve_model_path
 from .runtime.processing import heatmap_to_source, threshold_components
 from .runtime.visualize import render_overlay
 
@@ -185,6 +186,36 @@ def backbone_share(checkpoint: str, frames: int = 20) -> dict[str, float]:
             "gmacs_backbone": macs["backbone"], "feature_grid": list(feats.shape[-2:])}
 
 
+def accelerator_rows(available_eps: Sequence[str], torch_cuda: bool,
+                     has_checkpoint: bool) -> dict[str, dict]:
+    """The GPU backends this machine can time, besides the CPU rows: ONNX Runtime's CUDA and
+    TensorRT execution providers (fp32 and fp16 engines) when the onnxruntime build has them,
+    torch eager on CUDA when torch sees a GPU and a checkpoint is given. name -> Detector kwargs
+    (`from_checkpoint`: run the checkpoint, not the ONNX file). Inputs and outputs cross the
+    host-device boundary every frame, as in the node."""
+    rows: dict[str, dict] = {}
+    if "CUDAExecutionProvider" in available_eps:
+        rows["ort_cuda"] = {"providers": ["cuda"]}
+    if "TensorrtExecutionProvider" in available_eps:
+        rows["ort_trt"] = {"providers": ["tensorrt", "cuda"]}
+        rows["ort_trt_fp16"] = {"providers": ["tensorrt", "cuda"], "trt_fp16": True}
+    if torch_cuda and has_checkpoint:
+        rows["torch_cuda"] = {"providers": ["cuda"], "from_checkpoint": True}
+    return rows
+
+
+def _gpu_rows(checkpoint: Optional[str]) -> dict[str, dict]:
+    import onnxruntime as ort
+
+    try:
+        import torch
+
+        torch_cuda = bool(torch.cuda.is_available())
+    except ImportError:
+        torch_cuda = False
+    return accelerator_rows(ort.get_available_providers(), torch_cuda, checkpoint is not None)
+
+
 def run_bench(model: Optional[str], checkpoint: Optional[str], sizes: Sequence[tuple[int, int]],
               frames: int = 50, providers: Sequence[str] = ("cpu",),
               threads: Sequence[int] = (0,), int8_model: Optional[str] = None) -> dict:
@@ -199,10 +230,21 @@ def run_bench(model: Optional[str], checkpoint: Optional[str], sizes: Sequence[t
         backends["ort_int8"] = Detector(int8_model, providers=providers, threads=0)
     if checkpoint:
         backends["torch"] = Detector(checkpoint)
+    gpu = _gpu_rows(checkpoint)
+    for name, kwargs in gpu.items():
+        kwargs = dict(kwargs)
+        source = checkpoint if kwargs.pop("from_checkpoint", False) else model
+        if kwargs.get("trt_fp16"):  # its own engine cache: never load the fp32 engine for it
+            kwargs["trt_cache_dir"] = str(resolve_model_path(model).parent / ".trt_cache_fp16")
+        backends[name] = Detector(source, **kwargs)
     ref = next(iter(backends.values()))
     result: dict = {"model": str(ref.model_path), "model_version": ref.info.model_version,
                     "providers": ",".join(ref.providers),
-                    "model_input": f"{ref.info.input_size[1]}x{ref.info.input_size[0]}"}
+                    "model_input": f"{ref.info.input_size[1]}x{ref.info.input_size[0]}",
+                    "gpu": ("measured: " + ", ".join(f"{n} ({','.join(backends[n].providers)})"
+                                                     for n in gpu)) if gpu else
+                    "not measured: no CUDA / TensorRT execution provider in this onnxruntime "
+                    "build and no CUDA device for torch"}
     frames_by_size = {(h, w): _frame(h, w) for h, w in sizes}
     for (h, w), rgb in frames_by_size.items():
         tag = f"{w}x{h}"
@@ -252,7 +294,7 @@ def format_table(result: dict, sizes: Sequence[tuple[int, int]]) -> str:
     names = sorted({k.split("_ms_p50_")[0] for k in result if "_ms_p50_" in k and
                     not any(f"_{s}" in k for s in STAGES)})
     lines = [f"model {result['model']} ({result['model_version']}, input {result['model_input']}) "
-             f"providers {result['providers']}",
+             f"providers {result['providers']}", f"GPU: {result.get('gpu', 'not measured')}",
              f"{'backend':8s} {'frame':>9s} {'detect p50':>10s} {'p95':>6s} " +
              " ".join(f"{s:>11s}" for s in STAGES)]
     for h, w in sizes:

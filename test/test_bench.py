@@ -34,6 +34,12 @@ def test_bench_tiny_setting_reports_all_keys(trained, toy_world, tmp_path, capsy
     assert r["node_cpu_percent"] > 0 and r["node_params"] == {"intra_op_spinning": "false"}
     assert r["node_heatmaps_received"] > 0 and r["node_sent"] >= r["node_heatmaps_received"]
     assert 0 < r["backbone_time_fraction"] < 1 and r["gmacs_backbone"] < r["gmacs_total"]
+    import onnxruntime as ort
+
+    if not {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(ort.get_available_providers()):
+        assert r["gpu"].startswith("not measured")  # said, not silently left out
+    else:
+        assert r["gpu"].startswith("measured: ")
 
 
 def test_spinning_option_reaches_the_onnxruntime_session(trained):
@@ -42,3 +48,16 @@ def test_spinning_option_reaches_the_onnxruntime_session(trained):
     for spinning, value in ((True, "1"), (False, "0")):
         opts = Detector(trained["onnx"], spinning=spinning).backend.session.get_session_options()
         assert opts.get_session_config_entry("session.intra_op.allow_spinning") == value
+
+
+def test_gpu_rows_follow_what_the_machine_has():
+    from flowclas_ros.bench import accelerator_rows
+
+    assert accelerator_rows(["CPUExecutionProvider"], torch_cuda=False, has_checkpoint=True) == {}
+    rows = accelerator_rows(["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+                            torch_cuda=True, has_checkpoint=True)
+    assert set(rows) == {"ort_cuda", "ort_trt", "ort_trt_fp16", "torch_cuda"}
+    assert rows["ort_trt"]["providers"][0] == "tensorrt" and rows["ort_trt_fp16"]["trt_fp16"] is True
+    assert rows["torch_cuda"]["from_checkpoint"] is True
+    # torch on CUDA needs the checkpoint; ORT's CUDA provider alone gives one row
+    assert set(accelerator_rows(["CUDAExecutionProvider"], torch_cuda=True, has_checkpoint=False)) == {"ort_cuda"}

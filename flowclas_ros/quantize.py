@@ -8,8 +8,9 @@ whole graph or of the backbone moves the features off the density the flow learn
 85.0 -> 73.8 / 74.5), because the flow scores the exact fp32 features; int8 of the flow's
 convolutions only perturbs the coupling scales and shifts, and kept val AUPRC (95.92 -> 96.00)
 while taking ~18 % off CPU inference on an AVX512-VNNI machine. Without VNNI (or AVX-VNNI / ARM
-dot-product) instructions int8 convolutions may be slower than fp32: `flowclas-ros quantize`
-times both on the machine it runs on and says so.
+dot-product) instructions int8 convolutions may be slower than fp32, and on x86 without VNNI
+ONNX Runtime's uint8 x int8 kernels can saturate (less accurate): `flowclas-ros quantize` times
+both models and compares their scores on the machine it runs on; evaluate there before deploying.
 
 The threshold moves with the scores: the fp32 model's threshold flags some fraction of the
 calibration frames' inlier pixels; the int8 model gets the threshold that flags the same fraction

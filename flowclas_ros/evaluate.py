@@ -484,22 +484,15 @@ def format_summary(r: dict) -> str:
     return "\n".join(lines)
 
 
-def _layout_option(item: str) -> tuple[str, str]:
-    from .data.layouts import DatasetError
-
-    key, sep, value = item.partition("=")
-    if not sep or not key:
-        raise DatasetError(f"--layout-opt {item!r} must look like KEY=VALUE")
-    return key, value
-
-
 def _cmd_evaluate(a: Any) -> int:
+    from .data.layouts import parse_layout_option
+
     result = evaluate(a.data, a.model, out_dir=a.out, layout=a.layout,
                       providers=[p for p in a.providers.split(",") if p],
                       min_pred_area=a.min_pred_area, min_gt_area=a.min_gt_area,
                       max_frames=a.max_frames, progress=not a.quiet,
                       image_score=a.image_score, image_top_k=a.image_top_k,
-                      layout_options=dict(_layout_option(o) for o in a.layout_opt))
+                      layout_options=dict(parse_layout_option(o) for o in a.layout_opt))
     print(to_json(result) if a.json else format_summary(result))
     return 0
 

@@ -75,14 +75,19 @@ def flow_conv_nodes(model: Any, ops: Sequence[str] = ("Conv",)) -> list[str]:
             if n.op_type in ops and n.name.startswith(FLOW_NODE_PREFIX)]
 
 
-def _calibration_frames(info: Any, data: str | os.PathLike, layout: str,
-                        frames: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def _calibration_frames(info: Any, data: str | os.PathLike, layout: str, frames: int,
+                        layout_options: Optional[dict] = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """(preprocessed input, inlier mask in input geometry) for `frames` frames spread over the
     dataset, through the runtime's own preprocessing."""
-    from .data.layouts import load_layout, read_image_rgb, read_sample_label
+    from .data.layouts import DatasetError, load_layout, read_image_rgb, read_sample_label
     from .runtime.processing import label_to_input, preprocess
 
-    samples = load_layout(layout, data)
+    try:
+        samples = load_layout(layout, data, **(layout_options or {}))
+    except TypeError as exc:  # an option the reader does not take
+        if not layout_options:
+            raise
+        raise DatasetError(f"layout {layout!r}: bad layout option ({exc})") from exc
     if not samples:
         raise QuantizeError(f"no frames found in {data} (layout {layout})")
     pick = np.unique(np.linspace(0, len(samples) - 1, min(frames, len(samples))).round().astype(int))
@@ -118,8 +123,10 @@ def _time_interleaved(sessions: Sequence[Any], x: np.ndarray, rounds: int = 5,
 
 def quantize_flow(model_path: str | os.PathLike, data: str | os.PathLike,
                   out: str | os.PathLike, frames: int = 16, layout: str = "generic",
-                  time_it: bool = True) -> QuantizeReport:
-    """Write an int8-flow copy of an exported FlowCLAS model, with its threshold carried over."""
+                  time_it: bool = True, layout_options: Optional[dict] = None) -> QuantizeReport:
+    """Write an int8-flow copy of an exported FlowCLAS model, with its threshold carried over.
+    `data` is read with `load_layout(layout, data, **layout_options)`: a labelled benchmark split,
+    or the robot's own logs (`rosbag2` layout, unlabelled frames count as inliers)."""
     import onnx
     import onnxruntime as ort
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
@@ -140,7 +147,7 @@ def quantize_flow(model_path: str | os.PathLike, data: str | os.PathLike,
     if not nodes:
         raise QuantizeError(f"{model_path}: no flow convolutions (nodes named {FLOW_NODE_PREFIX}*) "
                             "to quantise; was it exported by `flowclas-ros export`?")
-    calib = _calibration_frames(info, data, layout, frames)
+    calib = _calibration_frames(info, data, layout, frames, layout_options)
     inputs = [x[None] for x, _ in calib]
 
     class _Reader(CalibrationDataReader):
@@ -227,8 +234,11 @@ def _write_with_metadata(proto: Any, info: Any, extra: dict[str, str], path: Pat
 
 
 def _cmd_quantize(a: Any) -> int:
+    from .data.layouts import parse_layout_option
+
     report = quantize_flow(a.model, a.data, a.out, frames=a.frames, layout=a.layout,
-                           time_it=not a.no_timing)
+                           time_it=not a.no_timing,
+                           layout_options=dict(parse_layout_option(o) for o in a.layout_opt))
     if a.json:
         print(json.dumps(asdict(report)))
     else:
@@ -245,7 +255,11 @@ def register_cli(sub: Any) -> None:
                    "frames with obstacles are best: the activation ranges must cover them)")
     p.add_argument("--out", required=True, help="the int8 ONNX file")
     p.add_argument("--frames", type=int, default=16, help="calibration frames (default 16)")
-    p.add_argument("--layout", default="generic", help="dataset layout name (default generic)")
+    p.add_argument("--layout", default="generic", help="dataset layout name (default generic; "
+                   "rosbag2 for the robot's own logs)")
+    p.add_argument("--layout-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="layout reader option, repeatable, e.g. --layout rosbag2 --layout-opt "
+                   "topic=/camera/image_raw")
     p.add_argument("--no-timing", action="store_true", help="skip the fp32 vs int8 timing")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.set_defaults(func=_cmd_quantize)

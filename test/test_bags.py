@@ -318,3 +318,21 @@ def test_train_a_few_steps_with_a_bag_as_the_inlier_source(toy_world, toy_frames
     log = [json.loads(x) for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in log)
     assert any(r["con"] > 0 for r in log)  # outlier exposure from the OE bank was pasted in
+
+
+def test_quantize_calibrates_on_a_bag_of_the_robots_own_frames(trained, toy_frames, tmp_path, cache,
+                                                               capsys):
+    from flowclas_ros.cli import main as cli_main
+
+    bag = toy_bag(tmp_path / "normal_operation", toy_frames, extra_image_topic=True)
+    out = tmp_path / "robot_int8.onnx"
+    assert cli_main(["quantize", str(trained["onnx"]), "--data", str(bag), "--layout", "rosbag2",
+                     "--layout-opt", f"topic={TOPIC}", "--layout-opt", "stride=3", "--frames", "4",
+                     "--out", str(out), "--no-timing", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["frames"] == 4 and out.is_file()
+    # unlabelled log frames are all inlier: the carried-over threshold keeps their flag rate
+    assert 0 <= r["inlier_flag_rate"] < 0.2 and r["rank_agreement"] > 0.99
+    assert cli_main(["quantize", str(trained["onnx"]), "--data", str(bag), "--layout", "rosbag2",
+                     "--layout-opt", "colour=red", "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "bad layout option" in capsys.readouterr().err

@@ -170,6 +170,15 @@ def load_layout(name: str, root: PathLike, **kw: object) -> list[Sample]:
     return reader(root, **kw)
 
 
+def parse_layout_option(item: str) -> tuple[str, str | int]:
+    """'KEY=VALUE' of a `--layout-opt` flag -> (key, value), a decimal integer value as int
+    (`stride=5`); a DatasetError naming the flag."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise DatasetError(f"--layout-opt {item!r} must look like KEY=VALUE")
+    return key, int(value) if value.isdigit() else value
+
+
 # ---------------------------------------------------------------- file I/O
 
 

@@ -54,18 +54,25 @@ class QuantizeReport:
     ms_int8: float
 
     def summary(self) -> str:
-        faster = self.ms_fp32 / self.ms_int8
-        verdict = ("faster" if faster > 1.02 else
-                   "NOT faster on this CPU (no int8 dot-product instructions?); keep the fp32 model"
-                   if faster < 0.98 else "about as fast")
+        if self.ms_fp32 != self.ms_fp32:  # NaN: timing skipped
+            speed = "inference timing skipped (--no-timing)"
+        else:
+            faster = self.ms_fp32 / self.ms_int8
+            verdict = ("faster" if faster > 1.02 else
+                       "NOT faster on this CPU (no int8 dot-product instructions?); keep the fp32 "
+                       "model" if faster < 0.98 else "about as fast")
+            speed = (f"inference (ONNX Runtime CPU, p50): fp32 {self.ms_fp32:.2f} ms, int8 "
+                     f"{self.ms_int8:.2f} ms -> {faster:.2f}x, {verdict}")
+        rate = (f"same inlier-pixel flag rate {100 * self.inlier_flag_rate:.3g} %"
+                if self.inlier_flag_rate > 0 else
+                "kept: the fp32 threshold flags no inlier pixel of these frames (training frames? "
+                "calibrate on held-out ones)")
         return (f"wrote {self.out}: {self.nodes_quantized} flow convolutions int8, calibrated on "
                 f"{self.frames} frames\n"
-                f"threshold {self.threshold_fp32:g} -> {self.threshold_int8:.4g} (same inlier-pixel "
-                f"flag rate {100 * self.inlier_flag_rate:.3g} %); score |int8 - fp32| max "
-                f"{self.max_abs_diff:.3g}, mean {self.mean_abs_diff:.3g}; "
+                f"threshold {self.threshold_fp32:g} -> {self.threshold_int8:.4g} ({rate}); score "
+                f"|int8 - fp32| max {self.max_abs_diff:.3g}, mean {self.mean_abs_diff:.3g}; "
                 f"{100 * self.rank_agreement:.3f} % of pixels on the same side of the threshold\n"
-                f"inference (ONNX Runtime CPU, p50): fp32 {self.ms_fp32:.2f} ms, int8 "
-                f"{self.ms_int8:.2f} ms -> {faster:.2f}x, {verdict}\n"
+                f"{speed}\n"
                 f"check accuracy on labelled data before deploying: flowclas-ros evaluate --model {self.out} ...")
 
 
@@ -181,7 +188,7 @@ def quantize_flow(model_path: str | os.PathLike, data: str | os.PathLike,
 
     # scores of both models on the calibration frames -> threshold with the same flag rate
     tmp_out = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    _write_with_metadata(qproto, info, {}, tmp_out)
+    _write_with_metadata(qproto, info, tmp_out)
     int8 = OnnxRuntimeBackend(tmp_out, ("cpu",))
     ref_inl, got_inl, diffs, same = [], [], [], []
     for (x, inlier), xb in zip(calib, inputs):
@@ -201,10 +208,13 @@ def quantize_flow(model_path: str | os.PathLike, data: str | os.PathLike,
         ms_fp32, ms_int8 = _time_interleaved([fp32.session, int8.session], inputs[0])
     del int8
     precision = (f"int8 flow convolutions ({len(pre_nodes)} Conv, static QDQ, per-channel weights, "
-                 f"calibrated on {len(calib)} frames of {data}); threshold carried over at the fp32 "
-                 f"model's inlier-pixel flag rate {100 * rate:.3g} %")
-    extra = {PRECISION_KEY: precision, "quantized_from": info.model_version}
-    _write_with_metadata(qproto, info, extra, tmp_out, threshold=threshold)
+                 f"calibrated on {len(calib)} frames of {data})")
+    carry = (f"carried over to int8 at the fp32 model's inlier-pixel flag rate {100 * rate:.3g} % "
+             "on the calibration frames" if rate > 0 else
+             "kept for int8: the fp32 threshold flags no inlier pixel of the calibration frames")
+    _write_with_metadata(qproto, info, tmp_out, threshold=threshold,
+                         rule=f"{info.threshold_rule}; {carry}",
+                         extra={PRECISION_KEY: precision, "quantized_from": info.model_version})
     os.replace(tmp_out, out)
     return QuantizeReport(out=str(out), frames=len(calib), nodes_quantized=len(pre_nodes),
                           threshold_fp32=info.threshold, threshold_int8=threshold,
@@ -214,18 +224,20 @@ def quantize_flow(model_path: str | os.PathLike, data: str | os.PathLike,
                           ms_fp32=ms_fp32, ms_int8=ms_int8)
 
 
-def _write_with_metadata(proto: Any, info: Any, extra: dict[str, str], path: Path,
-                         threshold: Optional[float] = None) -> None:
+def _write_with_metadata(proto: Any, info: Any, path: Path, threshold: Optional[float] = None,
+                         rule: Optional[str] = None, extra: Optional[dict[str, str]] = None) -> None:
+    """Save `proto` with the fp32 model's metadata; with `extra` (the final write) as the int8
+    model: new version suffix, threshold, threshold rule and precision keys."""
     import dataclasses
 
     import onnx
 
-    new = dataclasses.replace(
-        info, threshold=info.threshold if threshold is None else threshold,
-        model_version=f"{info.model_version}+int8flow" if extra else info.model_version,
-        threshold_rule=(f"{info.threshold_rule}; carried over to int8 at the same inlier flag rate"
-                        if extra else info.threshold_rule),
-        extra={**info.extra, **extra})
+    new = info
+    if extra:
+        new = dataclasses.replace(info, threshold=info.threshold if threshold is None else threshold,
+                                  model_version=f"{info.model_version}+int8flow",
+                                  threshold_rule=rule or info.threshold_rule,
+                                  extra={**info.extra, **extra})
     del proto.metadata_props[:]
     for key, value in new.to_metadata().items():
         entry = proto.metadata_props.add()

@@ -139,3 +139,18 @@ def test_model_card_reads_precision_and_threshold_from_the_model_file(trained, t
     onnx.save(m, str(other))
     with pytest.raises(ModelFileError, match="not exported from"):
         render_card(other, trained["checkpoint"], {"test": tmp_path / "rep"}, "cmd")
+
+
+def test_a_threshold_that_flags_no_calibration_inlier_is_kept_and_said(trained, toy_world, tmp_path):
+    m = onnx.load(str(trained["onnx"]))
+    for p in m.metadata_props:
+        if p.key == "threshold":
+            p.value = "1000000.0"  # flags nothing: the flag rate to carry over is 0
+    high = tmp_path / "high.onnx"
+    onnx.save(m, str(high))
+    r = quantize_flow(high, toy_world / "val", tmp_path / "q.onnx", frames=3, time_it=False)
+    assert r.inlier_flag_rate == 0 and r.threshold_int8 == 1e6
+    info = Detector(tmp_path / "q.onnx").info
+    assert info.threshold == 1e6 and "kept for int8" in info.threshold_rule
+    assert "kept: the fp32 threshold flags no inlier pixel" in r.summary()
+    assert "timing skipped" in r.summary()

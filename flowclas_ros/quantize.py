@@ -1,18 +1,27 @@
-"""int8 for the flow's convolutions: a faster CPU model that keeps the fp32 model's accuracy.
+"""int8 models for the CPU: the flow's convolutions, and the backbone too when the flow learned it.
 
-What is quantised, and why only that: post-training static int8 (ONNX Runtime QDQ, weights int8
-per output channel, activations uint8 with ranges observed on calibration frames) of the
-normalizing flow's Conv nodes only. The backbone, the log-scale/affine arithmetic, the score and
-the guided upsampling stay fp32. Measured on the sim benchmark (README, speed section): int8 of the
-whole graph or of the backbone moves the features off the density the flow learned (AUPRC
-85.0 -> 73.8 / 74.5), because the flow scores the exact fp32 features; int8 of the flow's
-convolutions only perturbs the coupling scales and shifts, and kept val AUPRC (95.92 -> 96.00)
-while taking ~18 % off CPU inference on an AVX512-VNNI machine. Without VNNI (or AVX-VNNI / ARM
-dot-product) instructions int8 convolutions may be slower than fp32, and on x86 without VNNI
-ONNX Runtime's uint8 x int8 kernels can saturate (less accurate): `flowclas-ros quantize` times
-both models and compares their scores on the machine it runs on; evaluate there before deploying.
+What is quantised: post-training static int8 (ONNX Runtime QDQ, weights int8 per output channel,
+activations uint8 with ranges observed on calibration frames) of the normalizing flow's
+convolutions (with their ReLUs) and, with `backbone=True`, of the backbone's convolutions (with
+their ReLU6 clips). The coupling arithmetic, the score and the guided upsampling stay fp32.
 
-The threshold moves with the scores: the fp32 model's threshold flags some fraction of the
+Why the backbone only for models trained for it: the flow models the density of the features it
+was trained on. Under an int8 backbone the features of a flow trained on fp32 features move off
+that density (val AUPRC 95.92 -> 88.62 on the shipped model, README speed section); a flow trained
+on the int8 backbone's features (`model.backbone.int8_features: true`; `Int8Features` runs the
+same quantised backbone graph in the training loop) is scored on the features it learned. The
+backbone's activation ranges come from the same calibration frames in training and here (the
+model's metadata names them and they are the default `--data`), so the two graphs agree.
+int8 of the flow alone perturbs only the coupling scales and shifts and kept val AUPRC
+(95.92 -> 95.95) on a flow trained on fp32 features.
+
+Speed: on AVX512-VNNI the int8 convolutions are 2-3x faster than fp32 ones. Without VNNI (or
+AVX-VNNI / ARM dot-product) instructions they may be slower, and on x86 without VNNI ONNX
+Runtime's uint8 x int8 kernels can saturate (less accurate): `flowclas-ros quantize` times both
+models and compares their scores on the machine it runs on; evaluate there before deploying.
+
+The threshold moves with the scores: in the model as calibrated in training (fp32; for a flow
+trained on int8 features, the int8 backbone + fp32 flow) the threshold flags some fraction of the
 calibration frames' inlier pixels; the int8 model gets the threshold that flags the same fraction
 (the model's own threshold rule, carried over without re-deriving it). Frames without labels count
 as all inlier (robot logs without obstacles).
@@ -20,6 +29,7 @@ as all inlier (robot logs without obstacles).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -29,10 +39,17 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["QuantizeReport", "flow_conv_nodes", "quantize_flow", "register_cli"]
+log = logging.getLogger("flowclas_ros.quantize")
+
+__all__ = ["Int8Features", "QuantizeReport", "flow_conv_nodes", "int8_features_for",
+           "quantize_flow", "register_cli"]
 
 FLOW_NODE_PREFIX = "/head/flow/"  # export names nodes after the module path (export.py)
+BACKBONE_NODE_PREFIX = "/backbone/"
+FLOW_OPS = ("Conv", "Relu")  # a ReLU selected with its convolution folds into its uint8 range
+BACKBONE_OPS = ("Conv", "Clip")  # EfficientNet-Lite's ReLU6 is a Clip
 PRECISION_KEY = "precision"  # extra metadata: what runs below fp32
+INT8_FEATURES_KEY = "backbone_int8_features"  # extra metadata: the flow learned int8 features
 
 
 class QuantizeError(RuntimeError):
@@ -43,11 +60,13 @@ class QuantizeError(RuntimeError):
 class QuantizeReport:
     out: str
     frames: int
-    nodes_quantized: int
-    threshold_fp32: float
+    nodes_quantized: int  # convolutions (their ReLU / ReLU6 activations fold into them)
+    what: str  # "flow" or "backbone+flow"
+    reference: str  # the model the threshold's flag rate and the score differences refer to
+    threshold_fp32: float  # the exported model's threshold
     threshold_int8: float
-    inlier_flag_rate: float  # fraction of calibration inlier pixels over the fp32 threshold
-    max_abs_diff: float  # int8 vs fp32 normalised score on the calibration frames
+    inlier_flag_rate: float  # calibration inlier pixels over the threshold in the reference
+    max_abs_diff: float  # int8 vs reference normalised score on the calibration frames
     mean_abs_diff: float
     rank_agreement: float  # fraction of pixels on the same side of the threshold in both models
     ms_fp32: float  # ORT CPU inference p50, interleaved rounds, this machine
@@ -65,12 +84,13 @@ class QuantizeReport:
                      f"{self.ms_int8:.2f} ms -> {faster:.2f}x, {verdict}")
         rate = (f"same inlier-pixel flag rate {100 * self.inlier_flag_rate:.3g} %"
                 if self.inlier_flag_rate > 0 else
-                "kept: the fp32 threshold flags no inlier pixel of these frames (training frames? "
-                "calibrate on held-out ones)")
-        return (f"wrote {self.out}: {self.nodes_quantized} flow convolutions int8, calibrated on "
+                f"kept: the threshold flags no inlier pixel of these frames in the {self.reference} "
+                "model (training frames? calibrate on held-out ones)")
+        return (f"wrote {self.out}: {self.nodes_quantized} {self.what} convolutions int8, calibrated on "
                 f"{self.frames} frames\n"
                 f"threshold {self.threshold_fp32:g} -> {self.threshold_int8:.4g} ({rate}); score "
-                f"|int8 - fp32| max {self.max_abs_diff:.3g}, mean {self.mean_abs_diff:.3g}; "
+                f"|int8 - reference ({self.reference})| max {self.max_abs_diff:.3g}, mean "
+                f"{self.mean_abs_diff:.3g}; "
                 f"{100 * self.rank_agreement:.3f} % of pixels on the same side of the threshold\n"
                 f"{speed}\n"
                 f"check accuracy on labelled data before deploying: flowclas-ros evaluate --model {self.out} ...")
@@ -82,12 +102,10 @@ def flow_conv_nodes(model: Any, ops: Sequence[str] = ("Conv",)) -> list[str]:
             if n.op_type in ops and n.name.startswith(FLOW_NODE_PREFIX)]
 
 
-def _calibration_frames(info: Any, data: str | os.PathLike, layout: str, frames: int,
-                        layout_options: Optional[dict] = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(preprocessed input, inlier mask in input geometry) for `frames` frames spread over the
-    dataset, through the runtime's own preprocessing."""
-    from .data.layouts import DatasetError, load_layout, read_image_rgb, read_sample_label
-    from .runtime.processing import label_to_input, preprocess
+def load_samples(data: str | os.PathLike, layout: str = "generic",
+                 layout_options: Optional[dict] = None) -> list[Any]:
+    """The calibration source's samples, with the layout reader's options."""
+    from .data.layouts import DatasetError, load_layout
 
     try:
         samples = load_layout(layout, data, **(layout_options or {}))
@@ -97,17 +115,135 @@ def _calibration_frames(info: Any, data: str | os.PathLike, layout: str, frames:
         raise DatasetError(f"layout {layout!r}: bad layout option ({exc})") from exc
     if not samples:
         raise QuantizeError(f"no frames found in {data} (layout {layout})")
+    return samples
+
+
+def calibration_frames(samples: Sequence[Any], frames: int, input_size: Sequence[int],
+                       mean: Sequence[float], std: Sequence[float],
+                       resize_policy: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(preprocessed input, inlier mask in input geometry) for `frames` frames spread evenly over
+    `samples`, through the runtime's own preprocessing. The same samples and count give the same
+    frames, in training (`Int8Features`) and in `quantize_flow`."""
+    from .data.layouts import read_image_rgb, read_sample_label
+    from .runtime.processing import label_to_input, preprocess
+
     pick = np.unique(np.linspace(0, len(samples) - 1, min(frames, len(samples))).round().astype(int))
     out = []
     for i in pick:
         s = samples[i]
         rgb = read_image_rgb(s.image_path)
-        x, geom = preprocess(rgb, info.input_size, info.mean, info.std, info.resize_policy)
+        x, geom = preprocess(rgb, tuple(input_size), mean, std, resize_policy)
         label = read_sample_label(s, expected_shape=rgb.shape[:2])
         if label is None:  # unlabelled frames count as all inlier (module docstring)
             label = np.zeros(rgb.shape[:2], np.uint8)
         out.append((x, label_to_input(label, geom) == 0))
     return out
+
+
+def _quantize_graph(src: Path, inputs: Sequence[np.ndarray], select: Any) -> tuple[Any, int]:
+    """Static QDQ int8 of the nodes `select(node)` picks in the ONNX file `src`; the ranges come
+    from `inputs` (NCHW batches of the graph's one input). Returns (model proto, convolutions
+    quantised)."""
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    name = onnx.load(str(src), load_external_data=False).graph.input[0].name
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter([{name: x} for x in inputs])
+
+        def get_next(self) -> Optional[dict[str, np.ndarray]]:
+            return next(self._it, None)
+
+    # onnxruntime.quantization logs its per-tensor adjustments on the root logger: a screenful
+    # per model, nothing a user acts on
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        with tempfile.TemporaryDirectory(prefix="flowclas_quant_") as tmp:
+            pre, q = Path(tmp) / "pre.onnx", Path(tmp) / "q.onnx"
+            quant_pre_process(str(src), str(pre), skip_optimization=False, skip_symbolic_shape=True)
+            # selected after ONNX Runtime's pre-processing pass (it could rename nodes): a
+            # selection that came back empty would be a silent no-op reported as an int8 model
+            picked = [n for n in onnx.load(str(pre)).graph.node if select(n)]
+            if not any(n.op_type == "Conv" for n in picked):
+                raise QuantizeError(f"{src}: no convolutions to quantise after ONNX Runtime's "
+                                    "pre-processing pass")
+            quantize_static(str(pre), str(q), _Reader(), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, nodes_to_quantize=[n.name for n in picked])
+            return onnx.load(str(q)), sum(n.op_type == "Conv" for n in picked)
+    finally:
+        root.setLevel(level)
+
+
+class Int8Features:
+    """Backbone features computed by ONNX Runtime on the int8-quantised backbone graph: what the
+    flow of a `model.backbone.int8_features` model trains on, and what its int8 deployment
+    computes. Frozen, no gradients; torch tensors in and out."""
+
+    def __init__(self, model_bytes: bytes, description: dict[str, Any], threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        self.model_bytes = model_bytes  # the quantised backbone graph (ONNX), for inspection
+        self.session = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.description = description  # goes into the export's metadata (INT8_FEATURES_KEY)
+
+    def __call__(self, images: Any) -> Any:
+        import torch
+
+        x = images.detach().float().cpu().numpy()
+        (feats,) = self.session.run(None, {self.input_name: x})
+        return torch.from_numpy(feats).to(images.device)
+
+
+def int8_features_description(cfg: Any) -> dict[str, Any]:
+    """Where an int8-feature model's backbone ranges come from: stored in the export's metadata
+    (INT8_FEATURES_KEY), read back by `quantize_flow` as its default calibration frames."""
+    src = cfg.data.val if cfg.data.val is not None else cfg.data.train[0]
+    options = {k: v for k, v in (("topic", src.topic), ("stride", src.stride))
+               if v is not None and not (k == "stride" and v == 1)}
+    return {"root": str(src.root), "layout": src.layout, "options": options,
+            "frames": cfg.model.backbone.int8_calibration_frames}
+
+
+def int8_features_for(cfg: Any, backbone: Any) -> Int8Features:
+    """Quantise `backbone` (the model's frozen torch backbone) with the config's calibration
+    frames (`model.backbone.int8_calibration_frames` of the val source, else the first train
+    source) and return its feature extractor."""
+    import torch
+
+    from .data.frames import source_samples
+
+    src = cfg.data.val if cfg.data.val is not None else cfg.data.train[0]
+    n = cfg.model.backbone.int8_calibration_frames
+    samples = source_samples(src)
+    if not samples:
+        raise QuantizeError(f"no frames in {src.root} to calibrate the int8 backbone on")
+    calib = calibration_frames(samples, n, cfg.model.input_size, backbone.mean, backbone.std,
+                               cfg.model.resize_policy)
+    description = int8_features_description(cfg)
+    with tempfile.TemporaryDirectory(prefix="flowclas_int8bb_") as tmp:
+        path = Path(tmp) / "backbone.onnx"
+        dummy = torch.zeros(1, 3, *cfg.model.input_size)
+        import warnings
+
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's constant-folding chatter
+            torch.onnx.export(backbone.eval(), (dummy,), str(path), input_names=["image"],
+                              output_names=["features"], opset_version=17, dynamo=False,
+                              dynamic_axes={"image": {0: "batch"}, "features": {0: "batch"}})
+        proto, _ = _quantize_graph(path, [x[None] for x, _ in calib],
+                                   lambda node: node.op_type in BACKBONE_OPS)
+    return Int8Features(proto.SerializeToString(), description)
 
 
 def _time_interleaved(sessions: Sequence[Any], x: np.ndarray, rounds: int = 5,
@@ -128,71 +264,78 @@ def _time_interleaved(sessions: Sequence[Any], x: np.ndarray, rounds: int = 5,
     return [float(np.median(t)) for t in times]
 
 
-def quantize_flow(model_path: str | os.PathLike, data: str | os.PathLike,
-                  out: str | os.PathLike, frames: int = 16, layout: str = "generic",
-                  time_it: bool = True, layout_options: Optional[dict] = None) -> QuantizeReport:
-    """Write an int8-flow copy of an exported FlowCLAS model, with its threshold carried over.
-    `data` is read with `load_layout(layout, data, **layout_options)`: a labelled benchmark split,
-    or the robot's own logs (`rosbag2` layout, unlabelled frames count as inliers)."""
+def quantize_flow(model_path: str | os.PathLike, data: Optional[str | os.PathLike],
+                  out: str | os.PathLike, frames: Optional[int] = None, layout: str = "generic",
+                  time_it: bool = True, layout_options: Optional[dict] = None,
+                  backbone: bool = False, force: bool = False) -> QuantizeReport:
+    """Write an int8 copy of an exported FlowCLAS model (the flow's convolutions; with `backbone`
+    the backbone's too), with its threshold carried over. `data` is read with
+    `load_layout(layout, data, **layout_options)`: a labelled benchmark split, or the robot's own
+    logs (`rosbag2` layout, unlabelled frames count as inliers). For a model trained on int8
+    backbone features, `data=None` / `frames=None` take the frames its training calibrated the
+    backbone on (from the model's metadata), so the backbone quantises identically."""
     import onnx
-    import onnxruntime as ort
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from .runtime.backends import OnnxRuntimeBackend
 
-    if frames < 1:
-        raise QuantizeError(f"--frames must be >= 1 (got {frames})")
     fp32 = OnnxRuntimeBackend(model_path, ("cpu",))
     info = fp32.info
     if PRECISION_KEY in info.extra:
         raise QuantizeError(f"{model_path} is already quantised ({info.extra[PRECISION_KEY]}); "
                             "quantise the fp32 export")
-    proto = onnx.load(str(model_path))
-    nodes = flow_conv_nodes(proto)
-    if not nodes:
+    learned = json.loads(info.extra[INT8_FEATURES_KEY]) if INT8_FEATURES_KEY in info.extra else None
+    if backbone and learned is None and not force:
+        raise QuantizeError(f"{model_path}: its flow was trained on fp32 backbone features; with "
+                            "an int8 backbone it loses accuracy (shipped model: val AUPRC 95.9 -> "
+                            "88.6). Train with model.backbone.int8_features: true, or pass --force")
+    if data is None:
+        if learned is None:
+            raise QuantizeError("--data is required (calibration frames)")
+        data, layout, layout_options = learned["root"], learned["layout"], learned["options"]
+    if frames is None:
+        frames = learned["frames"] if learned is not None and backbone else 16
+    if frames < 1:
+        raise QuantizeError(f"--frames must be >= 1 (got {frames})")
+    if not flow_conv_nodes(onnx.load(str(model_path))):
         raise QuantizeError(f"{model_path}: no flow convolutions (nodes named {FLOW_NODE_PREFIX}*) "
                             "to quantise; was it exported by `flowclas-ros export`?")
-    calib = _calibration_frames(info, data, layout, frames, layout_options)
+    samples = load_samples(data, layout, layout_options)
+    calib = calibration_frames(samples, frames, info.input_size, info.mean, info.std,
+                               info.resize_policy)
     inputs = [x[None] for x, _ in calib]
 
-    class _Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = iter([{fp32.input_name: x} for x in inputs])
+    def select(node: Any) -> bool:
+        if node.name.startswith(FLOW_NODE_PREFIX):
+            return node.op_type in FLOW_OPS
+        return backbone and node.name.startswith(BACKBONE_NODE_PREFIX) and node.op_type in BACKBONE_OPS
 
-        def get_next(self) -> Optional[dict[str, np.ndarray]]:
-            return next(self._it, None)
-
+    if learned is not None and not backbone:
+        log.warning("%s: its flow was trained on int8 backbone features; quantise it with "
+                    "--backbone (as it is, the int8 flow sees fp32 features)", model_path)
+    qproto, n_nodes = _quantize_graph(Path(model_path), inputs, select)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="flowclas_quant_") as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        q = Path(tmp) / "q.onnx"
-        quant_pre_process(str(model_path), str(pre), skip_optimization=False,
-                          skip_symbolic_shape=True)
-        # the pre-processing pass may rename nothing we select, but check: a silent no-op
-        # quantisation would be reported as an int8 model
-        pre_nodes = set(flow_conv_nodes(onnx.load(str(pre))))
-        if not pre_nodes:
-            raise QuantizeError(f"{model_path}: the flow convolutions vanished in ONNX Runtime's "
-                                "pre-processing pass; cannot quantise")
-        # the subnets' ReLUs are selected too, so the quantiser folds each into the uint8 range
-        # of its convolution's output (one requantisation between chained convolutions instead
-        # of dequantise -> quantise pairs: 11 instead of 23 QuantizeLinear nodes at run time)
-        relus = flow_conv_nodes(onnx.load(str(pre)), ("Relu",))
-        quantize_static(str(pre), str(q), _Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, nodes_to_quantize=sorted(pre_nodes) + relus)
-        qproto = onnx.load(str(q))
-
-    # scores of both models on the calibration frames -> threshold with the same flag rate
     tmp_out = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    _write_with_metadata(qproto, info, tmp_out)
-    int8 = OnnxRuntimeBackend(tmp_out, ("cpu",))
+    tmp_ref = out.with_name(f".{out.name}.ref{os.getpid()}")
+
+    # The reference whose inlier flag rate the int8 threshold keeps: the model as calibrated in
+    # training -- fp32, or, for a flow trained on int8 features, the int8 backbone + fp32 flow
+    # (the features its calibration saw).
+    ref, reference = fp32, "fp32"
+    try:
+        if backbone and learned is not None:
+            ref_proto, _ = _quantize_graph(
+                Path(model_path), inputs,
+                lambda n: n.name.startswith(BACKBONE_NODE_PREFIX) and n.op_type in BACKBONE_OPS)
+            _write_with_metadata(ref_proto, info, tmp_ref)
+            ref, reference = OnnxRuntimeBackend(tmp_ref, ("cpu",)), "int8 backbone + fp32 flow, as trained"
+        _write_with_metadata(qproto, info, tmp_out)
+        int8 = OnnxRuntimeBackend(tmp_out, ("cpu",))
+    finally:
+        tmp_ref.unlink(missing_ok=True)  # the session holds the graph
     ref_inl, got_inl, diffs, same = [], [], [], []
     for (x, inlier), xb in zip(calib, inputs):
-        a, b = fp32(xb)[0], int8(xb)[0]
+        a, b = ref(xb)[0], int8(xb)[0]
         ref_inl.append(a[inlier])
         got_inl.append(b[inlier])
         diffs.append(np.abs(a - b).ravel())
@@ -207,16 +350,22 @@ def quantize_flow(model_path: str | os.PathLike, data: str | os.PathLike,
     if time_it:
         ms_fp32, ms_int8 = _time_interleaved([fp32.session, int8.session], inputs[0])
     del int8
-    precision = (f"int8 flow convolutions ({len(pre_nodes)} Conv, static QDQ, per-channel weights, "
-                 f"calibrated on {len(calib)} frames of {data})")
-    carry = (f"carried over to int8 at the fp32 model's inlier-pixel flag rate {100 * rate:.3g} % "
-             "on the calibration frames" if rate > 0 else
-             "kept for int8: the fp32 threshold flags no inlier pixel of the calibration frames")
+    what = "backbone+flow" if backbone else "flow"
+    precision = (f"int8 {'backbone and flow' if backbone else 'flow'} convolutions ({n_nodes} "
+                 f"Conv, static QDQ, per-channel weights, calibrated on {len(calib)} frames of "
+                 f"{data})" + ("" if not backbone or learned else
+                               "; the flow was trained on fp32 features (--force)"))
+    carry = (f"carried over to int8 at the {reference} model's inlier-pixel flag rate "
+             f"{100 * rate:.3g} % on the calibration frames" if rate > 0 else
+             f"kept for int8: in the {reference} model it flags no inlier pixel of the calibration "
+             "frames")
     _write_with_metadata(qproto, info, tmp_out, threshold=threshold,
                          rule=f"{info.threshold_rule}; {carry}",
-                         extra={PRECISION_KEY: precision, "quantized_from": info.model_version})
+                         extra={PRECISION_KEY: precision, "quantized_from": info.model_version},
+                         suffix="int8" if backbone else "int8flow")
     os.replace(tmp_out, out)
-    return QuantizeReport(out=str(out), frames=len(calib), nodes_quantized=len(pre_nodes),
+    return QuantizeReport(out=str(out), frames=len(calib), nodes_quantized=n_nodes, what=what,
+                          reference=reference,
                           threshold_fp32=info.threshold, threshold_int8=threshold,
                           inlier_flag_rate=rate, max_abs_diff=float(d.max()),
                           mean_abs_diff=float(d.mean()),
@@ -225,7 +374,8 @@ def quantize_flow(model_path: str | os.PathLike, data: str | os.PathLike,
 
 
 def _write_with_metadata(proto: Any, info: Any, path: Path, threshold: Optional[float] = None,
-                         rule: Optional[str] = None, extra: Optional[dict[str, str]] = None) -> None:
+                         rule: Optional[str] = None, extra: Optional[dict[str, str]] = None,
+                         suffix: str = "int8flow") -> None:
     """Save `proto` with the fp32 model's metadata; with `extra` (the final write) as the int8
     model: new version suffix, threshold, threshold rule and precision keys."""
     import dataclasses
@@ -235,7 +385,7 @@ def _write_with_metadata(proto: Any, info: Any, path: Path, threshold: Optional[
     new = info
     if extra:
         new = dataclasses.replace(info, threshold=info.threshold if threshold is None else threshold,
-                                  model_version=f"{info.model_version}+int8flow",
+                                  model_version=f"{info.model_version}+{suffix}",
                                   threshold_rule=rule or info.threshold_rule,
                                   extra={**info.extra, **extra})
     del proto.metadata_props[:]
@@ -250,7 +400,8 @@ def _cmd_quantize(a: Any) -> int:
 
     report = quantize_flow(a.model, a.data, a.out, frames=a.frames, layout=a.layout,
                            time_it=not a.no_timing,
-                           layout_options=dict(parse_layout_option(o) for o in a.layout_opt))
+                           layout_options=dict(parse_layout_option(o) for o in a.layout_opt),
+                           backbone=a.backbone, force=a.force)
     if a.json:
         print(json.dumps(asdict(report)))
     else:
@@ -260,13 +411,20 @@ def _cmd_quantize(a: Any) -> int:
 
 def register_cli(sub: Any) -> None:
     """Add the `quantize` verb (no heavy import here)."""
-    p = sub.add_parser("quantize", help="int8 copy of an exported model (flow convolutions only), "
+    p = sub.add_parser("quantize", help="int8 copy of an exported model (the flow's convolutions; "
+                       "--backbone: the backbone's too, for models trained on int8 features), "
                        "threshold carried over; times fp32 vs int8 on this machine")
     p.add_argument("model", help="the fp32 ONNX file from `flowclas-ros export`")
-    p.add_argument("--data", required=True, help="calibration frames (a dataset root; labelled "
-                   "frames with obstacles are best: the activation ranges must cover them)")
+    p.add_argument("--data", help="calibration frames (a dataset root; held-out labelled frames "
+                   "with obstacles are best). Default for a model trained on int8 features: the "
+                   "frames its training calibrated the backbone on")
     p.add_argument("--out", required=True, help="the int8 ONNX file")
-    p.add_argument("--frames", type=int, default=16, help="calibration frames (default 16)")
+    p.add_argument("--frames", type=int, help="calibration frames (default 16; with --backbone "
+                   "on a model trained on int8 features: as many as its training used)")
+    p.add_argument("--backbone", action="store_true", help="quantise the backbone too (for "
+                   "models trained with model.backbone.int8_features: true)")
+    p.add_argument("--force", action="store_true", help="--backbone on a model whose flow was "
+                   "trained on fp32 features (loses accuracy)")
     p.add_argument("--layout", default="generic", help="dataset layout name (default generic; "
                    "rosbag2 for the robot's own logs)")
     p.add_argument("--layout-opt", action="append", default=[], metavar="KEY=VALUE",

@@ -13,7 +13,7 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -193,8 +193,10 @@ def with_flow_negatives(head: FlowHead, feats: torch.Tensor, cells: torch.Tensor
 class FeatureSource:
     """Backbone features for a list of frames; unpasted frames come from an in-memory cache."""
 
-    def __init__(self, model: FlowCLAS, device: torch.device, enabled: bool) -> None:
+    def __init__(self, model: FlowCLAS, device: torch.device, enabled: bool,
+                 extract: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> None:
         self.model, self.device, self.enabled = model, device, enabled
+        self.extract = extract or model.features  # Int8Features for int8-feature training
         self.cache: dict[tuple[int, bool], torch.Tensor] = {}
 
     def __call__(self, frames) -> torch.Tensor:
@@ -203,7 +205,7 @@ class FeatureSource:
         todo = [i for i, f in enumerate(out) if f is None]
         if todo:
             x = torch.from_numpy(np.stack([frames[i].image for i in todo])).to(self.device)
-            feats = self.model.features(x)
+            feats = self.extract(x)
             for j, i in enumerate(todo):
                 out[i] = feats[j]
                 if self.enabled and not frames[i].pasted:
@@ -229,7 +231,8 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False,
         torch.manual_seed(cfg.seed)
         model = FlowCLAS(cfg.model, seed=cfg.seed).to(device)
         frames = TrainingFrames(cfg)
-        feats_of = FeatureSource(model, device, cfg.train.cache_features)
+        extract = feature_extractor(model, cfg)
+        feats_of = FeatureSource(model, device, cfg.train.cache_features, extract)
         opt = make_optimizer(model.head, cfg)
         sched = make_scheduler(opt, cfg)
         start = 0
@@ -316,7 +319,7 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False,
             _check_replicas_in_sync(model.head, device)
         calibration = None
         if end == cfg.train.max_steps and rank == 0:
-            calibration = calibrate(model, cfg, device)
+            calibration = calibrate(model, cfg, device, extract)
             log.info("calibrated: %s", calibration)
         snapshot(end, calibration)
         if world > 1:
@@ -356,13 +359,26 @@ def calibration_samples(cfg: Config):
     return samples, src.root
 
 
+def feature_extractor(model: FlowCLAS, cfg: Config) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What the flow trains and calibrates on: the torch backbone's features, or, with
+    `model.backbone.int8_features`, those of the same backbone quantised to int8 (ONNX Runtime)."""
+    if not cfg.model.backbone.int8_features:
+        return model.features
+    from .quantize import int8_features_for
+
+    return int8_features_for(cfg, model.backbone)
+
+
 @torch.no_grad()
-def calibrate(model: FlowCLAS, cfg: Config, device: torch.device) -> dict[str, Any]:
+def calibrate(model: FlowCLAS, cfg: Config, device: torch.device,
+              extract: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> dict[str, Any]:
     """Score normalisation and threshold from inlier pixels of calibration frames.
 
     offset = median inlier score, scale = (1 - inlier_fpr) quantile - median, so after
     normalisation 0 is a typical inlier pixel and 1.0 is the score exceeded by `inlier_fpr` of
-    inlier pixels: the threshold is 1.0 by construction."""
+    inlier pixels: the threshold is 1.0 by construction. `extract`: the training's features
+    (default: `feature_extractor`)."""
+    extract = extract or feature_extractor(model, cfg)
     model.eval()
     model.score_offset.fill_(0.0)
     model.score_scale.fill_(1.0)
@@ -374,7 +390,8 @@ def calibrate(model: FlowCLAS, cfg: Config, device: torch.device) -> dict[str, A
         rgb = read_image_rgb(s.image_path)
         label = read_label(s.label_path, rgb.shape[:2]) if s.label_path else np.zeros(rgb.shape[:2], np.uint8)
         x, geom = preprocess(rgb, m.input_size, mean, std, m.resize_policy)
-        score = model(torch.from_numpy(x[None]).to(device))[0, 0].cpu().numpy()
+        images = torch.from_numpy(x[None]).to(device)
+        score = model.upsample(model.grid_score(extract(images)), images)[0, 0].cpu().numpy()
         inl = score[label_to_input(label, geom) == 0]
         values.append(inl[:: max(1, inl.size // 20000)])
     pooled = np.concatenate(values).astype(np.float64)

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import onnx
 import pytest
+import torch
 
 from flowclas_ros.cli import main as cli_main
 from flowclas_ros.data.layouts import load_layout, read_image_rgb, read_sample_label
@@ -152,5 +153,73 @@ def test_a_threshold_that_flags_no_calibration_inlier_is_kept_and_said(trained, 
     assert r.inlier_flag_rate == 0 and r.threshold_int8 == 1e6
     info = Detector(tmp_path / "q.onnx").info
     assert info.threshold == 1e6 and "kept for int8" in info.threshold_rule
-    assert "kept: the fp32 threshold flags no inlier pixel" in r.summary()
+    assert "kept: the threshold flags no inlier pixel of these frames in the fp32 model" in r.summary()
     assert "timing skipped" in r.summary()
+
+
+@pytest.fixture(scope="module")
+def int8_trained(toy_world, tmp_path_factory) -> dict:
+    """A tiny model whose flow trained on the int8 backbone's features (ONNX Runtime in the loop)."""
+    from conftest import tiny_config, write_config
+    from flowclas_ros.config import load_config
+    from flowclas_ros.export import export_onnx
+    from flowclas_ros.train import train
+
+    run = tmp_path_factory.mktemp("int8run")
+    raw = tiny_config(toy_world, train={"max_steps": 4, "checkpoint_every": 4, "log_every": 2})
+    raw["model"]["backbone"].update(int8_features=True, int8_calibration_frames=4)
+    cfg = load_config(write_config(run / "int8.yaml", raw))
+    ckpt = train(cfg, run / "out", progress=False)
+    export_onnx(ckpt, run / "fp32.onnx")
+    return {"cfg": cfg, "checkpoint": ckpt, "onnx": run / "fp32.onnx", "dir": run}
+
+
+def _activation_scales(model: onnx.ModelProto, strip: str = "") -> dict[str, np.ndarray]:
+    from onnx import numpy_helper
+
+    return {i.name.replace(strip, "", 1): numpy_helper.to_array(i) for i in model.graph.initializer
+            if i.name.endswith("_output_0_scale")}
+
+
+def test_int8_feature_training_and_backbone_quantisation_agree(int8_trained):
+    from flowclas_ros.model.flowclas import FlowCLAS
+    from flowclas_ros.quantize import INT8_FEATURES_KEY
+    from flowclas_ros.train import feature_extractor
+
+    cfg = int8_trained["cfg"]
+    info = Detector(int8_trained["onnx"]).info
+    learned = json.loads(info.extra[INT8_FEATURES_KEY])
+    assert learned == {"root": cfg.data.val.root, "layout": "generic", "options": {}, "frames": 4}
+    # the training's features are the int8 backbone's: close to fp32, not equal
+    model = FlowCLAS(cfg.model, seed=cfg.seed)
+    extract = feature_extractor(model, cfg)
+    x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (2, 3, *cfg.model.input_size)).astype(np.float32))
+    fp, q = model.features(x), extract(x)
+    assert q.shape == fp.shape and not torch.equal(q, fp)
+    assert float((q - fp).abs().mean() / fp.abs().mean()) < 0.5
+    torch.testing.assert_close(extract(x), q)  # deterministic
+    # quantising the export with its default frames reproduces that backbone exactly
+    out = int8_trained["dir"] / "int8.onnx"
+    r = quantize_flow(int8_trained["onnx"], None, out, backbone=True, time_it=False)
+    assert r.what == "backbone+flow" and r.frames == 4 and r.reference.startswith("int8 backbone")
+    full = _activation_scales(onnx.load(str(out)), "/backbone")
+    training = _activation_scales(onnx.ModelProto.FromString(extract.model_bytes))
+    shared = set(full) & set(training)
+    assert len(shared) >= 5
+    for name in shared:
+        np.testing.assert_array_equal(full[name], training[name], err_msg=name)
+    det = Detector(out)
+    assert det.info.model_version.endswith("+int8") and "backbone and flow" in det.info.extra["precision"]
+    assert r.rank_agreement > 0.99
+
+
+def test_backbone_int8_of_a_flow_trained_on_fp32_features_needs_force(trained, toy_world, tmp_path):
+    with pytest.raises(QuantizeError, match="trained on fp32 backbone features.*--force"):
+        quantize_flow(trained["onnx"], toy_world / "val", tmp_path / "q.onnx", backbone=True,
+                      time_it=False)
+    r = quantize_flow(trained["onnx"], toy_world / "val", tmp_path / "q.onnx", backbone=True,
+                      force=True, time_it=False, frames=3)
+    assert r.what == "backbone+flow" and r.reference == "fp32"
+    assert "(--force)" in Detector(tmp_path / "q.onnx").info.extra["precision"]
+    with pytest.raises(QuantizeError, match="--data is required"):
+        quantize_flow(trained["onnx"], None, tmp_path / "x.onnx", time_it=False)

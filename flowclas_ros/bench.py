@@ -9,6 +9,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -216,18 +217,24 @@ def _gpu_rows(checkpoint: Optional[str]) -> dict[str, dict]:
     return accelerator_rows(ort.get_available_providers(), torch_cuda, checkpoint is not None)
 
 
+def speedup_pairs(int8_rows: Sequence[str]) -> list[tuple[str, str]]:
+    """(fast, slow) backend pairs whose inference ratio the benchmark reports."""
+    return [("ort", "torch")] + [(r, slow) for r in int8_rows for slow in ("torch", "ort")]
+
+
 def run_bench(model: Optional[str], checkpoint: Optional[str], sizes: Sequence[tuple[int, int]],
               frames: int = 50, providers: Sequence[str] = ("cpu",),
-              threads: Sequence[int] = (0,), int8_model: Optional[str] = None) -> dict:
-    """Per-stage medians for ONNX Runtime (each thread setting), its int8-flow copy (when given,
-    from `flowclas-ros quantize`) and torch eager (when a checkpoint is given); keys
-    `{backend}_ms_p50_{W}x{H}` are the detect() totals."""
+              threads: Sequence[int] = (0,), int8_models: Sequence[str] = ()) -> dict:
+    """Per-stage medians for ONNX Runtime (each thread setting), int8 models (from
+    `flowclas-ros quantize`; rows `ort_int8`, `ort_int8_2`, ...) and torch eager (when a
+    checkpoint is given); keys `{backend}_ms_p50_{W}x{H}` are the detect() totals."""
     backends: dict[str, Detector] = {}
     for n in threads:
         backends["ort" if n == 0 else f"ort_t{n}"] = Detector(model, providers=providers, threads=n)
     backends["ort_nospin"] = Detector(model, providers=providers, threads=0, spinning=False)
-    if int8_model:
-        backends["ort_int8"] = Detector(int8_model, providers=providers, threads=0)
+    int8_rows = [f"ort_int8_{i + 1}" if i else "ort_int8" for i in range(len(int8_models))]
+    for row, path in zip(int8_rows, int8_models):
+        backends[row] = Detector(path, providers=providers, threads=0)
     if checkpoint:
         backends["torch"] = Detector(checkpoint)
     gpu = _gpu_rows(checkpoint)
@@ -239,6 +246,7 @@ def run_bench(model: Optional[str], checkpoint: Optional[str], sizes: Sequence[t
         backends[name] = Detector(source, **kwargs)
     ref = next(iter(backends.values()))
     result: dict = {"model": str(ref.model_path), "model_version": ref.info.model_version,
+                    "int8_models": {row: str(backends[row].model_path) for row in int8_rows},
                     "providers": ",".join(ref.providers),
                     "model_input": f"{ref.info.input_size[1]}x{ref.info.input_size[0]}",
                     "gpu": ("measured: " + ", ".join(f"{n} ({','.join(backends[n].providers)})"
@@ -255,12 +263,12 @@ def run_bench(model: Optional[str], checkpoint: Optional[str], sizes: Sequence[t
                 result[f"{name}_{key}_p50_{tag}"] = float(np.median(values))
                 if stage in ("total_detect", "inference"):
                     result[f"{name}_{key}_p95_{tag}"] = float(np.percentile(values, 95))
-        compared = [n for n in ("ort", "ort_int8", "torch") if n in backends]
+        compared = [n for n in ("ort", *int8_rows, "torch") if n in backends]
         if len(compared) > 1:
             times = interleaved_inference({n: backends[n] for n in compared}, rgb)
             for n in compared:
                 result[f"interleaved_{n}_inference_ms_p50_{tag}"] = float(np.median(sum(times[n], [])))
-            for fast, slow in (("ort", "torch"), ("ort_int8", "torch"), ("ort_int8", "ort")):
+            for fast, slow in speedup_pairs(int8_rows):
                 if fast in times and slow in times:
                     pooled, rounds = speedup(times, fast, slow)
                     result[f"speedup_{fast}_vs_{slow}_inference_{tag}"] = pooled
@@ -295,6 +303,7 @@ def format_table(result: dict, sizes: Sequence[tuple[int, int]]) -> str:
                     not any(f"_{s}" in k for s in STAGES)})
     lines = [f"model {result['model']} ({result['model_version']}, input {result['model_input']}) "
              f"providers {result['providers']}", f"GPU: {result.get('gpu', 'not measured')}",
+             *[f"{row}: {path}" for row, path in sorted(result.get("int8_models", {}).items())],
              f"{'backend':8s} {'frame':>9s} {'detect p50':>10s} {'p95':>6s} " +
              " ".join(f"{s:>11s}" for s in STAGES)]
     for h, w in sizes:
@@ -305,8 +314,10 @@ def format_table(result: dict, sizes: Sequence[tuple[int, int]]) -> str:
             lines.append(f"{name:8s} {tag:>9s} {result[f'{name}_ms_p50_{tag}']:10.1f} "
                          f"{result[f'{name}_ms_p95_{tag}']:6.1f} " +
                          " ".join(f"{result[f'{name}_{s}_ms_p50_{tag}']:11.2f}" for s in STAGES))
-        labels = {"ort": "ONNX Runtime", "ort_int8": "ONNX Runtime int8-flow", "torch": "torch eager"}
-        for fast, slow in (("ort", "torch"), ("ort_int8", "torch"), ("ort_int8", "ort")):
+        int8_rows = sorted(k for k in result.get("int8_models", {}))
+        labels = {"ort": "ONNX Runtime", "torch": "torch eager",
+                  **{r: f"ONNX Runtime {Path(result['int8_models'][r]).name}" for r in int8_rows}}
+        for fast, slow in speedup_pairs(int8_rows):
             if f"speedup_{fast}_vs_{slow}_inference_{tag}" not in result:
                 continue
             rounds = result[f"speedup_{fast}_vs_{slow}_rounds_{tag}"]

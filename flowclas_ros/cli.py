@@ -115,7 +115,7 @@ def _cmd_bench(a: argparse.Namespace) -> int:
     sizes = parse_sizes(a.sizes)
     threads = [int(v) for v in a.threads.split(",")]
     result = run_bench(a.model, a.checkpoint, sizes, a.frames, a.providers.split(","), threads,
-                       int8_model=a.int8_model)
+                       int8_models=a.int8_model)
     if a.checkpoint:
         result.update(backbone_share(a.checkpoint))
     if a.node_seconds > 0:
@@ -193,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="time the detector per backend and frame size")
     b.add_argument("--model", help="ONNX file (default: the shipped model)")
     b.add_argument("--checkpoint", help="the model's .pt checkpoint, to time torch eager too")
-    b.add_argument("--int8-model", help="its int8-flow copy (`flowclas-ros quantize`), to time too")
+    b.add_argument("--int8-model", action="append", default=[], metavar="Q.onnx",
+                   help="an int8 model (`flowclas-ros quantize`) to time too; repeatable: rows "
+                   "ort_int8, ort_int8_2, ...")
     b.add_argument("--sizes", default="640x480", help="WxH list, e.g. 640x480,1280x720")
     b.add_argument("--frames", type=int, default=50)
     b.add_argument("--providers", default="cpu")

@@ -13,8 +13,10 @@ def test_bench_tiny_setting_reports_all_keys(trained, toy_world, tmp_path, capsy
 
     int8 = quantize_flow(trained["onnx"], toy_world / "val", tmp_path / "int8.onnx", frames=2,
                          time_it=False).out
+    full = quantize_flow(trained["onnx"], toy_world / "val", tmp_path / "full.onnx", frames=2,
+                         time_it=False, backbone=True, force=True).out
     assert cli_main(["bench", "--model", str(trained["onnx"]), "--checkpoint", str(trained["checkpoint"]),
-                     "--int8-model", int8,
+                     "--int8-model", int8, "--int8-model", full,
                      "--sizes", "160x120", "--frames", "3", "--threads", "0,1",
                      "--node-seconds", "2", "--node-rate", "10",
                      "--node-param", "intra_op_spinning=false", "--json"]) == 0
@@ -25,9 +27,12 @@ def test_bench_tiny_setting_reports_all_keys(trained, toy_world, tmp_path, capsy
                 "node_latency_ms_p50", "node_latency_ms_p95", "node_rate_hz", "peak_rss_mb"):
         assert key in r and isinstance(r[key], float) and math.isfinite(r[key]), key
     assert len(r["speedup_ort_vs_torch_rounds_160x120"]) == 10 and r["torch_threads"] >= 1
-    for pair in ("ort_int8_vs_torch", "ort_int8_vs_ort"):  # int8-flow timed in the same rounds
-        assert r[f"speedup_{pair}_inference_160x120"] > 0 and len(r[f"speedup_{pair}_rounds_160x120"]) == 10
-    assert r["ort_int8_inference_ms_p50_160x120"] > 0
+    assert r["int8_models"] == {"ort_int8": int8, "ort_int8_2": full}
+    for row in ("ort_int8", "ort_int8_2"):  # int8 models timed in the same rounds
+        for slow in ("torch", "ort"):
+            pair = f"{row}_vs_{slow}"
+            assert r[f"speedup_{pair}_inference_160x120"] > 0 and len(r[f"speedup_{pair}_rounds_160x120"]) == 10
+        assert r[f"{row}_inference_ms_p50_160x120"] > 0
     for name in ("ort", "ort_nospin"):  # the CPU cost at a camera's pace, spinning on and off
         assert r[f"{name}_paced30_cpu_percent_160x120"] > 0 and r[f"{name}_paced30_median_ms_160x120"] > 0
     assert r["ort_nospin_inference_ms_p50_160x120"] > 0

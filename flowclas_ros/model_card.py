@@ -77,7 +77,9 @@ def render_card(model: Path, checkpoint: Path, reports: dict[str, Path], command
         f"- config sha256: `{info.config_sha256}`",
         f"- backbone: {m.backbone.name} (frozen, ImageNet), taps at strides {m.backbone.taps}, "
         f"fused at stride {m.backbone.feature_stride}; input {m.input_size[1]}x{m.input_size[0]} "
-        f"({m.resize_policy})",
+        f"({m.resize_policy})" + (f"; the flow trained on the features of the backbone quantised "
+                                  f"to int8 ({m.backbone.int8_calibration_frames} calibration "
+                                  "frames of the val source)" if m.backbone.int8_features else ""),
         f"- flow: {m.flow.steps} steps, hidden {m.flow.hidden_channels}, kernels "
         f"{m.flow.kernel_sizes}, clamp {m.flow.clamp}, positional channels {m.flow.positional_channels}",
         f"- loss: L_ml + {loss.contrastive_weight:g} x L_con (SupCon, temperature {loss.temperature:g}, "

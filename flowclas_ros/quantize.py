@@ -84,8 +84,8 @@ class QuantizeReport:
                      f"{self.ms_int8:.2f} ms -> {faster:.2f}x, {verdict}")
         rate = (f"same inlier-pixel flag rate {100 * self.inlier_flag_rate:.3g} %"
                 if self.inlier_flag_rate > 0 else
-                f"kept: the threshold flags no inlier pixel of these frames in the {self.reference} "
-                "model (training frames? calibrate on held-out ones)")
+                f"kept: in the reference model ({self.reference}) it flags no inlier pixel of these "
+                "frames (training frames? calibrate on held-out ones)")
         return (f"wrote {self.out}: {self.nodes_quantized} {self.what} convolutions int8, calibrated on "
                 f"{self.frames} frames\n"
                 f"threshold {self.threshold_fp32:g} -> {self.threshold_int8:.4g} ({rate}); score "
@@ -328,7 +328,8 @@ def quantize_flow(model_path: str | os.PathLike, data: Optional[str | os.PathLik
                 Path(model_path), inputs,
                 lambda n: n.name.startswith(BACKBONE_NODE_PREFIX) and n.op_type in BACKBONE_OPS)
             _write_with_metadata(ref_proto, info, tmp_ref)
-            ref, reference = OnnxRuntimeBackend(tmp_ref, ("cpu",)), "int8 backbone + fp32 flow, as trained"
+            ref = OnnxRuntimeBackend(tmp_ref, ("cpu",))
+            reference = "int8 backbone + fp32 flow, as trained"
         _write_with_metadata(qproto, info, tmp_out)
         int8 = OnnxRuntimeBackend(tmp_out, ("cpu",))
     finally:
@@ -355,10 +356,10 @@ def quantize_flow(model_path: str | os.PathLike, data: Optional[str | os.PathLik
                  f"Conv, static QDQ, per-channel weights, calibrated on {len(calib)} frames of "
                  f"{data})" + ("" if not backbone or learned else
                                "; the flow was trained on fp32 features (--force)"))
-    carry = (f"carried over to int8 at the {reference} model's inlier-pixel flag rate "
-             f"{100 * rate:.3g} % on the calibration frames" if rate > 0 else
-             f"kept for int8: in the {reference} model it flags no inlier pixel of the calibration "
-             "frames")
+    carry = (f"carried over to int8 at the inlier-pixel flag rate of the reference model "
+             f"({reference}): {100 * rate:.3g} % on the calibration frames" if rate > 0 else
+             f"kept for int8: in the reference model ({reference}) it flags no inlier pixel of the "
+             "calibration frames")
     _write_with_metadata(qproto, info, tmp_out, threshold=threshold,
                          rule=f"{info.threshold_rule}; {carry}",
                          extra={PRECISION_KEY: precision, "quantized_from": info.model_version},

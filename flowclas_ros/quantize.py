@@ -294,6 +294,13 @@ def quantize_flow(model_path: str | os.PathLike, data: Optional[str | os.PathLik
         data, layout, layout_options = learned["root"], learned["layout"], learned["options"]
     if frames is None:
         frames = learned["frames"] if learned is not None and backbone else 16
+    if backbone and learned is not None and (
+            Path(data).resolve() != Path(learned["root"]).resolve() or frames != learned["frames"]
+            or layout != learned["layout"] or (layout_options or {}) != learned["options"]):
+        log.warning("calibrating the backbone on other frames than training did (%s frames of %s): "
+                    "its int8 ranges, and so its features, will differ from those the flow "
+                    "learned; leave out --data / --frames to use the training's", learned["frames"],
+                    learned["root"])
     if frames < 1:
         raise QuantizeError(f"--frames must be >= 1 (got {frames})")
     if not flow_conv_nodes(onnx.load(str(model_path))):

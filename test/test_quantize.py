@@ -213,6 +213,18 @@ def test_int8_feature_training_and_backbone_quantisation_agree(int8_trained):
     assert r.rank_agreement > 0.99
 
 
+def test_other_backbone_calibration_frames_than_training_are_warned_about(int8_trained, toy_world,
+                                                                        tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="flowclas_ros.quantize"):
+        quantize_flow(int8_trained["onnx"], toy_world / "test", tmp_path / "q.onnx", backbone=True,
+                      time_it=False)
+    assert "other frames than training did" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="flowclas_ros.quantize"):
+        quantize_flow(int8_trained["onnx"], None, tmp_path / "q.onnx", backbone=True, time_it=False)
+    assert "other frames" not in caplog.text
+
+
 def test_backbone_int8_of_a_flow_trained_on_fp32_features_needs_force(trained, toy_world, tmp_path):
     with pytest.raises(QuantizeError, match="trained on fp32 backbone features.*--force"):
         quantize_flow(trained["onnx"], toy_world / "val", tmp_path / "q.onnx", backbone=True,

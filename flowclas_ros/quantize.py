@@ -33,6 +33,7 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -205,10 +206,15 @@ class Int8Features:
         return torch.from_numpy(feats).to(images.device)
 
 
+def _calibration_source(cfg: Any) -> Any:
+    """The data source whose frames set the int8 backbone's ranges: val, else the first train."""
+    return cfg.data.val if cfg.data.val is not None else cfg.data.train[0]
+
+
 def int8_features_description(cfg: Any) -> dict[str, Any]:
     """Where an int8-feature model's backbone ranges come from: stored in the export's metadata
     (INT8_FEATURES_KEY), read back by `quantize_flow` as its default calibration frames."""
-    src = cfg.data.val if cfg.data.val is not None else cfg.data.train[0]
+    src = _calibration_source(cfg)
     options = {k: v for k, v in (("topic", src.topic), ("stride", src.stride))
                if v is not None and not (k == "stride" and v == 1)}
     return {"root": str(src.root), "layout": src.layout, "options": options,
@@ -223,7 +229,7 @@ def int8_features_for(cfg: Any, backbone: Any) -> Int8Features:
 
     from .data.frames import source_samples
 
-    src = cfg.data.val if cfg.data.val is not None else cfg.data.train[0]
+    src = _calibration_source(cfg)
     n = cfg.model.backbone.int8_calibration_frames
     samples = source_samples(src)
     if not samples:
@@ -234,8 +240,6 @@ def int8_features_for(cfg: Any, backbone: Any) -> Int8Features:
     with tempfile.TemporaryDirectory(prefix="flowclas_int8bb_") as tmp:
         path = Path(tmp) / "backbone.onnx"
         dummy = torch.zeros(1, 3, *cfg.model.input_size)
-        import warnings
-
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's constant-folding chatter
             torch.onnx.export(backbone.eval(), (dummy,), str(path), input_names=["image"],

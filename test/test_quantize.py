@@ -235,3 +235,21 @@ def test_backbone_int8_of_a_flow_trained_on_fp32_features_needs_force(trained, t
     assert "(--force)" in Detector(tmp_path / "q.onnx").info.extra["precision"]
     with pytest.raises(QuantizeError, match="--data is required"):
         quantize_flow(trained["onnx"], None, tmp_path / "x.onnx", time_it=False)
+
+
+def test_recalibrating_an_int8_feature_model_scores_int8_features(int8_trained, tmp_path):
+    from flowclas_ros.model.flowclas import FlowCLAS
+    from flowclas_ros.train import calibrate, load_checkpoint, recalibrate
+
+    cfg = int8_trained["cfg"]
+    ckpt = load_checkpoint(int8_trained["checkpoint"])
+    model = FlowCLAS(cfg.model, seed=cfg.seed)
+    model.head.load_state_dict(ckpt["head"])
+    on_int8 = calibrate(model, cfg, torch.device("cpu"))  # the default: the training's features
+    assert on_int8["score_offset"] == pytest.approx(ckpt["calibration"]["score_offset"], rel=1e-5)
+    on_fp32 = calibrate(model, cfg, torch.device("cpu"), model.features)
+    assert on_fp32["score_offset"] != pytest.approx(on_int8["score_offset"], rel=1e-5)
+    out = recalibrate(int8_trained["checkpoint"], tmp_path / "re.pt", ["calibration.inlier_fpr=0.05"])
+    re = load_checkpoint(out)["calibration"]
+    assert re["score_offset"] == pytest.approx(on_int8["score_offset"], rel=1e-5)
+    assert "FPR 5%" in re["threshold_rule"]

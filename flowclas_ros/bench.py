@@ -74,22 +74,28 @@ def stage_timings(det: Detector, rgb: np.ndarray, frames: int) -> dict[str, list
     return {name: _timeit(fn, frames) for name, fn in stages.items()}
 
 
+def interleaved_times(fns: dict[str, Callable[[], object]], rounds: int = 10, per_round: int = 10,
+                      settle_s: float = 0.3) -> dict[str, list[list[float]]]:
+    """ms of several calls measured in alternating rounds (a, b, c, a, b, c, ...), so all see the
+    same machine state (turbo, other load, cache); returns each call's times round by round.
+    Used for every speed ratio: back-to-back blocks gave ORT-vs-torch ratios from 2.5x to 4.8x
+    on the same machine within an hour. Each block starts after a pause and warm-up calls, so the
+    other runtimes' busy-waiting threads (ORT spinning, OpenMP) have gone idle and do not steal
+    the cores."""
+    out: dict[str, list[list[float]]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            time.sleep(settle_s)
+            out[name].append(_timeit(fn, per_round, warmup=3))
+    return out
+
+
 def interleaved_inference(dets: dict[str, Detector], rgb: np.ndarray, rounds: int = 10,
                           per_round: int = 10, settle_s: float = 0.3) -> dict[str, list[list[float]]]:
-    """Inference ms of several backends measured in alternating rounds (a, b, c, a, b, c, ...),
-    so all see the same machine state (turbo, other load, cache); returns each backend's times
-    round by round. Used for the speed ratios: back-to-back blocks gave ORT-vs-torch ratios from
-    2.5x to 4.8x on the same machine within an hour. Each block starts after a pause and warm-up
-    calls, so the other runtimes' busy-waiting threads (ORT spinning, OpenMP) have gone idle and
-    do not steal the cores."""
+    """`interleaved_times` of each backend's inference on one camera frame."""
     xs = {name: det.prepare(rgb, "rgb8")[0][None] for name, det in dets.items()}
-    out: dict[str, list[list[float]]] = {name: [] for name in dets}
-    for _ in range(rounds):
-        for name, det in dets.items():
-            time.sleep(settle_s)
-            x = xs[name]
-            out[name].append(_timeit(lambda: det.backend(x), per_round, warmup=3))
-    return out
+    fns = {name: (lambda det=det, x=xs[name]: det.backend(x)) for name, det in dets.items()}
+    return interleaved_times(fns, rounds, per_round, settle_s)
 
 
 def speedup(times: dict[str, list[list[float]]], fast: str, slow: str) -> tuple[float, list[float]]:

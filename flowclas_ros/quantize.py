@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import tempfile
-import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -251,24 +250,6 @@ def int8_features_for(cfg: Any, backbone: Any) -> Int8Features:
     return Int8Features(proto.SerializeToString(), description)
 
 
-def _time_interleaved(sessions: Sequence[Any], x: np.ndarray, rounds: int = 5,
-                      per_round: int = 15) -> list[float]:
-    """p50 ms of each session, alternating blocks so machine noise hits both alike."""
-    name = sessions[0].get_inputs()[0].name
-    for s in sessions:
-        for _ in range(3):
-            s.run(None, {name: x})
-    times: list[list[float]] = [[] for _ in sessions]
-    for _ in range(rounds):
-        for s, t in zip(sessions, times):
-            time.sleep(0.05)
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                s.run(None, {name: x})
-                t.append((time.perf_counter() - t0) * 1e3)
-    return [float(np.median(t)) for t in times]
-
-
 def quantize_flow(model_path: str | os.PathLike, data: Optional[str | os.PathLike],
                   out: str | os.PathLike, frames: Optional[int] = None, layout: str = "generic",
                   time_it: bool = True, layout_options: Optional[dict] = None,
@@ -361,7 +342,12 @@ def quantize_flow(model_path: str | os.PathLike, data: Optional[str | os.PathLik
     d = np.concatenate(diffs)
     ms_fp32 = ms_int8 = float("nan")
     if time_it:
-        ms_fp32, ms_int8 = _time_interleaved([fp32.session, int8.session], inputs[0])
+        from .bench import interleaved_times
+
+        x0 = inputs[0]
+        times = interleaved_times({"fp32": lambda: fp32(x0), "int8": lambda: int8(x0)},
+                                  rounds=5, per_round=15, settle_s=0.05)
+        ms_fp32, ms_int8 = (float(np.median(sum(times[k], []))) for k in ("fp32", "int8"))
     del int8
     what = "backbone+flow" if backbone else "flow"
     precision = (f"int8 {'backbone and flow' if backbone else 'flow'} convolutions ({n_nodes} "

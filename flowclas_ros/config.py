@@ -81,6 +81,12 @@ class DataConfig:
     val: Optional[DataSource] = None  # labelled frames for calibration; None: train inliers
     hflip: bool = True
 
+    def calibration_source(self) -> DataSource:
+        """The frames a model is calibrated on: val when configured (held out: an honest
+        threshold), else the first training source. Also where an int8-feature model's backbone
+        ranges come from, and the default frames of the export parity check."""
+        return self.val if self.val is not None else self.train[0]
+
 
 @dataclass
 class OESourcesConfig:
@@ -300,7 +306,7 @@ def _validate(cfg: Config) -> None:
     m = cfg.model
     need(len(m.input_size) == 2 and all(v >= 32 for v in m.input_size), "model.input_size",
          "must be [height, width], each >= 32")
-    from .model.backbone import BACKBONES  # the registry knows which backbones and taps exist
+    from flowclas_ros.model.registry import BACKBONES  # the registry knows which backbones and taps exist
 
     need(m.backbone.name in BACKBONES, "model.backbone.name",
          f"unknown backbone '{m.backbone.name}' (known: {', '.join(sorted(BACKBONES))})")
@@ -399,7 +405,7 @@ def _resolve_paths(cfg: Config, base: Path) -> None:
     cfg.model.backbone.weights = fix(cfg.model.backbone.weights)
 
 
-def _apply_override(data: dict, assignment: str) -> None:
+def apply_override(data: dict, assignment: str) -> None:
     """`a.b.c=value` with the value parsed as YAML (so numbers, booleans and lists work)."""
     if "=" not in assignment:
         raise ConfigError(f"override '{assignment}' must look like key.path=value")
@@ -435,7 +441,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     if data is None:
         data = {}
     for item in overrides or []:
-        _apply_override(data, item)
+        apply_override(data, item)
     try:
         return config_from_dict(data, path.parent)
     except ConfigError as exc:

@@ -45,8 +45,9 @@ def _launch_setup(context, *args, **kwargs):
 
 
 def generate_launch_description():
-    from launch import LaunchDescription
     from launch.actions import DeclareLaunchArgument, OpaqueFunction
+
+    from launch import LaunchDescription
 
     return LaunchDescription(
         [DeclareLaunchArgument(name, default_value=default, description=desc)

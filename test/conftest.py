@@ -1,6 +1,6 @@
 """Shared fixtures: a small toy world and a really trained + exported tiny FlowCLAS model.
 
-Everything is generated on the fly (no downloads): the toy dataset by flowclas_ros.data.toy, the
+Everything is generated on the fly (no downloads): the toy dataset by flowclas_ros.sim.toy, the
 model by the real trainer on the real EfficientNet-Lite0 weights, the ONNX file by the real
 exporter. Session-scoped so the suite trains once.
 """
@@ -40,7 +40,7 @@ def write_config(path: Path, cfg: dict) -> Path:
 
 @pytest.fixture(scope="session")
 def toy_world(tmp_path_factory) -> Path:
-    from flowclas_ros.data.toy import make_toy_cutout_bank, make_toy_dataset
+    from flowclas_ros.sim.toy import make_toy_cutout_bank, make_toy_dataset
 
     root = tmp_path_factory.mktemp("toy")
     make_toy_dataset(root / "train", "train", 24, seed=0, size=TINY_SIZE)
@@ -54,8 +54,8 @@ def toy_world(tmp_path_factory) -> Path:
 def trained(toy_world, tmp_path_factory) -> dict:
     """{'checkpoint', 'onnx', 'config'} of a tiny model trained with the real trainer."""
     from flowclas_ros.config import load_config
-    from flowclas_ros.export import export_onnx
-    from flowclas_ros.train import train
+    from flowclas_ros.deploy.export import export_onnx
+    from flowclas_ros.training.loop import train
 
     run = tmp_path_factory.mktemp("run")
     cfg_path = write_config(run / "tiny.yaml", tiny_config(toy_world))

@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from flowclas_ros.config import BackboneConfig, FlowConfig, ModelConfig
-from flowclas_ros.data.toy import render_inlier_scene
-from flowclas_ros.model.backbone import BACKBONES, build_backbone, load_state_dict
+from flowclas_ros.model.backbone import load_state_dict
 from flowclas_ros.model.flowclas import FlowCLAS
+from flowclas_ros.model.registry import BACKBONES, build_backbone
 from flowclas_ros.runtime.processing import preprocess
+from flowclas_ros.sim.toy import render_inlier_scene
 
 HW = (128, 160)
 # Looked up through the registry, so the test does not depend on which module defines the class.

@@ -11,14 +11,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import tiny_config, write_config
 from rosbags.rosbag2 import StoragePlugin, Writer
 
-from conftest import tiny_config, write_config
-from flowclas_ros.data import bags  # noqa: F401  (registers the rosbag2 layout)
-from flowclas_ros.data.bags import (COMPRESSED_IMAGE, IMAGE, Bag, BagError, deserialize,
-                                    stamp_ns, typestore)
-from flowclas_ros.data.layouts import DatasetError, generic_layout, load_layout, read_image_rgb
+from flowclas_ros.data.files import DatasetError, read_image_rgb
+from flowclas_ros.data.generic import generic_layout
+from flowclas_ros.data.layouts import load_layout
+from flowclas_ros.data.rosbag import COMPRESSED_IMAGE, IMAGE, Bag, BagError, deserialize, typestore
 from flowclas_ros.runtime.images import to_msg_fields
+from flowclas_ros.runtime.pipeline import stamp_ns
 
 T0 = 1_700_000_000_000_000_000
 PERIOD = 100_000_000
@@ -299,8 +300,9 @@ def test_config_takes_bag_sources(tmp_path):
 def test_train_a_few_steps_with_a_bag_as_the_inlier_source(toy_world, toy_frames, tmp_path,
                                                            cache):
     from flowclas_ros.config import load_config
-    from flowclas_ros.data.frames import TrainingFrames
-    from flowclas_ros.train import load_checkpoint, train
+    from flowclas_ros.training.batches import TrainingFrames
+    from flowclas_ros.training.checkpoint import load_checkpoint
+    from flowclas_ros.training.loop import train
 
     bag = toy_bag(tmp_path / "normal_operation", toy_frames, extra_image_topic=True)
     raw = tiny_config(toy_world, data={"train": [{"root": str(bag), "layout": "rosbag2",

@@ -9,7 +9,7 @@ from flowclas_ros.cli import main as cli_main
 
 
 def test_bench_tiny_setting_reports_all_keys(trained, toy_world, tmp_path, capsys):
-    from flowclas_ros.quantize import quantize_flow
+    from flowclas_ros.deploy.quantize import quantize_flow
 
     int8 = quantize_flow(trained["onnx"], toy_world / "val", tmp_path / "int8.onnx", frames=2,
                          time_it=False).out
@@ -56,7 +56,7 @@ def test_spinning_option_reaches_the_onnxruntime_session(trained):
 
 
 def test_gpu_rows_follow_what_the_machine_has():
-    from flowclas_ros.bench import accelerator_rows
+    from flowclas_ros.tools.bench import accelerator_rows
 
     assert accelerator_rows(["CPUExecutionProvider"], torch_cuda=False, has_checkpoint=True) == {}
     rows = accelerator_rows(["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import pytest
+from conftest import tiny_config, write_config
 
 from flowclas_ros.config import ConfigError, load_config
-from conftest import tiny_config, write_config
 
 
 def _load(tmp_path, cfg, overrides=None):

@@ -9,16 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from flowclas_ros.data.layouts import (
-    LAYOUTS,
-    DatasetError,
-    Sample,
-    generic_layout,
-    load_layout,
-    read_image_rgb,
-    read_label,
-    write_sample,
-)
+from flowclas_ros.data.files import DatasetError, read_image_rgb
+from flowclas_ros.data.generic import generic_layout, write_sample
+from flowclas_ros.data.labels import Sample, read_label
+from flowclas_ros.data.layouts import LAYOUTS, load_layout
 from flowclas_ros.data.outliers import (
     Cutout,
     CutoutBank,
@@ -30,7 +24,7 @@ from flowclas_ros.data.outliers import (
     resize_cutout,
     save_cutout,
 )
-from flowclas_ros.data.toy import make_cutout, make_toy_cutout_bank, make_toy_dataset, render_inlier_scene
+from flowclas_ros.sim.toy import make_cutout, make_toy_cutout_bank, make_toy_dataset, render_inlier_scene
 
 
 def _image(seed: int = 0, shape: tuple[int, int] = (24, 32)) -> np.ndarray:

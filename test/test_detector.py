@@ -7,11 +7,14 @@ import cv2
 import numpy as np
 import onnx
 import pytest
+from conftest import TINY_SIZE
 
-from flowclas_ros.data.layouts import generic_layout, read_image_rgb, read_label
+from flowclas_ros.data.files import read_image_rgb
+from flowclas_ros.data.generic import generic_layout
+from flowclas_ros.data.labels import read_label
+from flowclas_ros.deploy.torch_backend import open_detector
 from flowclas_ros.runtime.detector import Detector
 from flowclas_ros.runtime.model_info import ModelFileError, resolve_model_path
-from conftest import TINY_SIZE
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +80,7 @@ def test_encodings_give_consistent_heatmaps(detector, frame):
 def test_torch_backend_matches_onnxruntime(trained, frame):
     rgb, _ = frame
     ort_heat = Detector(trained["onnx"]).heatmap(rgb)
-    torch_det = Detector(trained["checkpoint"])
+    torch_det = open_detector(trained["checkpoint"])
     assert torch_det.backend.name == "torch"
     torch_heat = torch_det.heatmap(rgb)
     span = float(torch_heat.max() - torch_heat.min())

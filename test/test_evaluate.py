@@ -11,13 +11,15 @@ import cv2
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from test_metrics import reference_components
 
 from flowclas_ros import cli
-from flowclas_ros.data.layouts import DatasetError, generic_layout, read_image_rgb, read_label
-from flowclas_ros.evaluate import evaluate, to_json
+from flowclas_ros.data.files import DatasetError, read_image_rgb
+from flowclas_ros.data.generic import generic_layout
+from flowclas_ros.data.labels import read_label
+from flowclas_ros.eval.evaluate import evaluate, to_json
 from flowclas_ros.runtime.detector import Detector
 from flowclas_ros.runtime.model_info import ModelFileError
-from test_metrics import reference_components
 
 REQUIRED = ("auprc", "fpr95", "auroc", "mean_f1", "siou", "ppv", "frames", "ms_per_frame",
             "best_f1", "best_f1_threshold", "anomaly_frames", "frames_without_anomaly_pixels",
@@ -189,8 +191,8 @@ def test_dataset_without_anomalies_is_reported_not_crashed(trained, toy_world, t
 
 
 def test_cli_json_prints_exactly_one_object(trained, toy_world, tmp_path, monkeypatch, capfd):
-    if "flowclas_ros.evaluate" not in cli.PLUGGED_VERBS:  # works before and after the wiring
-        monkeypatch.setattr(cli, "PLUGGED_VERBS", ("flowclas_ros.evaluate",))
+    if "flowclas_ros.eval.evaluate" not in cli.PLUGGED_VERBS:  # works before and after the wiring
+        monkeypatch.setattr(cli, "PLUGGED_VERBS", ("flowclas_ros.eval.evaluate",))
     rc = cli.main(["evaluate", "--data", str(toy_world / "test"), "--model", str(trained["onnx"]),
                    "--out", str(tmp_path / "rep"), "--json", "--max-frames", "3"])
     out = capfd.readouterr().out
@@ -209,8 +211,8 @@ def test_missing_model_or_data_gives_a_clear_error(toy_world, tmp_path, monkeypa
     missing = tmp_path / "nope.onnx"
     with pytest.raises(ModelFileError, match="model file not found"):
         evaluate(toy_world / "test", missing, progress=False)
-    if "flowclas_ros.evaluate" not in cli.PLUGGED_VERBS:
-        monkeypatch.setattr(cli, "PLUGGED_VERBS", ("flowclas_ros.evaluate",))
+    if "flowclas_ros.eval.evaluate" not in cli.PLUGGED_VERBS:
+        monkeypatch.setattr(cli, "PLUGGED_VERBS", ("flowclas_ros.eval.evaluate",))
     rc = cli.main(["evaluate", "--data", str(toy_world / "test"), "--model", str(missing), "--json"])
     captured = capsys.readouterr()
     assert rc == 2 and captured.out == ""

@@ -5,13 +5,15 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import TINY_SIZE, tiny_config, write_config
 
 from flowclas_ros.cli import main as cli_main
-from flowclas_ros.export import OPSET, check_parity, export_onnx, parity_images
-from flowclas_ros.runtime.model_info import ModelInfo
-from flowclas_ros.train import CheckpointError, train
 from flowclas_ros.config import load_config
-from conftest import TINY_SIZE, tiny_config, write_config
+from flowclas_ros.runtime.model_info import OPSET
+from flowclas_ros.deploy.export import check_parity, export_onnx, parity_images
+from flowclas_ros.runtime.model_info import ModelInfo
+from flowclas_ros.training.checkpoint import CheckpointError
+from flowclas_ros.training.loop import train
 
 
 def test_exported_graph_and_metadata(trained):

@@ -6,8 +6,8 @@ inverse or Jacobian check trivially.
 """
 from __future__ import annotations
 
-import torch
 import pytest
+import torch
 from torch import nn
 
 from flowclas_ros.model.flow import (

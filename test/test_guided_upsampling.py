@@ -7,13 +7,14 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_config, write_config
 
 from flowclas_ros.cli import main as cli_main
 from flowclas_ros.config import ConfigError, config_from_dict, load_config
-from flowclas_ros.export import check_parity, export_onnx, parity_images
+from flowclas_ros.deploy.export import check_parity, export_onnx, parity_images
 from flowclas_ros.model.guided_upsampling import box_mean, guided_upsample
-from flowclas_ros.train import load_checkpoint, recalibrate
-from conftest import tiny_config, write_config
+from flowclas_ros.training.checkpoint import load_checkpoint
+from flowclas_ros.training.calibration import recalibrate
 
 
 def _scene(seed: int = 0, noise: float = 0.05):
@@ -107,12 +108,12 @@ def test_calibrate_switches_a_trained_model_to_guided_upsampling(trained, toy_wo
 
 
 def test_model_card_states_the_upsampling(tmp_path):
-    from flowclas_ros.model_card import describe_postprocessing
+    from flowclas_ros.model.score import describe_score
 
     cfg = config_from_dict(tiny_config(tmp_path), tmp_path)
-    assert "bilinear upsampling" in describe_postprocessing(cfg.model)
+    assert "bilinear upsampling" in describe_score(cfg.model)
     cfg.model.score_guided_radius, cfg.model.score_guided_eps = 2, 1e-3
-    text = describe_postprocessing(cfg.model)
+    text = describe_score(cfg.model)
     assert "guided filter, radius 2 cells, eps 0.001" in text
 
 

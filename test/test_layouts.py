@@ -13,18 +13,16 @@ import cv2
 import numpy as np
 import pytest
 
-from flowclas_ros.data.coco import EXCLUDED_CLASSES, coco_cutouts, decode_rle, decode_rle_string, polygons_to_mask
-from flowclas_ros.data.layouts import (
-    INLIER_CODING,
-    LABEL_DECODERS,
-    LAYOUTS,
-    DatasetError,
-    Sample,
-    load_layout,
-    read_image_rgb,
-    read_label,
-    read_sample_label,
+from flowclas_ros.data.coco import (
+    EXCLUDED_CLASSES,
+    coco_cutouts,
+    decode_rle,
+    decode_rle_string,
+    polygons_to_mask,
 )
+from flowclas_ros.data.files import DatasetError, read_image_rgb
+from flowclas_ros.data.labels import INLIER_CODING, LABEL_DECODERS, Sample, read_label, read_sample_label
+from flowclas_ros.data.layouts import LAYOUTS, load_layout
 from flowclas_ros.data.outliers import CutoutBank
 
 SHAPE = (12, 16)

@@ -12,26 +12,18 @@ from sklearn.metrics import roc_auc_score
 
 from flowclas_ros.config import BackboneConfig, FlowConfig, ModelConfig
 from flowclas_ros.data.outliers import CutoutBank, PasteConfig, paste_cutout, paste_outliers
-from flowclas_ros.data.toy import make_cutout, render_inlier_scene
 from flowclas_ros.model.flowclas import FlowCLAS, FlowHead
-from flowclas_ros.model.losses import (
-    ANOMALY,
-    IGNORE,
-    INLIER,
-    cell_labels,
-    flowclas_loss,
-    inlier_nll,
-    sample_cells,
-    supcon,
-)
+from flowclas_ros.model.losses import cell_labels, flowclas_loss, inlier_nll, sample_cells, supcon
+from flowclas_ros.runtime.labels import ANOMALY, INLIER, VOID
 from flowclas_ros.runtime.processing import label_to_input, preprocess
+from flowclas_ros.sim.toy import make_cutout, render_inlier_scene
 
 # ------------------------------------------------------------------ cell_labels
 
 
 def test_cell_labels_hand_built() -> None:
     # 2x2 cells over a 4x8 map, stride 2: one hand-built case per cell.
-    A, V = ANOMALY, IGNORE
+    A, V = ANOMALY, VOID
     lab = torch.tensor([
         # c0: pure  c1: 2/4 an  c2: 1/4 an  c3: 2/4 void
         [0, 0,      A, 0,       A, 0,       V, 0],
@@ -44,8 +36,8 @@ def test_cell_labels_hand_built() -> None:
     assert cells.dtype == torch.uint8
     assert cells.shape == (1, 2, 4)
     expected = torch.tensor([[
-        [INLIER, ANOMALY, IGNORE, IGNORE],   # pure inlier; half anomaly; mixed; half void
-        [INLIER, ANOMALY, ANOMALY, IGNORE],  # <half void; all anomaly; half anomaly (rest void); mixed
+        [INLIER, ANOMALY, VOID, VOID],   # pure inlier; half anomaly; mixed; half void
+        [INLIER, ANOMALY, ANOMALY, VOID],  # <half void; all anomaly; half anomaly (rest void); mixed
     ]], dtype=torch.uint8)
     torch.testing.assert_close(cells, expected, atol=0, rtol=0)
 
@@ -54,8 +46,8 @@ def test_cell_labels_stride8_batch() -> None:
     lab = torch.zeros(2, 16, 24, dtype=torch.uint8)
     lab[0, :8, :8] = ANOMALY           # cell (0,0): anomaly
     lab[0, 8:, 8:13] = ANOMALY         # cell (1,1): 40/64 anomaly -> ANOMALY
-    lab[0, 8:, 16:19] = ANOMALY        # cell (1,2): 24/64 anomaly -> IGNORE
-    lab[1, :, 16:] = IGNORE            # whole void column of cells
+    lab[0, 8:, 16:19] = ANOMALY        # cell (1,2): 24/64 anomaly -> VOID
+    lab[1, :, 16:] = VOID            # whole void column of cells
     lab[1, 0, 0] = ANOMALY             # one anomalous pixel spoils an inlier cell
     cells = cell_labels(lab, 8)
     assert cells.shape == (2, 2, 3)
@@ -72,7 +64,7 @@ def test_inlier_nll_masks_cells() -> None:
     torch.testing.assert_close(nll.grad, torch.tensor([[[1 / 3, 1 / 3], [1 / 3, 0.0]]]))
     # No inlier at all: zero, still differentiable.
     nll2 = torch.ones(1, 2, 2, requires_grad=True)
-    zero = inlier_nll(nll2, torch.full((1, 2, 2), IGNORE, dtype=torch.uint8))
+    zero = inlier_nll(nll2, torch.full((1, 2, 2), VOID, dtype=torch.uint8))
     assert zero.item() == 0.0
     zero.backward()
     assert nll2.grad is not None and torch.count_nonzero(nll2.grad) == 0
@@ -155,7 +147,7 @@ def _random_batch(seed: int, with_anomaly: bool = True):
     nll = torch.randn(2, 6, 7, generator=g).requires_grad_(True)
     emb = F.normalize(torch.randn(2, 5, 6, 7, generator=g), dim=1).requires_grad_(True)
     cells = torch.zeros(2, 6, 7, dtype=torch.uint8)
-    cells[:, 0] = IGNORE
+    cells[:, 0] = VOID
     if with_anomaly:
         cells[0, 2:4, 2:5] = ANOMALY
         cells[1, 5, :] = ANOMALY
@@ -200,7 +192,7 @@ def test_flowclas_loss_without_anomalies_has_zero_contrastive_term_with_grad_pat
 def test_sample_cells_caps_and_is_seeded() -> None:
     cells = torch.zeros(1, 10, 10, dtype=torch.uint8)
     cells[0, :3] = ANOMALY          # 30 anomaly cells
-    cells[0, 9] = IGNORE            # 10 ignore, 60 inlier
+    cells[0, 9] = VOID            # 10 ignore, 60 inlier
     inl, anom = sample_cells(cells, 20, torch.Generator().manual_seed(5))
     assert inl.numel() == 20 and anom.numel() == 20
     flat = cells.reshape(-1)
@@ -352,7 +344,7 @@ def test_negative_nll_hinge_only_on_the_appended_negative_cells() -> None:
     nll = torch.tensor([[[1.0, 1.0], [1.0, 9.0]],     # frame 0: real; its ANOMALY cell is ignored
                         [[3.0, 1.0], [1.0, 1.5]]], requires_grad=True)  # frame 1: negative copy
     cells = torch.tensor([[[INLIER, INLIER], [INLIER, ANOMALY]],
-                          [[INLIER, IGNORE], [ANOMALY, ANOMALY]]], dtype=torch.uint8)
+                          [[INLIER, VOID], [ANOMALY, ANOMALY]]], dtype=torch.uint8)
     loss = negative_nll_hinge(nll, cells, first_negative=1, margin=1.0)
     inlier_mean = (1 + 1 + 1 + 3) / 4  # 1.5
     want = (max(0.0, inlier_mean + 1 - 1.0) + max(0.0, inlier_mean + 1 - 1.5)) / 2

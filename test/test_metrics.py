@@ -7,12 +7,18 @@ import math
 import numpy as np
 import pytest
 from scipy import ndimage
-from sklearn.metrics import (average_precision_score, precision_recall_curve, roc_auc_score,
-                             roc_curve)
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-from flowclas_ros.metrics import (SIOU_THRESHOLDS, ComponentMetrics, PixelMetrics,
-                                  average_precision, counts_at_threshold, float32_to_key,
-                                  frame_components, key_to_float32)
+from flowclas_ros.eval.metrics import (
+    SIOU_THRESHOLDS,
+    ComponentMetrics,
+    PixelMetrics,
+    average_precision,
+    counts_at_threshold,
+    float32_to_key,
+    frame_components,
+    key_to_float32,
+)
 
 TOL = 1e-3
 H, W = 48, 64

@@ -12,9 +12,8 @@ import pytest
 import torch
 
 from flowclas_ros.config import BackboneConfig, FlowConfig, ModelConfig
-from flowclas_ros.data.toy import render_inlier_scene
 from flowclas_ros.model.flowclas import FlowCLAS, FlowHead
-from flowclas_ros.model.losses import ANOMALY, IGNORE, INLIER, flowclas_loss
+from flowclas_ros.model.losses import flowclas_loss
 from flowclas_ros.model.negatives import (
     FlowNegativeConfig,
     append_negatives,
@@ -23,7 +22,9 @@ from flowclas_ros.model.negatives import (
     negative_feature_maps,
     shell_latents,
 )
+from flowclas_ros.runtime.labels import ANOMALY, INLIER, VOID
 from flowclas_ros.runtime.processing import preprocess
+from flowclas_ros.sim.toy import render_inlier_scene
 
 HW = (64, 80)
 N_FRAMES = 8
@@ -42,7 +43,7 @@ def world() -> dict:
     feats = model.features(torch.from_numpy(np.stack(xs)))
     cells = torch.full((N_FRAMES, *feats.shape[2:]), INLIER, dtype=torch.uint8)
     cells[0, :2, :3] = ANOMALY  # a "pasted" patch: never replaced by a negative blob
-    cells[1, :, :4] = IGNORE
+    cells[1, :, :4] = VOID
     head = model.head
     head.train()
     with torch.no_grad():
@@ -145,7 +146,7 @@ def test_round_trip_reproduces_the_intended_latents(world) -> None:
     u = ((z_back - head.mu) * torch.exp(-head.log_sigma)).permute(0, 2, 3, 1)[neg.blob]
     torch.testing.assert_close(u.pow(2).mean(dim=1).sqrt(), neg.tau, atol=1e-4, rtol=1e-4)
     # and the features really are new: the blob cells moved far, context cells were touched too
-    # (3x3 convs), which is why the context is IGNORE by default
+    # (3x3 convs), which is why the context is VOID by default
     rel = ((neg.feats - feats[neg.source]).norm(dim=1) / feats[neg.source].norm(dim=1))
     assert float(rel[neg.blob].mean()) > 0.3
     assert float(rel[ctx].max()) > 1e-3
@@ -178,7 +179,7 @@ def test_labels_blob_on_inlier_cells_only(world) -> None:
     sizes = neg.blob.flatten(1).sum(dim=1)
     assert bool(((sizes >= 30) & (sizes <= 40)).all())
     assert bool((neg.cells[neg.blob] == ANOMALY).all())
-    assert bool((neg.cells[~neg.blob] == IGNORE).all())
+    assert bool((neg.cells[~neg.blob] == VOID).all())
     keep = negative_feature_maps(head, feats, cells, dataclasses.replace(cfg, context="inlier"),
                                  torch.Generator().manual_seed(3), frames=range(N_FRAMES))
     torch.testing.assert_close(keep.blob, neg.blob)
@@ -195,7 +196,7 @@ def test_frame_choice_and_skips(world) -> None:
     cfg = FlowNegativeConfig(probability=1.0)
     assert len(negative_feature_maps(head, feats, cells, cfg, torch.Generator().manual_seed(0))) == N_FRAMES
     no_inliers = cells.clone()
-    no_inliers[2] = IGNORE
+    no_inliers[2] = VOID
     neg = negative_feature_maps(head, feats, no_inliers, cfg, torch.Generator().manual_seed(0),
                                 frames=[1, 2, 4])
     assert neg.source.tolist() == [1, 4]

@@ -6,14 +6,14 @@ import time
 import cv2
 import numpy as np
 import pytest
-
-from ros_harness import SENSOR_QOS, NodeProcess, Peer, image_msg, wait_for  # noqa: I100
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
+from ros_harness import SENSOR_QOS, NodeProcess, Peer, image_msg, wait_for  # noqa: I100
 from sensor_msgs.msg import CompressedImage, Image
 
-from flowclas_ros.data.layouts import generic_layout, read_image_rgb
+from flowclas_ros.data.files import read_image_rgb
+from flowclas_ros.data.generic import generic_layout
 from flowclas_ros.runtime.pipeline import stamp_ns
 from flowclas_ros.runtime.processing import threshold_components
 

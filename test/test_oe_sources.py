@@ -10,11 +10,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import tiny_config, write_config
 from sklearn.metrics import roc_auc_score
 
-from conftest import tiny_config, write_config
 from flowclas_ros.config import ConfigError, config_from_dict, load_config
-from flowclas_ros.metrics import ImageMetrics, image_score, rank_auroc
+from flowclas_ros.eval.metrics import ImageMetrics, image_score, rank_auroc
 
 
 def _cfg(toy_world: Path, **oe) -> dict:
@@ -67,8 +67,8 @@ def test_no_bank_needed_without_cutouts(toy_world: Path) -> None:
 
 def test_cutouts_only_draws_the_original_stream(toy_world: Path) -> None:
     """A cut-outs-only config gives bit-identical batches to the pre-sources code path."""
-    from flowclas_ros.data.frames import TrainingFrames
     from flowclas_ros.data.outliers import paste_outliers
+    from flowclas_ros.training.batches import TrainingFrames
 
     frames = TrainingFrames(config_from_dict(tiny_config(toy_world)))
     rng_a, rng_b = frames.rng(3), frames.rng(3)
@@ -81,7 +81,7 @@ def test_cutouts_only_draws_the_original_stream(toy_world: Path) -> None:
 
 
 def test_sources_are_drawn_by_weight(toy_world: Path) -> None:
-    from flowclas_ros.data.frames import TrainingFrames
+    from flowclas_ros.training.batches import TrainingFrames
 
     cfg = config_from_dict(_cfg(toy_world, probability=0.8,
                                 sources={"cutouts": 1.0, "procedural": 2.0, "flow_negatives": 1.0}))
@@ -110,7 +110,7 @@ def test_sources_are_drawn_by_weight(toy_world: Path) -> None:
 @pytest.mark.parametrize("nll_margin", [0.0, 2.0])
 def test_training_with_procedural_and_flow_negatives(toy_world: Path, tmp_path: Path,
                                                      nll_margin: float) -> None:
-    from flowclas_ros.train import train
+    from flowclas_ros.training.loop import train
 
     c = _cfg(toy_world, bank=None, probability=1.0,
              sources={"cutouts": 0.0, "procedural": 1.0, "flow_negatives": 1.0},
@@ -128,8 +128,8 @@ def test_training_with_procedural_and_flow_negatives(toy_world: Path, tmp_path: 
         assert max(hinge) > 1e-3, hinge
     else:
         assert max(abs(h) for h in hinge) < 1e-4, hinge
-    from flowclas_ros.model_card import describe_oe
-    from flowclas_ros.train import checkpoint_config, load_checkpoint
+    from flowclas_ros.deploy.model_card import describe_oe
+    from flowclas_ros.training.checkpoint import checkpoint_config, load_checkpoint
 
     line = describe_oe(checkpoint_config(load_checkpoint(ckpt)).outlier_exposure)
     assert "procedural" in line and "flow-sampled" in line and "cut-outs" not in line
@@ -170,7 +170,7 @@ def test_image_score_max_topk_and_void() -> None:
 
 def _mvtec_tree(root: Path, rng: np.random.Generator) -> None:
     """bottle/test/{good,scratch} + ground_truth: 4 good, 4 defect images (a bright square)."""
-    from flowclas_ros.data.toy import render_inlier_scene
+    from flowclas_ros.sim.toy import render_inlier_scene
 
     for sub in ("test/good", "test/scratch", "ground_truth/scratch", "train/good"):
         (root / "bottle" / sub).mkdir(parents=True)
@@ -187,7 +187,7 @@ def _mvtec_tree(root: Path, rng: np.random.Generator) -> None:
 
 
 def test_evaluator_reports_image_auroc_on_mvtec(trained: dict, tmp_path: Path, capsys) -> None:
-    from flowclas_ros.evaluate import evaluate, format_summary
+    from flowclas_ros.eval.evaluate import evaluate, format_summary
 
     _mvtec_tree(tmp_path, np.random.default_rng(0))
     r = evaluate(tmp_path, trained["onnx"], layout="mvtec", progress=False,
@@ -220,7 +220,8 @@ def test_flow_negatives_from_a_separate_generator_flow(toy_world: Path, tmp_path
     stays frozen while the new model trains on them."""
     import torch
 
-    from flowclas_ros.train import load_checkpoint, train
+    from flowclas_ros.training.checkpoint import load_checkpoint
+    from flowclas_ros.training.loop import train
 
     c = _cfg(toy_world, bank=None, probability=1.0,
              sources={"cutouts": 0.0, "procedural": 0.0, "flow_negatives": 1.0},
@@ -233,7 +234,7 @@ def test_flow_negatives_from_a_separate_generator_flow(toy_world: Path, tmp_path
     assert sum(r["flow_negatives"] for r in log) > 0 and any(r["con"] > 0 for r in log)
     after = load_checkpoint(trained["checkpoint"])["head"]
     assert all(torch.equal(before[k], after[k]) for k in before)
-    from flowclas_ros.model_card import describe_oe
+    from flowclas_ros.deploy.model_card import describe_oe
 
     assert f"drawn by the frozen flow of `{trained['checkpoint']}`" in describe_oe(cfg.outlier_exposure)
     # a missing generator, or one trained on other features, is refused naming the key

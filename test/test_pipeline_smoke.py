@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import tiny_config, write_config
 
 from flowclas_ros.cli import main as cli_main
-from conftest import tiny_config, write_config
 
 pytest.importorskip("pybullet", reason="the sim extra (pybullet) is part of `make test`")
 

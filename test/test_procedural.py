@@ -9,7 +9,6 @@ import cv2
 import numpy as np
 import pytest
 
-from flowclas_ros.data.layouts import ANOMALY, VOID
 from flowclas_ros.data.procedural import (
     COLOUR_OPS,
     FILL_KINDS,
@@ -25,7 +24,8 @@ from flowclas_ros.data.procedural import (
     paste_procedural,
     value_noise,
 )
-from flowclas_ros.data.toy import render_inlier_scene
+from flowclas_ros.runtime.labels import ANOMALY, VOID
+from flowclas_ros.sim.toy import render_inlier_scene
 
 
 def _scene(seed: int, size=(96, 128)) -> np.ndarray:

@@ -4,8 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flowclas_ros.runtime.processing import (fit_geometry, heatmap_to_source, label_to_input,
-                                             preprocess, threshold_components)
+from flowclas_ros.runtime.processing import (
+    fit_geometry,
+    heatmap_to_source,
+    label_to_input,
+    preprocess,
+    threshold_components,
+)
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 

@@ -11,8 +11,11 @@ import pytest
 import torch
 
 from flowclas_ros.cli import main as cli_main
-from flowclas_ros.data.layouts import load_layout, read_image_rgb, read_sample_label
-from flowclas_ros.quantize import FLOW_NODE_PREFIX, QuantizeError, flow_conv_nodes, quantize_flow
+from flowclas_ros.data.files import read_image_rgb
+from flowclas_ros.data.labels import read_sample_label
+from flowclas_ros.data.layouts import load_layout
+from flowclas_ros.runtime.quantization import FLOW_NODE_PREFIX, QuantizeError
+from flowclas_ros.deploy.quantize import flow_conv_nodes, quantize_flow
 from flowclas_ros.runtime.detector import Detector
 from flowclas_ros.runtime.model_info import ModelFileError
 
@@ -122,8 +125,8 @@ def test_cli_reports_json_and_user_errors(trained, toy_world, tmp_path, capsys):
 
 
 def test_model_card_reads_precision_and_threshold_from_the_model_file(trained, toy_world, int8, tmp_path):
-    from flowclas_ros.evaluate import evaluate
-    from flowclas_ros.model_card import render_card
+    from flowclas_ros.deploy.model_card import render_card
+    from flowclas_ros.eval.evaluate import evaluate
 
     evaluate(toy_world / "test", int8["path"], out_dir=tmp_path / "rep", progress=False)
     card = render_card(int8["path"], trained["checkpoint"], {"test": tmp_path / "rep"}, "cmd")
@@ -161,9 +164,10 @@ def test_a_threshold_that_flags_no_calibration_inlier_is_kept_and_said(trained, 
 def int8_trained(toy_world, tmp_path_factory) -> dict:
     """A tiny model whose flow trained on the int8 backbone's features (ONNX Runtime in the loop)."""
     from conftest import tiny_config, write_config
+
     from flowclas_ros.config import load_config
-    from flowclas_ros.export import export_onnx
-    from flowclas_ros.train import train
+    from flowclas_ros.deploy.export import export_onnx
+    from flowclas_ros.training.loop import train
 
     run = tmp_path_factory.mktemp("int8run")
     raw = tiny_config(toy_world, train={"max_steps": 4, "checkpoint_every": 4, "log_every": 2})
@@ -182,9 +186,9 @@ def _activation_scales(model: onnx.ModelProto, strip: str = "") -> dict[str, np.
 
 
 def test_int8_feature_training_and_backbone_quantisation_agree(int8_trained):
+    from flowclas_ros.runtime.model_info import INT8_FEATURES_KEY
     from flowclas_ros.model.flowclas import FlowCLAS
-    from flowclas_ros.quantize import INT8_FEATURES_KEY
-    from flowclas_ros.train import feature_extractor
+    from flowclas_ros.training.calibration import feature_extractor
 
     cfg = int8_trained["cfg"]
     info = Detector(int8_trained["onnx"]).info
@@ -215,12 +219,12 @@ def test_int8_feature_training_and_backbone_quantisation_agree(int8_trained):
 
 def test_other_backbone_calibration_frames_than_training_are_warned_about(int8_trained, toy_world,
                                                                         tmp_path, caplog):
-    with caplog.at_level("WARNING", logger="flowclas_ros.quantize"):
+    with caplog.at_level("WARNING", logger="flowclas_ros.deploy.quantize"):
         quantize_flow(int8_trained["onnx"], toy_world / "test", tmp_path / "q.onnx", backbone=True,
                       time_it=False)
     assert "other frames than training did" in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="flowclas_ros.quantize"):
+    with caplog.at_level("WARNING", logger="flowclas_ros.deploy.quantize"):
         quantize_flow(int8_trained["onnx"], None, tmp_path / "q.onnx", backbone=True, time_it=False)
     assert "other frames" not in caplog.text
 
@@ -239,7 +243,8 @@ def test_backbone_int8_of_a_flow_trained_on_fp32_features_needs_force(trained, t
 
 def test_recalibrating_an_int8_feature_model_scores_int8_features(int8_trained, tmp_path):
     from flowclas_ros.model.flowclas import FlowCLAS
-    from flowclas_ros.train import calibrate, load_checkpoint, recalibrate
+    from flowclas_ros.training.calibration import calibrate, recalibrate
+    from flowclas_ros.training.checkpoint import load_checkpoint
 
     cfg = int8_trained["cfg"]
     ckpt = load_checkpoint(int8_trained["checkpoint"])

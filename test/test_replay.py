@@ -15,16 +15,18 @@ import cv2
 import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader
+from test_bags import compressed_msg, image_msg, write_bag
 
 from flowclas_ros import cli
-from flowclas_ros.data.bags import COMPRESSED_IMAGE, IMAGE, BagError, stamp_ns, typestore
-from flowclas_ros.data.layouts import generic_layout, read_image_rgb
-from flowclas_ros.data.sim import FRAME_ID, GT_TOPIC, IMAGE_TOPIC
-from flowclas_ros.evaluate import evaluate
-from flowclas_ros.replay import NODE_NAME, output_topics, replay
+from flowclas_ros.data.files import read_image_rgb
+from flowclas_ros.data.generic import generic_layout
+from flowclas_ros.data.rosbag import COMPRESSED_IMAGE, IMAGE, BagError, typestore
+from flowclas_ros.eval.evaluate import evaluate
+from flowclas_ros.eval.replay import NODE_NAME, output_topics, replay
 from flowclas_ros.runtime.detector import Detector
+from flowclas_ros.runtime.pipeline import stamp_ns
 from flowclas_ros.runtime.processing import threshold_components
-from test_bags import compressed_msg, image_msg, write_bag
+from flowclas_ros.sim.benchmark import FRAME_ID, GT_TOPIC, IMAGE_TOPIC
 
 OUT = output_topics()
 ENCODINGS = {"heatmap": "32FC1", "mask": "mono8", "overlay": "bgr8"}
@@ -292,12 +294,11 @@ def test_compressed_input(sim_frames, trained, tmp_path):
 
 def test_the_node_gives_the_same_heatmaps_on_the_same_frames(replayed, sim, trained):
     """The real node (subprocess, real DDS) fed the bag's first 3 frames vs the replay output."""
-    from ros_harness import SENSOR_QOS, NodeProcess, Peer
+    from ros_harness import SENSOR_QOS, NodeProcess, Peer, wait_for
     from ros_harness import image_msg as ros_image_msg
-    from ros_harness import wait_for
+    from sensor_msgs.msg import Image
 
     from flowclas_ros.runtime.pipeline import stamp_ns as ros_stamp
-    from sensor_msgs.msg import Image
 
     _, out, _ = replayed
     replay_out = read_bag(out)

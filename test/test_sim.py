@@ -10,8 +10,10 @@ import pytest
 
 pytest.importorskip("pybullet")
 
-from flowclas_ros.data import sim  # noqa: E402
-from flowclas_ros.data.layouts import DatasetError, read_image_rgb, read_label, write_sample  # noqa: E402
+from flowclas_ros.sim import benchmark as sim  # noqa: E402
+from flowclas_ros.data.files import DatasetError, read_image_rgb
+from flowclas_ros.data.generic import write_sample
+from flowclas_ros.data.labels import read_label
 from flowclas_ros.data.outliers import load_cutout  # noqa: E402
 
 N_VAL, N_TRAIN, N_OE = 4, 3, 4
@@ -214,7 +216,7 @@ def sim_cli(monkeypatch):
     """The real `flowclas-ros` entry point with the sim verb plugged in."""
     from flowclas_ros import cli
 
-    monkeypatch.setattr(cli, "PLUGGED_VERBS", ("flowclas_ros.data.sim",))
+    monkeypatch.setattr(cli, "PLUGGED_VERBS", ("flowclas_ros.sim.benchmark",))
     return cli.main
 
 

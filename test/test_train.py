@@ -9,11 +9,12 @@ import sys
 
 import pytest
 import torch
+from conftest import tiny_config, write_config
 
 from flowclas_ros.cli import main as cli_main
 from flowclas_ros.config import ConfigError, load_config
-from flowclas_ros.train import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, train
-from conftest import tiny_config, write_config
+from flowclas_ros.training.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint
+from flowclas_ros.training.loop import train
 
 
 def test_training_writes_a_safe_calibrated_checkpoint(trained):

@@ -28,22 +28,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from .layouts import (
-    ANOMALY,
-    IMAGE_EXTENSIONS,
-    INLIER,
-    INLIER_CODING,
-    LABEL_DECODERS,
-    LAYOUTS,
-    VOID,
-    DatasetError,
-    PathLike,
-    Sample,
-    _dataset_images,
-    _index_images,
-    _require_dir,
-    value_map_decoder,
-)
+from flowclas_ros.data.files import IMAGE_EXTENSIONS, DatasetError, PathLike
+from flowclas_ros.data.generic import dataset_images, index_images, require_dir
+from flowclas_ros.data.labels import INLIER_CODING, Sample
 
 __all__ = [
     "cityscapes_layout",
@@ -54,18 +41,6 @@ __all__ = [
     "smiyc_anomaly_layout",
     "smiyc_obstacle_layout",
 ]
-
-_BINARY_VOID = {0: INLIER, 1: ANOMALY, 255: VOID}
-LABEL_DECODERS.update(
-    {
-        "smiyc": value_map_decoder("smiyc", _BINARY_VOID),
-        "fishyscapes_laf": value_map_decoder("fishyscapes_laf", _BINARY_VOID),
-        "fishyscapes_static": value_map_decoder("fishyscapes_static", {0: INLIER, 1: ANOMALY, 2: VOID}),
-        # Anomaly-wise every Cityscapes class is an inlier; only unlabelled pixels (255) are void.
-        "cityscapes_trainids": value_map_decoder("cityscapes_trainids", {**{t: INLIER for t in range(19)}, 255: VOID}),
-        "mvtec_mask": value_map_decoder("mvtec_mask", {0: INLIER, 255: ANOMALY}),
-    }
-)
 
 
 # ---------------------------------------------------------------- helpers
@@ -131,11 +106,11 @@ def _pair(
 
 def _smiyc(track: str, root: PathLike, require_labels: bool) -> list[Sample]:
     root = Path(root)
-    _require_dir(root, "dataset root")
+    require_dir(root, "dataset root")
     track_dir = root / track
     if not track_dir.is_dir() and root.name == track:
         track_dir = root  # root given as the track directory itself
-    images = _dataset_images(track_dir / "images", f"{track} images directory")
+    images = dataset_images(track_dir / "images", f"{track} images directory")
     labels_dir = track_dir / "labels_masks"
     suffix = "_labels_semantic.png"
     labels = _files_with_suffix(labels_dir, suffix) if labels_dir.is_dir() else {}
@@ -168,16 +143,16 @@ def fishyscapes_laf_layout(
     Every sample is labelled; ``require_labels`` is accepted for a uniform reader signature.
     """
     root = Path(root)
-    _require_dir(root, "dataset root")
+    require_dir(root, "dataset root")
     labels_dir = root / "dataset_FishyLAF" / "labels" / "val"
-    _require_dir(labels_dir, "FishyLAF labels directory")
+    require_dir(labels_dir, "FishyLAF labels directory")
     labels = _files_with_suffix(labels_dir, "_fishy-labels.png")
     if not labels:
         raise DatasetError(f"no *_fishy-labels.png labels in {labels_dir}")
     images_root = Path(laf_root if laf_root is not None else root) / "leftImg8bit"
-    _require_dir(images_root, "LostAndFound leftImg8bit directory")
+    require_dir(images_root, "LostAndFound leftImg8bit directory")
     if split is not None:
-        _require_dir(images_root / split, "LostAndFound split directory")
+        require_dir(images_root / split, "LostAndFound split directory")
     split_dirs = [images_root / split] if split is not None else _subdirs(images_root)
     scene_dirs = [scene for split_dir in split_dirs for scene in _subdirs(split_dir)]
     found = _image_files_with_suffix(scene_dirs, "_leftImg8bit")
@@ -193,8 +168,8 @@ def fishyscapes_laf_layout(
 def fishyscapes_static_layout(root: PathLike, require_labels: bool = False) -> list[Sample]:
     """Fishyscapes Static: ``root/original/{id}.png`` and ``root/labels/{id}.png`` (0 in / 1 out / 2 void)."""
     root = Path(root)
-    _require_dir(root, "dataset root")
-    images = _dataset_images(root / "original", "Fishyscapes Static images directory")
+    require_dir(root, "dataset root")
+    images = dataset_images(root / "original", "Fishyscapes Static images directory")
     labels_dir = root / "labels"
     labels = _files_with_suffix(labels_dir, ".png") if labels_dir.is_dir() else {}
     return _pair(images, labels, "fishyscapes_static", require_labels, str(labels_dir / "{id}.png"))
@@ -210,9 +185,9 @@ def cityscapes_layout(root: PathLike, split: str = "train", require_labels: bool
     by cityscapesScripts' ``createTrainIdLabelImgs``; finding only ``labelIds`` is an error.
     """
     root = Path(root)
-    _require_dir(root, "dataset root")
+    require_dir(root, "dataset root")
     images_dir = root / "leftImg8bit" / split
-    _require_dir(images_dir, f"Cityscapes {split!r} images directory")
+    require_dir(images_dir, f"Cityscapes {split!r} images directory")
     found = _image_files_with_suffix(_subdirs(images_dir), "_leftImg8bit")
     if not found:
         raise DatasetError(f"no {{city}}/*_leftImg8bit.png images in {images_dir}")
@@ -238,7 +213,7 @@ def cityscapes_layout(root: PathLike, split: str = "train", require_labels: bool
 def mvtec_categories(root: PathLike) -> list[str]:
     """The MVTec AD categories under ``root``: directories holding ``train`` or ``test``."""
     root = Path(root)
-    _require_dir(root, "dataset root")
+    require_dir(root, "dataset root")
     return [d.name for d in _subdirs(root) if (d / "train").is_dir() or (d / "test").is_dir()]
 
 
@@ -261,12 +236,12 @@ def mvtec_layout(
     if split not in ("train", "test"):
         raise DatasetError(f"MVTec AD split must be 'train' or 'test', got {split!r}")
     split_dir = root / category / split
-    _require_dir(split_dir, f"MVTec AD {category} {split} directory")
+    require_dir(split_dir, f"MVTec AD {category} {split} directory")
     samples: list[Sample] = []
     ids: set[str] = set()
     for defect_dir in _subdirs(split_dir):
         defect = defect_dir.name
-        for stem, image_path in _index_images(defect_dir).items():
+        for stem, image_path in index_images(defect_dir).items():
             sample_id = f"{defect}_{stem}"
             if sample_id in ids:
                 raise DatasetError(f"MVTec AD id {sample_id!r} is ambiguous in {split_dir}")
@@ -282,14 +257,3 @@ def mvtec_layout(
         raise DatasetError(f"no images in {split_dir}/{{defect}}/ (expected e.g. {split_dir / 'good' / '000.png'})")
     return sorted(samples, key=lambda s: s.id)
 
-
-LAYOUTS.update(
-    {
-        "smiyc_anomaly": smiyc_anomaly_layout,
-        "smiyc_obstacle": smiyc_obstacle_layout,
-        "fishyscapes_laf": fishyscapes_laf_layout,
-        "fishyscapes_static": fishyscapes_static_layout,
-        "cityscapes": cityscapes_layout,
-        "mvtec": mvtec_layout,
-    }
-)

@@ -24,8 +24,8 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from .layouts import DatasetError, PathLike, read_image_rgb
-from .outliers import Cutout, save_cutout, trim_cutout
+from flowclas_ros.data.files import DatasetError, PathLike, read_image_rgb
+from flowclas_ros.data.outliers import Cutout, save_cutout, trim_cutout
 
 __all__ = [
     "EXCLUDED_CLASSES",

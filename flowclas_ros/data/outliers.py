@@ -17,7 +17,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from flowclas_ros.data.layouts import ANOMALY, VOID, decode_file, write_png
+from flowclas_ros.data.files import decode_file, write_png
+from flowclas_ros.runtime.labels import ANOMALY, VOID
 
 __all__ = [
     "Cutout",

@@ -45,8 +45,8 @@ from typing import Mapping, Optional
 import cv2
 import numpy as np
 
-from flowclas_ros.data.layouts import ANOMALY
 from flowclas_ros.data.outliers import as_pair, start_paste
+from flowclas_ros.runtime.labels import ANOMALY
 
 __all__ = [
     "COLOUR_OPS",

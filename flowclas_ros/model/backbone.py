@@ -1,14 +1,13 @@
-"""Frozen pretrained feature extractors: the interface and the registry.
+"""Frozen pretrained feature extractors: the interface every backbone implements.
 
 FlowCLAS models the density of *frozen* features, so the backbone is a fixed function: it is built
 once, put in eval mode, and never receives gradients. Adding a backbone (e.g. a DINOv2 ViT from a
-local weights file) means one small module with a `@register_backbone("name")` Backbone subclass,
-imported at the bottom of this file; `efficientnet_lite.py` is the example.
+local weights file) means one small module with a Backbone subclass (`efficientnet_lite.py` is the
+example) and one line in `registry.py`.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -51,27 +50,3 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise ValueError(f"backbone weights {path}: expected a state dict, got {type(state).__name__}")
     return state
-
-
-BACKBONES: dict[str, type[Backbone]] = {}
-
-
-def register_backbone(name: str) -> Callable[[type[Backbone]], type[Backbone]]:
-    """Class decorator: make a Backbone available to configs under `name`."""
-
-    def deco(cls: type[Backbone]) -> type[Backbone]:
-        BACKBONES[name] = cls
-        return cls
-
-    return deco
-
-
-def build_backbone(name: str, input_size: tuple[int, int], taps: list[int], feature_stride: int,
-                   weights: Optional[str] = None) -> Backbone:
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone '{name}' (known: {', '.join(BACKBONES)})")
-    return BACKBONES[name](input_size=input_size, taps=taps, feature_stride=feature_stride,
-                           weights=weights)
-
-
-from . import efficientnet_lite  # noqa: E402,F401  - registers the embedded default

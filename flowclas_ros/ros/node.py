@@ -17,20 +17,19 @@ from typing import Any, Optional
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                SetParametersResult)
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
-from ..runtime.detector import Detector
-from ..runtime.images import ImageError
-from ..runtime.model_info import ModelFileError
-from ..runtime.pipeline import decode_compressed_frame, decode_image_fields, run_frame, stamp_ns
-from .messages import array_to_image_msg
-from .stats import NodeStats, Throttle
+from flowclas_ros.ros.messages import array_to_image_msg
+from flowclas_ros.ros.stats import NodeStats, Throttle
+from flowclas_ros.runtime.detector import Detector
+from flowclas_ros.runtime.images import ImageError
+from flowclas_ros.runtime.model_info import ModelFileError
+from flowclas_ros.runtime.pipeline import decode_compressed_frame, decode_image_fields, run_frame, stamp_ns
 
 NODE_NAME = "flowclas_detector"
 

@@ -1,23 +1,22 @@
-"""Inference backends: ONNX Runtime (CPU / CUDA / TensorRT execution providers) and torch eager.
+"""The inference backend of the product path: ONNX Runtime (CPU / CUDA / TensorRT providers).
 
 A backend maps a normalised batch [N,3,H,W] float32 to score maps [N,H,W] float32 and exposes the
-model's `ModelInfo`. ONNX Runtime is the deployment path and needs no torch; the torch backend runs
-a training checkpoint directly (for parity checks and speed comparisons) and imports torch lazily.
+model's `ModelInfo`. ONNX Runtime is the deployment path and needs no torch; the torch reference
+backend (a training checkpoint run eagerly, for parity checks and speed comparisons) lives in
+`flowclas_ros.deploy.torch_backend` and plugs into the same `Detector`.
 """
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Protocol, Sequence
 
 import numpy as np
 
-from .model_info import ModelFileError, ModelInfo
+from flowclas_ros.runtime.model_info import BATCH_DIM, ModelFileError, ModelInfo
 
 log = logging.getLogger("flowclas_ros.runtime")
-
-BATCH_DIM = "batch"  # the name `flowclas-ros export` gives the graph's dynamic batch dimension
 
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -53,6 +52,17 @@ def ort_providers(requested: Sequence[str], available: Sequence[str],
                         list(requested))
         chosen.append("CPUExecutionProvider")
     return chosen
+
+
+class Backend(Protocol):
+    """What a Detector runs: normalised [N,3,H,W] float32 -> score maps [N,H,W] float32."""
+
+    name: str
+    info: ModelInfo
+    providers: list[str]
+    path: Path
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
 
 
 class OnnxRuntimeBackend:
@@ -106,34 +116,13 @@ class OnnxRuntimeBackend:
         return out[:, 0]
 
 
-class TorchBackend:
-    """A training checkpoint run by torch eager (the reference the ONNX export is checked against)."""
-
-    name = "torch"
-
-    def __init__(self, checkpoint: str | os.PathLike, device: str = "cpu") -> None:
-        import torch
-
-        from ..export import load_model_for_export
-
-        self.torch = torch
-        self.device = torch.device(device)
-        self.model, self.info = load_model_for_export(checkpoint)
-        self.model.to(self.device).eval()
-        self.providers = [f"torch:{self.device}"]
-        self.path = Path(checkpoint)
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        with self.torch.inference_mode():
-            out = self.model(self.torch.from_numpy(batch).to(self.device))
-        return out[:, 0].float().cpu().numpy()
-
-
 def open_backend(model_path: str | os.PathLike, providers: Sequence[str] = ("cpu",),
-                 **kwargs) -> "OnnxRuntimeBackend | TorchBackend":
-    """`.onnx` -> ONNX Runtime; `.pt` checkpoint -> torch eager (providers 'cuda' picks the GPU)."""
+                 **kwargs) -> OnnxRuntimeBackend:
+    """An exported `.onnx` model on ONNX Runtime. A training checkpoint (`.pt`) needs torch, which
+    the runtime never imports: it is refused with the command that exports it
+    (`flowclas_ros.deploy.torch_backend.open_detector` runs one as the torch reference)."""
     path = Path(model_path)
     if path.suffix == ".pt":
-        device = "cuda" if any(p.lower() in ("cuda", "tensorrt", "trt") for p in providers) else "cpu"
-        return TorchBackend(path, device=device)
+        raise ModelFileError(f"{path} is a training checkpoint; the runtime runs exported models: "
+                             f"`flowclas-ros export {path} --out model.onnx`")
     return OnnxRuntimeBackend(path, providers, **kwargs)

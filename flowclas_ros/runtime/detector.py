@@ -8,10 +8,16 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .backends import open_backend
-from .images import to_rgb8
-from .model_info import ModelInfo, resolve_model_path
-from .processing import Geometry, Obstacle, heatmap_to_source, preprocess, threshold_components
+from flowclas_ros.runtime.backends import Backend, open_backend
+from flowclas_ros.runtime.images import to_rgb8
+from flowclas_ros.runtime.model_info import ModelInfo, resolve_model_path
+from flowclas_ros.runtime.processing import (
+    Geometry,
+    Obstacle,
+    heatmap_to_source,
+    preprocess,
+    threshold_components,
+)
 
 
 @dataclass
@@ -30,14 +36,15 @@ class Detector:
     Accepts HxWx3 uint8 (rgb8/bgr8), HxWx4 (rgba8/bgra8), mono8, 16-bit mono and 32FC1 arrays (see
     `images.to_rgb8` for the conversion policy). `threshold=None` uses the model's calibrated
     threshold. `providers` is a preference list (tensorrt, cuda, cpu); unavailable ones are skipped
-    with a logged warning and CPU is the fallback.
+    with a logged warning and CPU is the fallback. `backend`: another backend than ONNX Runtime
+    on `model_path` (the torch reference of `flowclas_ros.deploy.torch_backend`).
     """
 
     def __init__(self, model_path: Optional[str | os.PathLike] = None,
                  providers: Sequence[str] = ("cpu",), threshold: Optional[float] = None,
-                 min_area: int = 0, **backend_kwargs) -> None:
+                 min_area: int = 0, backend: Optional[Backend] = None, **backend_kwargs) -> None:
         self.model_path = resolve_model_path(model_path)
-        self.backend = open_backend(self.model_path, providers, **backend_kwargs)
+        self.backend = backend or open_backend(self.model_path, providers, **backend_kwargs)
         self.info: ModelInfo = self.backend.info
         self.threshold = float(self.info.threshold if threshold is None else threshold)
         self.min_area = int(min_area)

@@ -18,6 +18,15 @@ from typing import Any, Optional
 FORMAT_VERSION = 1
 DEFAULT_MODEL_NAME = "flowclas_default.onnx"
 
+# The graph `flowclas-ros export` writes: one NCHW float32 input, one score output, a dynamic batch.
+OPSET = 17
+INPUT_NAME, OUTPUT_NAME = "image", "score"
+BATCH_DIM = "batch"
+
+# Keys of `ModelInfo.extra` that change how a model may be handled.
+PRECISION_KEY = "precision"  # what runs below fp32 (`flowclas-ros quantize`)
+INT8_FEATURES_KEY = "backbone_int8_features"  # the flow learned int8 backbone features: from where
+
 
 class ModelFileError(RuntimeError):
     """A model file is missing, unreadable, not a FlowCLAS model, or incompatible."""

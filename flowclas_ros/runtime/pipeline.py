@@ -10,9 +10,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .detector import Detection, Detector
-from .images import decode_compressed, image_from_fields, to_rgb8
-from .visualize import render_overlay
+from flowclas_ros.runtime.detector import Detection, Detector
+from flowclas_ros.runtime.images import decode_compressed, image_from_fields, to_rgb8
+from flowclas_ros.runtime.visualize import render_overlay
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-VOID = 255
+from flowclas_ros.runtime.labels import VOID
 
 
 @dataclass(frozen=True)

@@ -15,26 +15,26 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 # Modules exposing `register_cli(subparsers)`; they must import heavy dependencies lazily.
-PLUGGED_VERBS: tuple[str, ...] = ("flowclas_ros.data.sim", "flowclas_ros.evaluate", "flowclas_ros.model_card",
-                                  "flowclas_ros.replay", "flowclas_ros.quantize")
+PLUGGED_VERBS: tuple[str, ...] = ("flowclas_ros.sim.benchmark", "flowclas_ros.eval.evaluate", "flowclas_ros.deploy.model_card",
+                                  "flowclas_ros.eval.replay", "flowclas_ros.deploy.quantize")
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that describe a problem the user can fix: reported in one line, no traceback."""
-    from .config import ConfigError
-    from .data.layouts import DatasetError
-    from .quantize import QuantizeError
-    from .runtime.images import ImageError
-    from .runtime.model_info import ModelFileError
-    from .train import CheckpointError
+    from flowclas_ros.config import ConfigError
+    from flowclas_ros.data.files import DatasetError
+    from flowclas_ros.runtime.quantization import QuantizeError
+    from flowclas_ros.runtime.images import ImageError
+    from flowclas_ros.runtime.model_info import ModelFileError
+    from flowclas_ros.training.checkpoint import CheckpointError
 
     return (ConfigError, DatasetError, ImageError, ModelFileError, CheckpointError,
             QuantizeError, FileNotFoundError)
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
-    from .config import load_config
-    from .train import train
+    from flowclas_ros.config import load_config
+    from flowclas_ros.training.loop import train
 
     overrides = list(a.set or [])
     if a.max_steps is not None:
@@ -47,7 +47,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(a: argparse.Namespace) -> int:
-    from .train import recalibrate
+    from flowclas_ros.training.calibration import recalibrate
 
     path = recalibrate(a.checkpoint, a.out, a.set)
     print(f"recalibrated checkpoint: {path}")
@@ -55,7 +55,8 @@ def _cmd_calibrate(a: argparse.Namespace) -> int:
 
 
 def _cmd_export(a: argparse.Namespace) -> int:
-    from .export import check_parity, export_onnx, parity_images, load_checkpoint, checkpoint_config
+    from flowclas_ros.deploy.export import check_parity, export_onnx, parity_images
+    from flowclas_ros.training.checkpoint import checkpoint_config, load_checkpoint
 
     info = export_onnx(a.checkpoint, a.out)
     print(f"exported {a.out}  (version {info.model_version}, input {info.input_size[0]}x"
@@ -74,11 +75,11 @@ def _cmd_export(a: argparse.Namespace) -> int:
 def _cmd_detect(a: argparse.Namespace) -> int:
     import cv2
 
-    from .data.layouts import read_image_rgb
-    from .runtime.detector import Detector
-    from .runtime.visualize import render_overlay
+    from flowclas_ros.data.files import read_image_rgb
+    from flowclas_ros.deploy.torch_backend import open_detector
+    from flowclas_ros.runtime.visualize import render_overlay
 
-    det = Detector(a.model, providers=a.providers.split(","), threshold=a.threshold,
+    det = open_detector(a.model, providers=a.providers.split(","), threshold=a.threshold,
                    min_area=a.min_area)
     out = Path(a.out) if a.out else None
     if out:
@@ -96,7 +97,7 @@ def _cmd_detect(a: argparse.Namespace) -> int:
 
 
 def _cmd_toy(a: argparse.Namespace) -> int:
-    from .data.toy import make_toy_cutout_bank, make_toy_dataset
+    from flowclas_ros.sim.toy import make_toy_cutout_bank, make_toy_dataset
 
     root = Path(a.out)
     size = tuple(int(v) for v in a.size.split("x"))[::-1]  # WxH on the command line
@@ -110,7 +111,7 @@ def _cmd_toy(a: argparse.Namespace) -> int:
 
 
 def _cmd_bench(a: argparse.Namespace) -> int:
-    from .bench import _frame, backbone_share, format_table, parse_sizes, run_bench
+    from flowclas_ros.tools.bench import (_frame, backbone_share, format_table, parse_sizes, run_bench)
 
     sizes = parse_sizes(a.sizes)
     threads = [int(v) for v in a.threads.split(",")]
@@ -119,7 +120,7 @@ def _cmd_bench(a: argparse.Namespace) -> int:
     if a.checkpoint:
         result.update(backbone_share(a.checkpoint))
     if a.node_seconds > 0:
-        from .ros.bench_node import node_benchmark
+        from flowclas_ros.ros.bench_node import node_benchmark
 
         h, w = sizes[0]
         params = {}
@@ -133,7 +134,7 @@ def _cmd_bench(a: argparse.Namespace) -> int:
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from flowclas_ros.tools.demo import run_demo
 
     return run_demo(model=a.model, out=Path(a.out), frames=a.frames, rate_hz=a.rate,
                     live=not a.offline)

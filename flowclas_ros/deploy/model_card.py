@@ -9,7 +9,8 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from .runtime.model_info import ModelFileError
+from flowclas_ros.model.score import describe_score
+from flowclas_ros.runtime.model_info import ModelFileError
 
 METRIC_ROWS = (("auprc", "AUPRC"), ("fpr95", "FPR95"), ("auroc", "AUROC"), ("mean_f1", "mean F1"),
                ("siou", "sIoU"), ("ppv", "PPV"))
@@ -44,21 +45,10 @@ def describe_oe(oe: Any) -> str:
     return f"p={oe.probability:g} per frame, one source per frame: " + "; ".join(parts)
 
 
-def describe_postprocessing(m: Any) -> str:
-    """The score path after the flow, as baked into the export."""
-    score = "full NLL per dimension (with log-Jacobian)" if m.score_includes_logdet \
-        else "0.5 u^2 + log sigma per dimension (no log-Jacobian)"
-    blur = f"Gaussian smoothing {m.score_blur_sigma:g} cells" if m.score_blur_sigma > 0 \
-        else "no smoothing"
-    up = (f"image-guided upsampling (colour guided filter, radius {m.score_guided_radius} cells, "
-          f"eps {m.score_guided_eps:g})" if m.score_guided_radius > 0 else "bilinear upsampling")
-    return f"{score}; {blur}; {up}"
-
-
 def render_card(model: Path, checkpoint: Path, reports: dict[str, Path], command: str,
                 wall_time: Optional[str] = None, notes: str = "") -> str:
-    from .export import load_model_for_export
-    from .train import checkpoint_config, load_checkpoint
+    from flowclas_ros.deploy.export import load_model_for_export
+    from flowclas_ros.training.checkpoint import checkpoint_config, load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     cfg = checkpoint_config(ckpt)
@@ -85,7 +75,7 @@ def render_card(model: Path, checkpoint: Path, reports: dict[str, Path], command
         f"- loss: L_ml + {loss.contrastive_weight:g} x L_con (SupCon, temperature {loss.temperature:g}, "
         f"{loss.samples_per_class} samples per class)",
         f"- outlier exposure: {describe_oe(oe)}",
-        f"- score post-processing: {describe_postprocessing(m)}",
+        f"- score post-processing: {describe_score(m)}",
         "- training data: " + ", ".join(f"`{s.root}` ({s.layout})" for s in cfg.data.train) +
         (f"; validation `{cfg.data.val.root}`" if cfg.data.val else ""),
         f"- training: {ckpt['step']} steps, batch {t.batch_size}, AdamW lr {t.lr:g} ({t.schedule}), "
@@ -111,7 +101,7 @@ def render_card(model: Path, checkpoint: Path, reports: dict[str, Path], command
 def _onnx_info(model: Path) -> Any:
     import onnx
 
-    from .runtime.model_info import ModelInfo
+    from flowclas_ros.runtime.model_info import ModelInfo
 
     proto = onnx.load(str(model), load_external_data=False)
     return ModelInfo.from_metadata({p.key: p.value for p in proto.metadata_props}, str(model))

@@ -14,9 +14,9 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from .runtime.model_info import ModelFileError, resolve_model_path
+from flowclas_ros.runtime.model_info import ModelFileError, resolve_model_path
 
-log = logging.getLogger("flowclas_ros.demo")
+log = logging.getLogger("flowclas_ros.tools.demo")
 
 CACHE = Path(".cache") / "demo"
 
@@ -36,10 +36,10 @@ def build_toy_model(cache: Path = CACHE) -> Path:
     """Generate the toy world, train, export with parity check; reuse a previous result."""
     import yaml
 
-    from .config import load_config
-    from .data.toy import make_toy_cutout_bank, make_toy_dataset
-    from .export import check_parity, export_onnx, parity_images
-    from .train import train
+    from flowclas_ros.config import load_config
+    from flowclas_ros.deploy.export import check_parity, export_onnx, parity_images
+    from flowclas_ros.sim.toy import make_toy_cutout_bank, make_toy_dataset
+    from flowclas_ros.training.loop import train
 
     onnx_path = cache / "toy_model.onnx"
     if onnx_path.is_file():
@@ -72,11 +72,13 @@ def sample_frames(n: int, source: str, size: tuple[int, int] = (480, 640)) -> li
     rendered on the fly by the PyBullet benchmark world (`sim`, for the shipped model; seed 7, not
     a benchmark seed) or by the procedural toy world (`toy`, for the demo's toy model)."""
     if source == "sim":
-        from .data.sim import render_frame
+        from flowclas_ros.sim.benchmark import render_frame
 
         return [render_frame("test", i, seed=7)[:2] for i in range(n)]
-    from .data.layouts import generic_layout, read_image_rgb, read_label
-    from .data.toy import make_toy_dataset
+    from flowclas_ros.data.files import read_image_rgb
+    from flowclas_ros.data.generic import generic_layout
+    from flowclas_ros.data.labels import read_label
+    from flowclas_ros.sim.toy import make_toy_dataset
 
     root = CACHE / f"stream_{size[1]}x{size[0]}"
     if not (root / "images").is_dir() or len(list((root / "images").iterdir())) < n:
@@ -92,7 +94,7 @@ def run_demo(model: Optional[str], out: Path, frames: int = 12, rate_hz: float =
              live: bool = True) -> int:
     """Live: the real node + a DDS camera source + a viewer. Without the ROS 2 wheels (or with
     live=False) the same frames go through the Detector in-process, and the demo says so."""
-    from .runtime.visualize import montage
+    from flowclas_ros.runtime.visualize import montage
 
     source = "sim"
     try:
@@ -112,7 +114,7 @@ def run_demo(model: Optional[str], out: Path, frames: int = 12, rate_hz: float =
                   "(pip install -e '.[ros]' for the live node demo)")
         live = False
     if live:
-        from .ros.demo import run_live
+        from flowclas_ros.ros.demo import run_live
 
         print(f"[demo] starting the flowclas_detector node with {model_path}; publishing "
               f"{len(stream)} frames of {stream[0][0].shape[1]}x{stream[0][0].shape[0]} at {rate_hz:g} Hz")
@@ -132,10 +134,10 @@ def run_demo(model: Optional[str], out: Path, frames: int = 12, rate_hz: float =
             print(run.node_log)
             return 1
     else:
-        from .runtime.detector import Detector
-        from .runtime.visualize import render_overlay
+        from flowclas_ros.deploy.torch_backend import open_detector
+        from flowclas_ros.runtime.visualize import render_overlay
 
-        det = Detector(model_path, providers=("cpu",), min_area=20)
+        det = open_detector(model_path, providers=("cpu",), min_area=20)
         tiles = []
         for i, (rgb, label) in enumerate(stream):
             d = det.detect(rgb, "rgb8")

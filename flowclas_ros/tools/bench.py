@@ -10,15 +10,17 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
-from .runtime.detector import Detector
-from .runtime.images import image_from_fields, to_msg_fields, to_rgb8
-from .runtime.model_info import resolve_model_path
-from .runtime.processing import heatmap_to_source, threshold_components
-from .runtime.visualize import render_overlay
+from flowclas_ros.deploy.timing import interleaved_times, time_calls
+from flowclas_ros.deploy.torch_backend import open_detector
+from flowclas_ros.runtime.detector import Detector
+from flowclas_ros.runtime.images import image_from_fields, to_msg_fields, to_rgb8
+from flowclas_ros.runtime.model_info import resolve_model_path
+from flowclas_ros.runtime.processing import heatmap_to_source, threshold_components
+from flowclas_ros.runtime.visualize import render_overlay
 
 
 def _frame(h: int, w: int, seed: int = 7) -> np.ndarray:
@@ -28,25 +30,14 @@ def _frame(h: int, w: int, seed: int = 7) -> np.ndarray:
     import cv2
 
     try:
-        from .data.sim import render_frame
+        from flowclas_ros.sim.benchmark import render_frame
 
         rgb = render_frame("test", 0, seed=seed)[0]
     except ImportError:
-        from .data.toy import render_inlier_scene
+        from flowclas_ros.sim.toy import render_inlier_scene
 
         rgb = render_inlier_scene(np.random.default_rng(seed), size=(h, w))
     return rgb if rgb.shape[:2] == (h, w) else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
-
-
-def _timeit(fn: Callable[[], object], frames: int, warmup: int = 3) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(frames):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1e3)
-    return out
 
 
 def stage_timings(det: Detector, rgb: np.ndarray, frames: int) -> dict[str, list[float]]:
@@ -71,23 +62,7 @@ def stage_timings(det: Detector, rgb: np.ndarray, frames: int) -> dict[str, list
                             to_msg_fields(overlay, "bgr8")),
         "total_detect": lambda: det.detect(rgb, "rgb8"),
     }
-    return {name: _timeit(fn, frames) for name, fn in stages.items()}
-
-
-def interleaved_times(fns: dict[str, Callable[[], object]], rounds: int = 10, per_round: int = 10,
-                      settle_s: float = 0.3) -> dict[str, list[list[float]]]:
-    """ms of several calls measured in alternating rounds (a, b, c, a, b, c, ...), so all see the
-    same machine state (turbo, other load, cache); returns each call's times round by round.
-    Used for every speed ratio: back-to-back blocks gave ORT-vs-torch ratios from 2.5x to 4.8x
-    on the same machine within an hour. Each block starts after a pause and warm-up calls, so the
-    other runtimes' busy-waiting threads (ORT spinning, OpenMP) have gone idle and do not steal
-    the cores."""
-    out: dict[str, list[list[float]]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            time.sleep(settle_s)
-            out[name].append(_timeit(fn, per_round, warmup=3))
-    return out
+    return {name: time_calls(fn, frames) for name, fn in stages.items()}
 
 
 def interleaved_inference(dets: dict[str, Detector], rgb: np.ndarray, rounds: int = 10,
@@ -169,7 +144,7 @@ def backbone_share(checkpoint: str, frames: int = 20) -> dict[str, float]:
     backbone and the whole model in separate blocks gave fractions above 1 on a busy machine."""
     import torch
 
-    from .export import load_model_for_export
+    from flowclas_ros.deploy.export import load_model_for_export
 
     model, info = load_model_for_export(checkpoint)
     x = torch.zeros(1, 3, *info.input_size)
@@ -184,8 +159,8 @@ def backbone_share(checkpoint: str, frames: int = 20) -> dict[str, float]:
             rest()
         t_bb, t_rest = [], []
         for _ in range(frames):
-            t_bb += _timeit(lambda: model.backbone(x), 1, warmup=0)
-            t_rest += _timeit(rest, 1, warmup=0)
+            t_bb += time_calls(lambda: model.backbone(x), 1, warmup=0)
+            t_rest += time_calls(rest, 1, warmup=0)
     bb, rs = float(np.median(t_bb)), float(np.median(t_rest))
     macs = count_macs(model, info.input_size)
     return {"backbone_ms_p50": bb, "head_ms_p50": rs, "model_ms_p50": bb + rs,
@@ -242,14 +217,14 @@ def run_bench(model: Optional[str], checkpoint: Optional[str], sizes: Sequence[t
     for row, path in zip(int8_rows, int8_models):
         backends[row] = Detector(path, providers=providers, threads=0)
     if checkpoint:
-        backends["torch"] = Detector(checkpoint)
+        backends["torch"] = open_detector(checkpoint)
     gpu = _gpu_rows(checkpoint)
     for name, kwargs in gpu.items():
         kwargs = dict(kwargs)
         source = checkpoint if kwargs.pop("from_checkpoint", False) else model
         if kwargs.get("trt_fp16"):  # its own engine cache: never load the fp32 engine for it
             kwargs["trt_cache_dir"] = str(resolve_model_path(model).parent / ".trt_cache_fp16")
-        backends[name] = Detector(source, **kwargs)
+        backends[name] = open_detector(source, **kwargs)
     ref = next(iter(backends.values()))
     result: dict = {"model": str(ref.model_path), "model_version": ref.info.model_version,
                     "int8_models": {row: str(backends[row].model_path) for row in int8_rows},

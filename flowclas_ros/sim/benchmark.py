@@ -45,8 +45,10 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 
-from flowclas_ros.data.layouts import ANOMALY, INLIER, VOID, DatasetError, write_sample
+from flowclas_ros.data.files import DatasetError
+from flowclas_ros.data.generic import write_sample
 from flowclas_ros.data.outliers import Cutout, save_cutout, trim_cutout
+from flowclas_ros.runtime.labels import ANOMALY, INLIER, VOID
 
 __all__ = [
     "ANOMALY_OBJECTS",

@@ -29,33 +29,33 @@ as all inlier (robot logs without obstacles).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
-import tempfile
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from flowclas_ros.data.labels import Sample
+from flowclas_ros.data.layouts import load_layout
+from flowclas_ros.deploy.onnx_metadata import set_metadata
+from flowclas_ros.deploy.timing import interleaved_times
+from flowclas_ros.runtime.backends import OnnxRuntimeBackend
+from flowclas_ros.runtime.model_info import INT8_FEATURES_KEY, PRECISION_KEY, ModelInfo
+from flowclas_ros.runtime.quantization import (
+    BACKBONE_NODE_PREFIX,
+    BACKBONE_OPS,
+    FLOW_NODE_PREFIX,
+    FLOW_OPS,
+    QuantizeError,
+    quantize_graph,
+)
+from flowclas_ros.training.int8_features import calibration_frames
+
 log = logging.getLogger("flowclas_ros.quantize")
-
-__all__ = ["Int8Features", "QuantizeReport", "flow_conv_nodes", "int8_features_for",
-           "quantize_flow", "register_cli"]
-
-FLOW_NODE_PREFIX = "/head/flow/"  # export names nodes after the module path (export.py)
-BACKBONE_NODE_PREFIX = "/backbone/"
-FLOW_OPS = ("Conv", "Relu")  # a ReLU selected with its convolution folds into its uint8 range
-BACKBONE_OPS = ("Conv", "Clip")  # EfficientNet-Lite's ReLU6 is a Clip
-PRECISION_KEY = "precision"  # extra metadata: what runs below fp32
-INT8_FEATURES_KEY = "backbone_int8_features"  # extra metadata: the flow learned int8 features
-
-
-class QuantizeError(RuntimeError):
-    """The model cannot be quantised as asked (no flow convolutions, no calibration frames)."""
-
 
 @dataclass
 class QuantizeReport:
@@ -104,150 +104,12 @@ def flow_conv_nodes(model: Any, ops: Sequence[str] = ("Conv",)) -> list[str]:
 
 
 def load_samples(data: str | os.PathLike, layout: str = "generic",
-                 layout_options: Optional[dict] = None) -> list[Any]:
+                 layout_options: Optional[dict] = None) -> list[Sample]:
     """The calibration source's samples, with the layout reader's options."""
-    from .data.layouts import DatasetError, load_layout
-
-    try:
-        samples = load_layout(layout, data, **(layout_options or {}))
-    except TypeError as exc:  # an option the reader does not take
-        if not layout_options:
-            raise
-        raise DatasetError(f"layout {layout!r}: bad layout option ({exc})") from exc
+    samples = load_layout(layout, data, **(layout_options or {}))
     if not samples:
         raise QuantizeError(f"no frames found in {data} (layout {layout})")
     return samples
-
-
-def calibration_frames(samples: Sequence[Any], frames: int, input_size: Sequence[int],
-                       mean: Sequence[float], std: Sequence[float],
-                       resize_policy: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(preprocessed input, inlier mask in input geometry) for `frames` frames spread evenly over
-    `samples`, through the runtime's own preprocessing. The same samples and count give the same
-    frames, in training (`Int8Features`) and in `quantize_flow`."""
-    from .data.layouts import read_image_rgb, read_sample_label
-    from .runtime.processing import label_to_input, preprocess
-
-    pick = np.unique(np.linspace(0, len(samples) - 1, min(frames, len(samples))).round().astype(int))
-    out = []
-    for i in pick:
-        s = samples[i]
-        rgb = read_image_rgb(s.image_path)
-        x, geom = preprocess(rgb, tuple(input_size), mean, std, resize_policy)
-        label = read_sample_label(s, expected_shape=rgb.shape[:2])
-        if label is None:  # unlabelled frames count as all inlier (module docstring)
-            label = np.zeros(rgb.shape[:2], np.uint8)
-        out.append((x, label_to_input(label, geom) == 0))
-    return out
-
-
-def _quantize_graph(src: Path, inputs: Sequence[np.ndarray], select: Any) -> tuple[Any, int]:
-    """Static QDQ int8 of the nodes `select(node)` picks in the ONNX file `src`; the ranges come
-    from `inputs` (NCHW batches of the graph's one input). Returns (model proto, convolutions
-    quantised)."""
-    import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    name = onnx.load(str(src), load_external_data=False).graph.input[0].name
-
-    class _Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = iter([{name: x} for x in inputs])
-
-        def get_next(self) -> Optional[dict[str, np.ndarray]]:
-            return next(self._it, None)
-
-    # onnxruntime.quantization logs its per-tensor adjustments on the root logger: a screenful
-    # per model, nothing a user acts on
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(max(level, logging.ERROR))
-    try:
-        with tempfile.TemporaryDirectory(prefix="flowclas_quant_") as tmp:
-            pre, q = Path(tmp) / "pre.onnx", Path(tmp) / "q.onnx"
-            quant_pre_process(str(src), str(pre), skip_optimization=False, skip_symbolic_shape=True)
-            # selected after ONNX Runtime's pre-processing pass (it could rename nodes): a
-            # selection that came back empty would be a silent no-op reported as an int8 model
-            picked = [n for n in onnx.load(str(pre)).graph.node if select(n)]
-            if not any(n.op_type == "Conv" for n in picked):
-                raise QuantizeError(f"{src}: no convolutions to quantise after ONNX Runtime's "
-                                    "pre-processing pass")
-            quantize_static(str(pre), str(q), _Reader(), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, nodes_to_quantize=[n.name for n in picked])
-            return onnx.load(str(q)), sum(n.op_type == "Conv" for n in picked)
-    finally:
-        root.setLevel(level)
-
-
-class Int8Features:
-    """Backbone features computed by ONNX Runtime on the int8-quantised backbone graph: what the
-    flow of a `model.backbone.int8_features` model trains on, and what its int8 deployment
-    computes. Frozen, no gradients; torch tensors in and out."""
-
-    def __init__(self, model_bytes: bytes, description: dict[str, Any], threads: int = 0) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
-        self.model_bytes = model_bytes  # the quantised backbone graph (ONNX), for inspection
-        self.session = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-        self.description = description  # goes into the export's metadata (INT8_FEATURES_KEY)
-
-    def __call__(self, images: Any) -> Any:
-        import torch
-
-        x = images.detach().float().cpu().numpy()
-        (feats,) = self.session.run(None, {self.input_name: x})
-        return torch.from_numpy(feats).to(images.device)
-
-
-def _calibration_source(cfg: Any) -> Any:
-    """The data source whose frames set the int8 backbone's ranges: val, else the first train."""
-    return cfg.data.val if cfg.data.val is not None else cfg.data.train[0]
-
-
-def int8_features_description(cfg: Any) -> dict[str, Any]:
-    """Where an int8-feature model's backbone ranges come from: stored in the export's metadata
-    (INT8_FEATURES_KEY), read back by `quantize_flow` as its default calibration frames."""
-    src = _calibration_source(cfg)
-    options = {k: v for k, v in (("topic", src.topic), ("stride", src.stride))
-               if v is not None and not (k == "stride" and v == 1)}
-    return {"root": str(src.root), "layout": src.layout, "options": options,
-            "frames": cfg.model.backbone.int8_calibration_frames}
-
-
-def int8_features_for(cfg: Any, backbone: Any) -> Int8Features:
-    """Quantise `backbone` (the model's frozen torch backbone) with the config's calibration
-    frames (`model.backbone.int8_calibration_frames` of the val source, else the first train
-    source) and return its feature extractor."""
-    import torch
-
-    from .data.frames import source_samples
-
-    src = _calibration_source(cfg)
-    n = cfg.model.backbone.int8_calibration_frames
-    samples = source_samples(src)
-    if not samples:
-        raise QuantizeError(f"no frames in {src.root} to calibrate the int8 backbone on")
-    calib = calibration_frames(samples, n, cfg.model.input_size, backbone.mean, backbone.std,
-                               cfg.model.resize_policy)
-    description = int8_features_description(cfg)
-    with tempfile.TemporaryDirectory(prefix="flowclas_int8bb_") as tmp:
-        path = Path(tmp) / "backbone.onnx"
-        dummy = torch.zeros(1, 3, *cfg.model.input_size)
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's constant-folding chatter
-            torch.onnx.export(backbone.eval(), (dummy,), str(path), input_names=["image"],
-                              output_names=["features"], opset_version=17, dynamo=False,
-                              dynamic_axes={"image": {0: "batch"}, "features": {0: "batch"}})
-        proto, _ = _quantize_graph(path, [x[None] for x, _ in calib],
-                                   lambda node: node.op_type in BACKBONE_OPS)
-    return Int8Features(proto.SerializeToString(), description)
 
 
 def quantize_flow(model_path: str | os.PathLike, data: Optional[str | os.PathLike],
@@ -261,8 +123,6 @@ def quantize_flow(model_path: str | os.PathLike, data: Optional[str | os.PathLik
     backbone features, `data=None` / `frames=None` take the frames its training calibrated the
     backbone on (from the model's metadata), so the backbone quantises identically."""
     import onnx
-
-    from .runtime.backends import OnnxRuntimeBackend
 
     fp32 = OnnxRuntimeBackend(model_path, ("cpu",))
     info = fp32.info
@@ -305,7 +165,7 @@ def quantize_flow(model_path: str | os.PathLike, data: Optional[str | os.PathLik
     if learned is not None and not backbone:
         log.warning("%s: its flow was trained on int8 backbone features; quantise it with "
                     "--backbone (as it is, the int8 flow sees fp32 features)", model_path)
-    qproto, n_nodes = _quantize_graph(Path(model_path), inputs, select)
+    qproto, n_nodes = quantize_graph(Path(model_path), inputs, select)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = out.with_name(f".{out.name}.tmp{os.getpid()}")
@@ -317,7 +177,7 @@ def quantize_flow(model_path: str | os.PathLike, data: Optional[str | os.PathLik
     ref, reference = fp32, "fp32"
     try:
         if backbone and learned is not None:
-            ref_proto, _ = _quantize_graph(
+            ref_proto, _ = quantize_graph(
                 Path(model_path), inputs,
                 lambda n: n.name.startswith(BACKBONE_NODE_PREFIX) and n.op_type in BACKBONE_OPS)
             _write_with_metadata(ref_proto, info, tmp_ref)
@@ -342,8 +202,6 @@ def quantize_flow(model_path: str | os.PathLike, data: Optional[str | os.PathLik
     d = np.concatenate(diffs)
     ms_fp32 = ms_int8 = float("nan")
     if time_it:
-        from .bench import interleaved_times
-
         x0 = inputs[0]
         times = interleaved_times({"fp32": lambda: fp32(x0), "int8": lambda: int8(x0)},
                                   rounds=5, per_round=15, settle_s=0.05)
@@ -372,13 +230,11 @@ def quantize_flow(model_path: str | os.PathLike, data: Optional[str | os.PathLik
                           ms_fp32=ms_fp32, ms_int8=ms_int8)
 
 
-def _write_with_metadata(proto: Any, info: Any, path: Path, threshold: Optional[float] = None,
+def _write_with_metadata(proto: Any, info: ModelInfo, path: Path, threshold: Optional[float] = None,
                          rule: Optional[str] = None, extra: Optional[dict[str, str]] = None,
                          suffix: str = "int8flow") -> None:
     """Save `proto` with the fp32 model's metadata; with `extra` (the final write) as the int8
     model: new version suffix, threshold, threshold rule and precision keys."""
-    import dataclasses
-
     import onnx
 
     new = info
@@ -387,15 +243,12 @@ def _write_with_metadata(proto: Any, info: Any, path: Path, threshold: Optional[
                                   model_version=f"{info.model_version}+{suffix}",
                                   threshold_rule=rule or info.threshold_rule,
                                   extra={**info.extra, **extra})
-    del proto.metadata_props[:]
-    for key, value in new.to_metadata().items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
+    set_metadata(proto, new)
     onnx.save(proto, str(path))
 
 
 def _cmd_quantize(a: Any) -> int:
-    from .data.layouts import parse_layout_option
+    from flowclas_ros.data.layouts import parse_layout_option
 
     report = quantize_flow(a.model, a.data, a.out, frames=a.frames, layout=a.layout,
                            time_it=not a.no_timing,

@@ -21,7 +21,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from flowclas_ros.data.layouts import write_sample
+from flowclas_ros.data.generic import write_sample
 from flowclas_ros.data.outliers import Cutout, paste_cutout, resize_cutout, save_cutout, trim_cutout
 
 __all__ = [

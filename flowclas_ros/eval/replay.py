@@ -18,10 +18,10 @@ an interrupted run (Ctrl-C) leaves a valid bag holding the frames done so far.
 
 With a ground-truth topic (mono8 labels 0 inlier / 1 anomaly / 255 void, matched to frames by
 header stamp), the (heatmap, label) pairs go through the evaluator's own machinery
-(:class:`flowclas_ros.evaluate.Evaluation`): the same metrics, per-frame scores and report files
+(:class:`flowclas_ros.eval.evaluate.Evaluation`): the same metrics, per-frame scores and report files
 as ``flowclas-ros evaluate`` on the same frames. Frames without a label are counted, not scored.
 
-Damaged input: unreadable parts of a bag are skipped (see :mod:`flowclas_ros.data.bags`), and
+Damaged input: unreadable parts of a bag are skipped (see :mod:`flowclas_ros.data.rosbag`), and
 frames that cannot be decoded are skipped; both are counted per reason in ``skipped``.
 """
 from __future__ import annotations
@@ -66,7 +66,7 @@ def output_topics(namespace: str = "") -> dict[str, str]:
 def _prepare_output(out: Path, bag: Path, force: bool) -> Path:
     """Refuse to clobber: an existing output needs ``force``, and even then only a bag directory
     is deleted (never the input, nor a directory holding anything but bag files)."""
-    from .data.bags import BagError
+    from flowclas_ros.data.rosbag import BagError
 
     r_out, r_bag = out.resolve(), bag.resolve()
     if r_out == r_bag or r_bag in r_out.parents or r_out in r_bag.parents:
@@ -90,9 +90,9 @@ def _prepare_output(out: Path, bag: Path, force: bool) -> Path:
 
 def _decode_label(msg: Any) -> Any:
     """A ground-truth Image -> HxW uint8 0/1/255 (FrameError / ImageError / DatasetError)."""
-    from .data.bags import FrameError
-    from .data.layouts import LABEL_DECODERS
-    from .runtime.images import image_from_fields
+    from flowclas_ros.data.labels import LABEL_DECODERS
+    from flowclas_ros.data.rosbag import FrameError
+    from flowclas_ros.runtime.images import image_from_fields
 
     if msg.encoding not in ("mono8", "8UC1"):
         raise FrameError("gt_encoding", f"ground truth must be mono8 (0/1/255), got {msg.encoding}")
@@ -144,12 +144,19 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
     import numpy as np
     from rosbags.rosbag2 import StoragePlugin, Writer
 
-    from .data.bags import (IMAGE, Bag, BagError, FrameError, decode_frame, deserialize,
-                            stamp_ns, typestore)
-    from .data.layouts import DatasetError
-    from .runtime.detector import Detector
-    from .runtime.images import ImageError, to_msg_fields
-    from .runtime.pipeline import run_frame
+    from flowclas_ros.data.files import DatasetError
+    from flowclas_ros.data.rosbag import (
+        IMAGE,
+        Bag,
+        BagError,
+        FrameError,
+        decode_frame,
+        deserialize,
+        typestore,
+    )
+    from flowclas_ros.deploy.torch_backend import open_detector
+    from flowclas_ros.runtime.images import ImageError, to_msg_fields
+    from flowclas_ros.runtime.pipeline import run_frame, stamp_ns
 
     src = Bag(bag)
     outs = output_topics(namespace)
@@ -162,7 +169,7 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
     if set(outs.values()) & {topic, gt_topic}:
         raise BagError(f"{topic} is a detector output topic; replay its input topic instead")
     out_path = _prepare_output(Path(out), src.path, force)
-    det = Detector(model, providers=providers, threshold=threshold, min_area=min_area,
+    det = open_detector(model, providers=providers, threshold=threshold, min_area=min_area,
                    threads=threads)
     ts = typestore()
     image_t = ts.types[IMAGE]
@@ -187,7 +194,7 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
         ev = None
         rgb_dir: Optional[Path] = None
         if gt_topic is not None:
-            from .evaluate import Evaluation
+            from flowclas_ros.eval.evaluate import Evaluation
 
             ev = stack.enter_context(Evaluation(det, min_pred_area, min_gt_area))
             if report is not None:  # frames of the montages: read back after the run
@@ -357,7 +364,7 @@ def _write_report(out: Path, result: dict, ev: Any, rgb_dir: Optional[Path]) -> 
     for every frame; metrics.json holds the summary without the per-frame list."""
     import numpy as np
 
-    from .evaluate import to_json
+    from flowclas_ros.eval.evaluate import to_json
 
     out.mkdir(parents=True, exist_ok=True)
     summary = {k: v for k, v in result.items() if k != "per_frame"}
@@ -407,8 +414,8 @@ def _plot_over_time(path: Path, result: dict) -> None:
 
 
 def format_summary(r: dict) -> str:
-    from .evaluate import fmt_number
-    from .evaluate import format_summary as eval_summary
+    from flowclas_ros.eval.evaluate import fmt_number
+    from flowclas_ros.eval.evaluate import format_summary as eval_summary
 
     lines = [f"replayed {r['frames']} frames of {r['image_topic']} from {r['bag']} -> {r['out']}",
              f"outputs: {', '.join(r['output_topics'].values())}",
@@ -431,7 +438,7 @@ def format_summary(r: dict) -> str:
 
 
 def _cmd_replay(a: Any) -> int:
-    from .evaluate import to_json
+    from flowclas_ros.eval.evaluate import to_json
 
     result = replay(a.bag, a.out, a.model, image_topic=a.image_topic, gt_topic=a.gt_topic,
                     report=a.report, force=a.force,

@@ -11,32 +11,33 @@ import json
 import logging
 import os
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from .config import Config, ConfigError, _apply_override, config_from_dict
-from .data.frames import TrainingFrames, source_samples
-from .data.layouts import read_image_rgb, read_label
-from .model.flowclas import FlowCLAS, FlowHead
-from .model.losses import cell_labels, flowclas_loss, negative_nll_hinge
-from .model.negatives import FlowNegativeConfig, append_negatives, negative_feature_maps
-from .runtime.processing import label_to_input, preprocess
+from flowclas_ros.config import Config, ConfigError
+from flowclas_ros.model.flowclas import FlowCLAS, FlowHead
+from flowclas_ros.model.losses import cell_labels, flowclas_loss, negative_nll_hinge
+from flowclas_ros.training.batches import TrainingFrames
+from flowclas_ros.training.calibration import calibrate, feature_extractor
+from flowclas_ros.training.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    save_checkpoint,
+)
+from flowclas_ros.training.devices import distributed
+from flowclas_ros.training.flow_negatives import (
+    flow_negative_config,
+    load_generator_head,
+    with_flow_negatives,
+)
 
 log = logging.getLogger("flowclas_ros.train")
-
-CHECKPOINT_FORMAT = "flowclas_ros.checkpoint/1"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt, not ours, or unfinished."""
-
-CHECKPOINT_NAME = "checkpoint.pt"
 
 
 class HeadLoss(nn.Module):
@@ -63,63 +64,6 @@ class HeadLoss(nn.Module):
         return total, terms.ml, terms.con
 
 
-def pick_device(spec: str, local_rank: int = 0) -> torch.device:
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if spec == "cuda":
-        spec = f"cuda:{local_rank}"
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device: '{spec}' requested but CUDA is not available")
-    return torch.device(spec)
-
-
-@contextmanager
-def distributed(device_spec: str) -> Iterator[tuple[int, int, torch.device]]:
-    """(rank, world_size, device); initialises the process group when run under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = pick_device(device_spec, local_rank)
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend=backend)
-        try:
-            yield rank, world, device
-        finally:
-            dist.destroy_process_group()
-    else:
-        yield rank, world, device
-
-
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write atomically: a crash mid-write never leaves a truncated checkpoint behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load with weights_only=True (no arbitrary unpickling) and check the format tag."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:200]})") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a flowclas_ros checkpoint (format tag missing or unknown)")
-    return ckpt
-
-
-def checkpoint_config(ckpt: dict[str, Any]) -> Config:
-    return config_from_dict(ckpt["config"])
-
-
 def make_optimizer(head: FlowHead, cfg: Config) -> torch.optim.Optimizer:
     """AdamW; weight decay on conv kernels only (none on norms, biases, base density)."""
     decay = [p for n, p in head.named_parameters() if p.ndim == 4 and "weight" in n]
@@ -141,53 +85,6 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: Config) -> torch.optim.lr_sc
 def step_generator(cfg: Config, step: int, rank: int, stream: int = 7) -> torch.Generator:
     seed = int(np.random.default_rng([cfg.seed, step, rank, stream]).integers(2**62))
     return torch.Generator().manual_seed(seed)
-
-
-def flow_negative_config(cfg: Config) -> Optional[FlowNegativeConfig]:
-    """The flow-negative sampler of `outlier_exposure.flow_negatives`, None when the source is off."""
-    oe = cfg.outlier_exposure
-    if "flow_negatives" not in oe.source_weights():
-        return None
-    fn = oe.flow_negatives
-    return FlowNegativeConfig(probability=1.0, cells=tuple(fn.cells), tau=tuple(fn.tau),
-                              anchor=fn.anchor, context=fn.context, max_norm_ratio=fn.max_norm_ratio)
-
-
-def load_generator_head(cfg: Config, channels: int, device: torch.device) -> Optional[FlowHead]:
-    """The frozen head of `outlier_exposure.flow_negatives.generator` (None when not set): a
-    separately trained flow on the same backbone features that draws the negatives."""
-    path = cfg.outlier_exposure.flow_negatives.generator
-    if path is None or flow_negative_config(cfg) is None:
-        return None
-    key = "outlier_exposure.flow_negatives.generator"
-    try:
-        ckpt = load_checkpoint(path)
-    except CheckpointError as err:
-        raise ConfigError(f"{key}: {err}") from err
-    gcfg = checkpoint_config(ckpt)
-    if gcfg.model.backbone != cfg.model.backbone:
-        raise ConfigError(f"{key}: {path} was trained on other features (backbone "
-                          f"{gcfg.model.backbone}) than this model ({cfg.model.backbone})")
-    head = FlowHead(channels, gcfg.model, seed=gcfg.seed)
-    head.load_state_dict(ckpt["head"])
-    head.to(device).eval()
-    for p in head.parameters():
-        p.requires_grad_(False)
-    return head
-
-
-def with_flow_negatives(head: FlowHead, feats: torch.Tensor, cells: torch.Tensor, batch: list,
-                        neg_cfg: Optional[FlowNegativeConfig],
-                        generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Append a flow-sampled negative copy of every frame whose OE source is flow_negatives
-    (model/negatives.py); returns (feats, cells, copies appended). The originals stay in the
-    batch, so the likelihood term keeps all their inlier cells."""
-    idx = [i for i, f in enumerate(batch) if f.source == "flow_negatives"]
-    if neg_cfg is None or not idx:
-        return feats, cells, 0
-    neg = negative_feature_maps(head, feats, cells, neg_cfg, generator, frames=idx)
-    feats, cells = append_negatives(feats, cells, neg)
-    return feats, cells, len(neg)
 
 
 class FeatureSource:
@@ -347,95 +244,3 @@ def _data_init(model: FlowCLAS, frames: TrainingFrames, feats_of: FeatureSource,
     batch = frames.batch(0, 0)
     model.head.train()
     model.head(feats_of(batch))
-
-
-def calibration_samples(cfg: Config):
-    """Val frames when configured (held out: honest threshold), else evenly spaced train frames."""
-    src = cfg.data.val if cfg.data.val is not None else cfg.data.train[0]
-    samples = source_samples(src)
-    n = cfg.calibration.max_frames
-    if len(samples) > n:
-        samples = [samples[i] for i in np.linspace(0, len(samples) - 1, n).round().astype(int)]
-    return samples, src.root
-
-
-def feature_extractor(model: FlowCLAS, cfg: Config) -> Callable[[torch.Tensor], torch.Tensor]:
-    """What the flow trains and calibrates on: the torch backbone's features, or, with
-    `model.backbone.int8_features`, those of the same backbone quantised to int8 (ONNX Runtime)."""
-    if not cfg.model.backbone.int8_features:
-        return model.features
-    from .quantize import int8_features_for
-
-    return int8_features_for(cfg, model.backbone)
-
-
-@torch.no_grad()
-def calibrate(model: FlowCLAS, cfg: Config, device: torch.device,
-              extract: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> dict[str, Any]:
-    """Score normalisation and threshold from inlier pixels of calibration frames.
-
-    offset = median inlier score, scale = (1 - inlier_fpr) quantile - median, so after
-    normalisation 0 is a typical inlier pixel and 1.0 is the score exceeded by `inlier_fpr` of
-    inlier pixels: the threshold is 1.0 by construction. `extract`: the training's features
-    (default: `feature_extractor`)."""
-    extract = extract or feature_extractor(model, cfg)
-    model.eval()
-    model.score_offset.fill_(0.0)
-    model.score_scale.fill_(1.0)
-    samples, root = calibration_samples(cfg)
-    m = cfg.model
-    mean, std = model.backbone.mean, model.backbone.std
-    values = []
-    for s in samples:
-        rgb = read_image_rgb(s.image_path)
-        label = read_label(s.label_path, rgb.shape[:2]) if s.label_path else np.zeros(rgb.shape[:2], np.uint8)
-        x, geom = preprocess(rgb, m.input_size, mean, std, m.resize_policy)
-        images = torch.from_numpy(x[None]).to(device)
-        score = model.upsample(model.grid_score(extract(images)), images)[0, 0].cpu().numpy()
-        inl = score[label_to_input(label, geom) == 0]
-        values.append(inl[:: max(1, inl.size // 20000)])
-    pooled = np.concatenate(values).astype(np.float64)
-    fpr = cfg.calibration.inlier_fpr
-    median, high = np.quantile(pooled, [0.5, 1.0 - fpr])
-    scale = max(float(high - median), 1e-6)
-    model.train()
-    return {"score_offset": float(median), "score_scale": scale, "threshold": 1.0,
-            "threshold_rule": f"inlier-pixel FPR {100 * fpr:g}% on {len(samples)} frames of {root}",
-            "frames": len(samples), "inlier_pixels": int(pooled.size)}
-
-
-# Keys that only change post-processing / calibration: editable on a trained checkpoint.
-POSTPROCESS_KEYS = ("model.score_blur_sigma", "model.score_includes_logdet",
-                    "model.score_guided_radius", "model.score_guided_eps",
-                    "calibration.inlier_fpr", "calibration.max_frames")
-
-
-def recalibrate(checkpoint: str | os.PathLike, out: str | os.PathLike,
-                overrides: Optional[list[str]] = None, device: str = "auto") -> Path:
-    """Change post-processing settings of a trained model (score smoothing, log-det in the score,
-    guided upsampling, the calibration rule; also the input size when the flow has no positional
-    conditioning) and recalibrate, without retraining. Writes a new checkpoint whose config
-    records the change (new config hash, `recalibrated_from` = the old one)."""
-    ckpt = load_checkpoint(checkpoint)
-    data = ckpt["config"]
-    for item in overrides or []:
-        key = item.split("=", 1)[0].strip()
-        if key == "model.input_size":
-            # The backbone and the flow are fully convolutional: a new input size is a deployment
-            # choice (speed vs small-obstacle recall), unless positions condition the flow.
-            if data["model"]["flow"].get("positional_channels", 0) > 0:
-                raise ConfigError("'model.input_size' cannot change without retraining: this model's "
-                                  "flow is conditioned on positions (model.flow.positional_channels > 0)")
-        elif key not in POSTPROCESS_KEYS:
-            raise ConfigError(f"'{key}' cannot change without retraining (allowed: "
-                              f"{', '.join(POSTPROCESS_KEYS)}, model.input_size)")
-        _apply_override(data, item)
-    cfg = config_from_dict(data)
-    dev = pick_device(device)
-    model = FlowCLAS(cfg.model, seed=cfg.seed).to(dev)
-    model.head.load_state_dict(ckpt["head"])
-    calibration = calibrate(model, cfg, dev)
-    path = Path(out)
-    save_checkpoint(path, dict(ckpt, config=cfg.to_dict(), config_sha256=cfg.sha256(),
-                               calibration=calibration, recalibrated_from=ckpt["config_sha256"]))
-    return path

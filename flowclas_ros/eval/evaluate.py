@@ -2,7 +2,7 @@
 
 Two passes with bounded memory:
   1. every frame goes through ``Detector.heatmap`` (the one runtime path); the float32 heatmap
-     feeds the streaming :class:`~flowclas_ros.metrics.PixelMetrics` and is cached to a temporary
+     feeds the streaming :class:`~flowclas_ros.eval.metrics.PixelMetrics` and is cached to a temporary
      directory as float16 ``.npy`` (float32 for a frame whose scores overflow float16), with its
      label;
   2. the component metrics need the pixel best-F1 threshold, known only after pass 1: they run
@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
 if TYPE_CHECKING:
     import numpy as np
 
-    from .metrics import PixelMetrics
+    from flowclas_ros.eval.metrics import PixelMetrics
 
 # Only the standard library at import time: `flowclas-ros` imports this module to register the
 # verb, so numpy, OpenCV, onnxruntime and matplotlib are imported inside the functions.
@@ -61,7 +61,9 @@ class _Frame:
 def _as_frames(data: Any, layout: str, max_frames: Optional[int],
                layout_options: Optional[dict] = None) -> tuple[list[_Frame], str]:
     """Samples from a dataset directory or a sequence of `Sample` / (id, rgb, label) tuples."""
-    from .data.layouts import DatasetError, Sample, load_layout
+    from flowclas_ros.data.files import DatasetError
+    from flowclas_ros.data.labels import Sample
+    from flowclas_ros.data.layouts import load_layout
 
     if isinstance(data, (str, os.PathLike)):
         try:
@@ -95,7 +97,8 @@ def _as_frames(data: Any, layout: str, max_frames: Optional[int],
 def _read(frame: _Frame, with_label: bool = True) -> tuple[np.ndarray, Optional[np.ndarray]]:
     import numpy as np
 
-    from .data.layouts import DatasetError, Sample, read_image_rgb, read_sample_label
+    from flowclas_ros.data.files import DatasetError, read_image_rgb
+    from flowclas_ros.data.labels import Sample, read_sample_label
 
     s = frame.sample
     if isinstance(s, Sample):  # any layout's label coding, decoded to 0/1/255
@@ -140,10 +143,10 @@ def evaluate(data: Any, model_path: Optional[str | os.PathLike] = None,
     rule behind ``image_auroc``. ``layout_options``: keyword options of the layout reader, e.g.
     ``{"category": "bottle", "split": "test"}`` for ``mvtec``.
     """
-    from .runtime.detector import Detector
+    from flowclas_ros.deploy.torch_backend import open_detector
 
     frames, desc = _as_frames(data, layout, max_frames, layout_options)
-    det = Detector(model_path, providers=providers)
+    det = open_detector(model_path, providers=providers)
     with Evaluation(det, min_pred_area, min_gt_area, max_bins, image_score, image_top_k) as ev:
         for fr in _progress(frames, len(frames), "evaluate", progress):
             rgb, label = _read(fr)
@@ -159,7 +162,7 @@ def evaluate(data: Any, model_path: Optional[str | os.PathLike] = None,
 class Evaluation:
     """The evaluator's streaming core: metrics from (heatmap, label) pairs fed one at a time.
 
-    `evaluate` feeds it a labelled dataset through `Detector.heatmap`; `flowclas_ros.replay`
+    `evaluate` feeds it a labelled dataset through `Detector.heatmap`; `flowclas_ros.eval.replay`
     feeds it the heatmaps the node's frame pipeline made on a bag, so both report the same
     metrics, per-frame scores and report files. `add` is pass 1 (pixel metrics + heatmap/label
     cache, see the module docstring); `finish` is pass 2 and returns the metrics dict, leaving the
@@ -169,7 +172,7 @@ class Evaluation:
 
     def __init__(self, detector: Any, min_pred_area: int = 50, min_gt_area: int = 10,
                  max_bins: int = 1 << 20, image_score: str = "max", image_top_k: float = 0.01) -> None:
-        from .metrics import ImageMetrics, PixelMetrics
+        from flowclas_ros.eval.metrics import ImageMetrics, PixelMetrics
 
         if image_score not in IMAGE_SCORES:
             raise ValueError(f"image_score must be one of {IMAGE_SCORES}, got {image_score!r}")
@@ -217,7 +220,7 @@ class Evaluation:
         """Pass 2 (component metrics, per-frame scores) and the metrics dict."""
         import numpy as np
 
-        from .metrics import ComponentMetrics, average_precision, counts_at_threshold
+        from flowclas_ros.eval.metrics import ComponentMetrics, average_precision, counts_at_threshold
 
         if not self.ids:
             raise ValueError("no frames to evaluate")
@@ -405,8 +408,8 @@ def _tile(rgb: np.ndarray, heat: np.ndarray, label: np.ndarray, threshold: float
     import cv2
     import numpy as np
 
-    from .runtime.processing import threshold_components
-    from .runtime.visualize import render_overlay
+    from flowclas_ros.runtime.processing import threshold_components
+    from flowclas_ros.runtime.visualize import render_overlay
 
     # the prediction exactly as the component metrics see it: void removed before labelling
     mask, _ = threshold_components(np.where(label == 255, -np.inf, heat).astype(np.float32),
@@ -432,7 +435,7 @@ def _montage(path: Path, rows: list[dict], read_rgb: Callable[[int], np.ndarray]
     import cv2
     import numpy as np
 
-    from .runtime.visualize import montage
+    from flowclas_ros.runtime.visualize import montage
 
     tiles = []
     for r in rows:
@@ -485,7 +488,7 @@ def format_summary(r: dict) -> str:
 
 
 def _cmd_evaluate(a: Any) -> int:
-    from .data.layouts import parse_layout_option
+    from flowclas_ros.data.layouts import parse_layout_option
 
     result = evaluate(a.data, a.model, out_dir=a.out, layout=a.layout,
                       providers=[p for p in a.providers.split(",") if p],

@@ -7,7 +7,7 @@ different data without a sampler.
 Outlier exposure: a frame receives OE with `outlier_exposure.probability`, from ONE source drawn
 with the `outlier_exposure.sources` weights: `cutouts` and `procedural` paste into the image here
 (at source resolution, before the flip and the resize); `flow_negatives` leaves the image alone and
-only marks the frame (`Frame.source`), train.py appends a flow-sampled negative copy of its
+only marks the frame (`TrainingFrame.source`), the training loop appends a flow-sampled negative copy of its
 features. A config with cut-outs as the only source draws exactly the random numbers it drew
 before the other sources existed, so older runs resume on the same batches.
 """
@@ -19,15 +19,18 @@ from typing import Optional
 
 import numpy as np
 
-from ..config import Config, DataSource
-from ..runtime.processing import label_to_input, preprocess
-from .layouts import Sample, load_layout, read_image_rgb, read_label
-from .outliers import CutoutBank, PasteConfig, paste_outliers
-from .procedural import ProceduralConfig, paste_procedural
+from flowclas_ros.config import Config
+from flowclas_ros.data.files import read_image_rgb
+from flowclas_ros.data.labels import read_label_or_inlier
+from flowclas_ros.data.layouts import source_samples
+from flowclas_ros.data.outliers import CutoutBank, PasteConfig, paste_outliers
+from flowclas_ros.data.procedural import ProceduralConfig, paste_procedural
+from flowclas_ros.model.registry import BACKBONES
+from flowclas_ros.runtime.processing import label_to_input, preprocess
 
 
 @dataclass
-class Frame:
+class TrainingFrame:
     """One preprocessed training frame: normalised [3,H,W] image and model-grid labels [H,W]."""
 
     image: np.ndarray
@@ -37,31 +40,13 @@ class Frame:
     source: str = "none"  # OE source: none | cutouts | procedural | flow_negatives
 
 
-def source_samples(src: DataSource) -> list[Sample]:
-    """The samples of one source; layout options (topic, stride) are passed only when set, so
-    layouts without options keep working."""
-    opts: dict[str, object] = {}
-    if src.topic is not None:
-        opts["topic"] = src.topic
-    if src.stride != 1:
-        opts["stride"] = src.stride
-    return load_layout(src.layout, src.root, **opts)
-
-
-def load_samples(sources: list[DataSource]) -> list[Sample]:
-    samples: list[Sample] = []
-    for src in sources:
-        samples.extend(source_samples(src))
-    return samples
-
-
 class TrainingFrames:
     """Draws preprocessed frames for a step. Inlier sources may carry labels: anomalous (1) pixels
     of a source frame are kept as anomalies, void (255) stays void."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.samples = load_samples(cfg.data.train)
+        self.samples = [s for src in cfg.data.train for s in source_samples(src)]
         oe = cfg.outlier_exposure
         weights = oe.source_weights()
         self.sources = list(weights)
@@ -76,8 +61,6 @@ class TrainingFrames:
             frequency=tuple(pr.frequency), fills=dataclasses.asdict(pr.fills)) if "procedural" in weights else None
         m = cfg.model
         self.input_hw = tuple(m.input_size)
-        from ..model.backbone import BACKBONES
-
         backbone_cls = BACKBONES[m.backbone.name]
         self.mean, self.std = backbone_cls.mean, backbone_cls.std
 
@@ -90,9 +73,7 @@ class TrainingFrames:
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         s = self.samples[index]
         rgb = read_image_rgb(s.image_path)
-        label = (read_label(s.label_path, rgb.shape[:2]) if s.label_path is not None
-                 else np.zeros(rgb.shape[:2], np.uint8))
-        return rgb, label
+        return rgb, read_label_or_inlier(s, rgb.shape[:2])
 
     def outlier_exposure(self, rgb: np.ndarray, label: np.ndarray,
                          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
@@ -112,16 +93,16 @@ class TrainingFrames:
             rgb, label, _ = paste_procedural(rgb, label, self.procedural_cfg, rng)
         return rgb, label, source  # flow_negatives: the image is untouched (train.py)
 
-    def frame(self, index: int, flip: bool, rng: np.random.Generator) -> Frame:
+    def frame(self, index: int, flip: bool, rng: np.random.Generator) -> TrainingFrame:
         rgb, label = self.read(index)
         rgb, label, source = self.outlier_exposure(rgb, label, rng)
         pasted = source in ("cutouts", "procedural")
         if flip:
             rgb, label = rgb[:, ::-1].copy(), label[:, ::-1].copy()
         x, geom = preprocess(rgb, self.input_hw, self.mean, self.std, self.cfg.model.resize_policy)
-        return Frame(x, label_to_input(label, geom), (index, flip), pasted, source)
+        return TrainingFrame(x, label_to_input(label, geom), (index, flip), pasted, source)
 
-    def batch(self, step: int, rank: int = 0) -> list[Frame]:
+    def batch(self, step: int, rank: int = 0) -> list[TrainingFrame]:
         rng = self.rng(step, rank)
         n = self.cfg.train.batch_size
         idx = rng.integers(0, len(self.samples), size=n)

@@ -17,18 +17,27 @@ from typing import Iterable, Optional
 import numpy as np
 import torch
 
-from . import __version__
-from .config import Config
-from .model.flowclas import FlowCLAS
-from .runtime.backends import BATCH_DIM
-from .runtime.model_info import ModelInfo
-from .runtime.processing import preprocess
-from .train import CheckpointError, checkpoint_config, load_checkpoint
+from flowclas_ros import __version__
+from flowclas_ros.config import Config
+from flowclas_ros.data.files import read_image_rgb
+from flowclas_ros.data.layouts import evenly_spaced, load_layout, source_samples
+from flowclas_ros.deploy.onnx_metadata import set_metadata
+from flowclas_ros.model.flowclas import FlowCLAS
+from flowclas_ros.runtime.backends import OnnxRuntimeBackend
+from flowclas_ros.runtime.model_info import (
+    BATCH_DIM,
+    INPUT_NAME,
+    INT8_FEATURES_KEY,
+    OPSET,
+    OUTPUT_NAME,
+    ModelInfo,
+)
+from flowclas_ros.runtime.processing import preprocess
+from flowclas_ros.training.checkpoint import CheckpointError, checkpoint_config, load_checkpoint
+from flowclas_ros.training.int8_features import int8_features_description
 
-log = logging.getLogger("flowclas_ros.export")
+log = logging.getLogger("flowclas_ros.deploy.export")
 
-OPSET = 17
-INPUT_NAME, OUTPUT_NAME = "image", "score"
 
 
 def model_info(cfg: Config, ckpt: dict, model: FlowCLAS) -> ModelInfo:
@@ -58,8 +67,6 @@ def _int8_features_metadata(cfg: Config) -> dict[str, str]:
     so `flowclas-ros quantize --backbone` reproduces that backbone."""
     if not cfg.model.backbone.int8_features:
         return {}
-    from .quantize import INT8_FEATURES_KEY, int8_features_description
-
     return {INT8_FEATURES_KEY: json.dumps(int8_features_description(cfg))}
 
 
@@ -92,10 +99,7 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike) -> ModelI
                           dynamic_axes={INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}})
     proto = onnx.load(str(tmp))
     onnx.checker.check_model(proto)
-    del proto.metadata_props[:]
-    for key, value in info.to_metadata().items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
+    set_metadata(proto, info)
     proto.doc_string = "FlowCLAS anomaly score map (flowclas_ros); see metadata_props"
     onnx.save(proto, str(tmp))
     os.replace(tmp, out)
@@ -106,8 +110,6 @@ def check_parity(checkpoint: str | os.PathLike, onnx_path: str | os.PathLike,
                  images: Iterable[np.ndarray]) -> dict[str, float]:
     """Run the same preprocessed frames through torch and ONNX Runtime; report the max abs
     difference of the score maps, absolute and relative to the torch maps' score range."""
-    from .runtime.backends import OnnxRuntimeBackend
-
     model, info = load_model_for_export(checkpoint)
     ort_backend = OnnxRuntimeBackend(onnx_path, ("cpu",))
     max_abs, lo, hi, n = 0.0, np.inf, -np.inf, 0
@@ -126,15 +128,7 @@ def check_parity(checkpoint: str | os.PathLike, onnx_path: str | os.PathLike,
 
 
 def parity_images(cfg: Config, limit: int = 4, data_dir: Optional[str] = None) -> list[np.ndarray]:
-    """Real frames for the parity check: `data_dir` (generic layout) or the training data."""
-    from .data.layouts import load_layout, read_image_rgb
-
-    if data_dir is not None:
-        samples = load_layout("generic", data_dir)
-    else:
-        from .data.frames import source_samples
-
-        src = cfg.data.val or cfg.data.train[0]
-        samples = source_samples(src)
-    pick = np.linspace(0, len(samples) - 1, min(limit, len(samples))).round().astype(int)
-    return [read_image_rgb(samples[i].image_path) for i in pick]
+    """Real frames for the parity check: `data_dir` (generic layout) or the calibration source."""
+    samples = (load_layout("generic", data_dir) if data_dir is not None
+               else source_samples(cfg.data.calibration_source()))
+    return [read_image_rgb(s.image_path) for s in evenly_spaced(samples, limit)]

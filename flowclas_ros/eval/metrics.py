@@ -86,6 +86,8 @@ from typing import Iterable, Optional, Sequence
 import cv2
 import numpy as np
 
+from flowclas_ros.runtime.labels import ANOMALY, INLIER, VOID
+
 __all__ = [
     "SIOU_THRESHOLDS",
     "ComponentMetrics",
@@ -101,7 +103,6 @@ __all__ = [
     "rank_auroc",
 ]
 
-VOID = 255
 SIOU_THRESHOLDS: np.ndarray = np.linspace(0.25, 0.75, 11)
 _SIGN = np.uint32(0x80000000)
 _NEG_INF_KEY = 0x007FFFFF  # key of -inf; smaller keys are negative NaN bit patterns
@@ -140,7 +141,7 @@ def _valid_pixels(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, n
     valid = positive | negative
     n_void = int(np.count_nonzero(lab == VOID))
     if n_void + int(np.count_nonzero(valid)) != lab.size:
-        bad = np.setdiff1d(np.unique(lab), np.array([0, 1, VOID]))
+        bad = np.setdiff1d(np.unique(lab), np.array([INLIER, ANOMALY, VOID]))
         raise ValueError(f"labels must be 0 (inlier), 1 (anomaly) or 255 (void); found {bad[:10]}")
     s = scores.ravel()[valid].astype(np.float32) + np.float32(0.0)  # copy; folds -0.0 onto +0.0
     if np.isnan(s).any():
@@ -486,7 +487,7 @@ def frame_components(scores: Optional[np.ndarray], labels: np.ndarray,
         pred_mask = scores.astype(np.float32, copy=False) >= np.float32(threshold)
     elif pred_mask.shape != labels.shape:
         raise ValueError(f"pred_mask {pred_mask.shape} and labels {labels.shape} differ in shape")
-    bad = ~np.isin(labels, (0, 1, VOID))
+    bad = ~np.isin(labels, (INLIER, ANOMALY, VOID))
     if bad.any():
         raise ValueError(f"labels must be 0, 1 or 255; found {np.unique(labels[bad])[:10]}")
     valid = labels != VOID

@@ -1,0 +1,282 @@
+"""rosbag2 logs as data: robust image reading for `flowclas-ros replay` and the `rosbag2` layout.
+
+Reading is pure Python (`rosbags`: rosbag2 MCAP and sqlite3, no ROS install). A bag is a rosbag2
+directory (``metadata.yaml`` + storage files) or a bare ``.mcap`` / ``.db3`` file. Robots pull
+power and disks fill up, so logs are often damaged; :class:`Bag` reads every message it can:
+
+* an intact bag is read by ``rosbags.rosbag2.Reader`` (time ordered, through the index);
+* when rosbags cannot open the bag (an MCAP file cut short has no footer or summary) or fails
+  part-way (a corrupt chunk), each storage file is read by a record-by-record MCAP scan that keeps
+  every complete message, skips a chunk whose checksum or compression is broken, and stops at
+  the cut; messages already delivered are not delivered twice;
+* how many messages of a topic were lost is known when the bag's metadata (or index) gives the
+  topic's message count (:meth:`Bag.lost`); what went wrong is in :attr:`Bag.notes`.
+
+The ``rosbag2`` dataset layout built on it lives in :mod:`flowclas_ros.data.rosbag_layout`.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+import numpy as np
+
+from flowclas_ros.data.files import DatasetError, PathLike
+from flowclas_ros.data.mcap_salvage import McapScan
+from flowclas_ros.runtime.pipeline import decode_compressed_frame, decode_image_fields
+
+log = logging.getLogger(__name__)
+
+IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
+IMAGE_MSGTYPES: tuple[str, ...] = (IMAGE, COMPRESSED_IMAGE)
+
+
+class BagError(DatasetError):
+    """A bag, a topic in it, or an output bag path the user has to fix; the message says how."""
+
+
+class FrameError(ValueError):
+    """One message that cannot become a frame; ``kind`` is a stable counter name
+    (``deserialize_error`` or one of :data:`~flowclas_ros.runtime.images.IMAGE_ERROR_KINDS`)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class BagMessage:
+    topic: str
+    msgtype: str
+    log_time_ns: int  # the bag's receive time stamp
+    raw: bytes  # CDR
+
+
+# ---------------------------------------------------------------- messages -> frames
+
+
+@functools.lru_cache(maxsize=1)
+def typestore() -> Any:
+    """The message definitions used to (de)serialize images (ROS 2 Jazzy's; Image and
+    CompressedImage are identical in every ROS 2 release since Foxy)."""
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_JAZZY)
+
+
+def deserialize(message: BagMessage) -> Any:
+    """CDR -> message object, or :class:`FrameError` ``deserialize_error``."""
+    try:
+        return typestore().deserialize_cdr(message.raw, message.msgtype)
+    except Exception as exc:  # noqa: BLE001 - rosbags raises SerdeError, struct/Index/Value errors
+        raise FrameError("deserialize_error", f"{message.topic} message at {message.log_time_ns} "
+                         f"does not deserialize as {message.msgtype}: {exc}") from exc
+
+
+def decode_frame(msgtype: str, msg: Any) -> np.ndarray:
+    """An Image or CompressedImage message -> HxWx3 RGB, exactly as the node decodes it
+    (:class:`~flowclas_ros.runtime.images.ImageError` on a bad frame)."""
+
+    if msgtype == COMPRESSED_IMAGE:
+        return decode_compressed_frame(msg.data, msg.format)
+    return decode_image_fields(msg.data, msg.height, msg.width, msg.encoding, msg.step,
+                               bool(msg.is_bigendian))
+
+
+# ---------------------------------------------------------------- Bag
+
+
+class Bag:
+    """A rosbag2 bag (directory or bare .mcap/.db3 file), read as completely as it can be.
+
+    ``topics``: topic -> message type; ``expected``: topic -> message count where the metadata
+    or the index says so; after :meth:`messages`: ``delivered`` counts per topic, :meth:`lost`,
+    ``notes`` (one line per problem) and ``loss_reason`` (``truncated`` or ``corrupt``).
+    """
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise BagError(f"bag {self.path} does not exist")
+        self.notes: list[str] = []
+        self.delivered: Counter[str] = Counter()
+        self.loss_reason: Optional[str] = None
+        self.expected: dict[str, int] = {}
+        self.topics: dict[str, str] = {}
+        self._whole = False  # rosbags reads the whole bag
+        try:
+            from rosbags.rosbag2 import Reader
+
+            with Reader(self.path) as reader:
+                self.topics = {t: info.msgtype for t, info in reader.topics.items()
+                               if info.msgtype}
+                self.expected = {t: int(info.msgcount) for t, info in reader.topics.items()}
+            self._whole = True
+            return
+        except Exception as exc:  # noqa: BLE001 - ReaderError, yaml, OSError, struct errors...
+            why = f"{type(exc).__name__}: {exc}"
+        self.files = self._storage_files()
+        if not self.files:
+            raise BagError(f"{self.path} is not a rosbag2 bag: rosbags cannot open it ({why}) and "
+                           "it holds no .mcap or .db3 storage file")
+        self.notes.append(f"rosbags cannot open {self.path} ({why}); reading each storage file "
+                          "record by record")
+        self.expected = self._metadata_counts()
+        for f in self.files:
+            for topic, msgtype in self._file_topics(f).items():
+                self.topics.setdefault(topic, msgtype)
+
+    # -- discovery -------------------------------------------------------------------------
+    def _storage_files(self) -> list[Path]:
+        if self.path.is_file():
+            return [self.path] if self.path.suffix in (".mcap", ".db3") else []
+        listed = []
+        meta = self._metadata()
+        for name in (meta or {}).get("relative_file_paths") or []:
+            p = self.path / Path(str(name)).name
+            if p.is_file() and p.suffix in (".mcap", ".db3"):
+                listed.append(p)
+        return listed or sorted(p for p in self.path.iterdir()
+                                if p.is_file() and p.suffix in (".mcap", ".db3"))
+
+    def _metadata(self) -> Optional[dict]:
+        meta = self.path / "metadata.yaml" if self.path.is_dir() else None
+        if meta is None or not meta.is_file():
+            return None
+        try:
+            import yaml
+
+            data = yaml.safe_load(meta.read_text())
+            return data.get("rosbag2_bagfile_information") if isinstance(data, dict) else None
+        except Exception:  # noqa: BLE001 - a damaged metadata file only loses the counts
+            return None
+
+    def _metadata_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for entry in (self._metadata() or {}).get("topics_with_message_count") or []:
+            try:
+                counts[str(entry["topic_metadata"]["name"])] = int(entry["message_count"])
+            except (KeyError, TypeError, ValueError):
+                continue
+        return counts
+
+    def _file_topics(self, f: Path) -> dict[str, str]:
+        try:
+            from rosbags.rosbag2 import Reader
+
+            with Reader(f) as reader:
+                return {t: info.msgtype for t, info in reader.topics.items() if info.msgtype}
+        except Exception:  # noqa: BLE001 - damaged: scan it
+            pass
+        if f.suffix != ".mcap":
+            self.notes.append(f"{f.name}: unreadable sqlite3 storage file, skipped")
+            return {}
+        return McapScan(f).topics()
+
+    # -- topics ----------------------------------------------------------------------------
+    def describe_topics(self) -> str:
+        if not self.topics:
+            return "the bag has no readable topic"
+        return ", ".join(f"{t} ({ty})" for t, ty in sorted(self.topics.items()))
+
+    def image_topics(self) -> list[str]:
+        return sorted(t for t, ty in self.topics.items() if ty in IMAGE_MSGTYPES)
+
+    def require_topic(self, topic: str, types: Iterable[str] = IMAGE_MSGTYPES,
+                      what: str = "topic") -> str:
+        """``topic`` when the bag has it with one of ``types``; else a BagError naming the
+        topics that exist."""
+        types = tuple(types)
+        if topic not in self.topics:
+            raise BagError(f"{what} {topic} is not in bag {self.path}; topics: "
+                           f"{self.describe_topics()}")
+        if self.topics[topic] not in types:
+            raise BagError(f"{what} {topic} in bag {self.path} has type {self.topics[topic]}, "
+                           f"expected {' or '.join(types)}; topics: {self.describe_topics()}")
+        return topic
+
+    def pick_image_topic(self, topic: Optional[str] = None, exclude: Iterable[str] = (),
+                         how_to_choose: str = "choose one with the topic option") -> str:
+        """``topic`` if given (checked), else the only image topic not in ``exclude``."""
+        if topic is not None:
+            return self.require_topic(topic, what="image topic")
+        excluded = set(exclude)
+        candidates = [t for t in self.image_topics() if t not in excluded]
+        if len(candidates) == 1:
+            return candidates[0]
+        if not candidates:
+            raise BagError(f"bag {self.path} has no image topic ({' or '.join(IMAGE_MSGTYPES)}) "
+                           f"to read; topics: {self.describe_topics()}")
+        raise BagError(f"bag {self.path} has {len(candidates)} image topics "
+                       f"({', '.join(candidates)}); {how_to_choose}")
+
+    # -- messages --------------------------------------------------------------------------
+    def messages(self, topics: Iterable[str]) -> Iterator[BagMessage]:
+        """Every readable message of ``topics``: time ordered when rosbags reads the bag, in
+        file order when it is salvaged. Resets ``delivered``."""
+        want = set(topics)
+        self.delivered = Counter()
+        self.loss_reason = None
+        done: Counter[tuple[str, int]] = Counter()  # (topic, log time) delivered by rosbags
+        if self._whole:
+            from rosbags.rosbag2 import Reader
+
+            try:
+                with Reader(self.path) as reader:
+                    conns = [c for c in reader.connections if c.topic in want]
+                    for conn, t, raw in reader.messages(connections=conns):
+                        done[(conn.topic, t)] += 1
+                        self.delivered[conn.topic] += 1
+                        yield BagMessage(conn.topic, conn.msgtype, int(t), raw)
+                return
+            except Exception as exc:  # noqa: BLE001 - a damaged chunk mid-way
+                self.notes.append(f"rosbags stopped reading {self.path} after "
+                                  f"{sum(self.delivered.values())} messages "
+                                  f"({type(exc).__name__}: {exc}); salvaging the rest")
+                self.files = self._storage_files()
+                if not self.expected:
+                    self.expected = self._metadata_counts()
+        for f in self.files:
+            for msg in self._file_messages(f, want):
+                key = (msg.topic, msg.log_time_ns)
+                if done[key]:  # already delivered before rosbags failed
+                    done[key] -= 1
+                    continue
+                self.delivered[msg.topic] += 1
+                yield msg
+
+    def _file_messages(self, f: Path, want: set[str]) -> Iterator[BagMessage]:
+        from rosbags.rosbag2 import Reader
+
+        if f.suffix == ".db3":
+            try:
+                with Reader(f) as reader:
+                    conns = [c for c in reader.connections if c.topic in want]
+                    for conn, t, raw in reader.messages(connections=conns):
+                        yield BagMessage(conn.topic, conn.msgtype, int(t), raw)
+            except Exception as exc:  # noqa: BLE001
+                self.loss_reason = self.loss_reason or "corrupt"
+                self.notes.append(f"{f.name}: sqlite3 storage unreadable from here on "
+                                  f"({type(exc).__name__}: {exc})")
+            return
+        scan = McapScan(f)
+        for topic, msgtype, t, raw in scan.messages(want):
+            yield BagMessage(topic, msgtype, t, raw)
+        self.notes.extend(scan.problems)
+        if scan.truncated:
+            self.loss_reason = "truncated"
+        elif scan.corrupt_chunks:
+            self.loss_reason = self.loss_reason or "corrupt"
+
+    def lost(self, topic: str) -> Optional[int]:
+        """Messages of ``topic`` that the metadata announces but the last :meth:`messages`
+        could not deliver (None: unknown, the bag has no usable metadata)."""
+        if topic not in self.expected:
+            return None
+        return max(0, self.expected[topic] - self.delivered[topic])
+

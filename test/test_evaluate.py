@@ -191,8 +191,6 @@ def test_dataset_without_anomalies_is_reported_not_crashed(trained, toy_world, t
 
 
 def test_cli_json_prints_exactly_one_object(trained, toy_world, tmp_path, monkeypatch, capfd):
-    if "flowclas_ros.eval.evaluate" not in cli.PLUGGED_VERBS:  # works before and after the wiring
-        monkeypatch.setattr(cli, "PLUGGED_VERBS", ("flowclas_ros.eval.evaluate",))
     rc = cli.main(["evaluate", "--data", str(toy_world / "test"), "--model", str(trained["onnx"]),
                    "--out", str(tmp_path / "rep"), "--json", "--max-frames", "3"])
     out = capfd.readouterr().out
@@ -211,8 +209,6 @@ def test_missing_model_or_data_gives_a_clear_error(toy_world, tmp_path, monkeypa
     missing = tmp_path / "nope.onnx"
     with pytest.raises(ModelFileError, match="model file not found"):
         evaluate(toy_world / "test", missing, progress=False)
-    if "flowclas_ros.eval.evaluate" not in cli.PLUGGED_VERBS:
-        monkeypatch.setattr(cli, "PLUGGED_VERBS", ("flowclas_ros.eval.evaluate",))
     rc = cli.main(["evaluate", "--data", str(toy_world / "test"), "--model", str(missing), "--json"])
     captured = capsys.readouterr()
     assert rc == 2 and captured.out == ""

@@ -9,9 +9,8 @@ from conftest import TINY_SIZE, tiny_config, write_config
 
 from flowclas_ros.cli import main as cli_main
 from flowclas_ros.config import load_config
-from flowclas_ros.runtime.model_info import OPSET
 from flowclas_ros.deploy.export import check_parity, export_onnx, parity_images
-from flowclas_ros.runtime.model_info import ModelInfo
+from flowclas_ros.runtime.model_info import OPSET, ModelInfo
 from flowclas_ros.training.checkpoint import CheckpointError
 from flowclas_ros.training.loop import train
 

@@ -13,8 +13,8 @@ from flowclas_ros.cli import main as cli_main
 from flowclas_ros.config import ConfigError, config_from_dict, load_config
 from flowclas_ros.deploy.export import check_parity, export_onnx, parity_images
 from flowclas_ros.model.guided_upsampling import box_mean, guided_upsample
-from flowclas_ros.training.checkpoint import load_checkpoint
 from flowclas_ros.training.calibration import recalibrate
+from flowclas_ros.training.checkpoint import load_checkpoint
 
 
 def _scene(seed: int = 0, noise: float = 0.05):

@@ -14,10 +14,10 @@ from flowclas_ros.cli import main as cli_main
 from flowclas_ros.data.files import read_image_rgb
 from flowclas_ros.data.labels import read_sample_label
 from flowclas_ros.data.layouts import load_layout
-from flowclas_ros.runtime.quantization import FLOW_NODE_PREFIX, QuantizeError
 from flowclas_ros.deploy.quantize import flow_conv_nodes, quantize_flow
 from flowclas_ros.runtime.detector import Detector
 from flowclas_ros.runtime.model_info import ModelFileError
+from flowclas_ros.runtime.quantization import FLOW_NODE_PREFIX, QuantizeError
 
 
 @pytest.fixture(scope="module")
@@ -186,8 +186,8 @@ def _activation_scales(model: onnx.ModelProto, strip: str = "") -> dict[str, np.
 
 
 def test_int8_feature_training_and_backbone_quantisation_agree(int8_trained):
-    from flowclas_ros.runtime.model_info import INT8_FEATURES_KEY
     from flowclas_ros.model.flowclas import FlowCLAS
+    from flowclas_ros.runtime.model_info import INT8_FEATURES_KEY
     from flowclas_ros.training.calibration import feature_extractor
 
     cfg = int8_trained["cfg"]

@@ -10,11 +10,11 @@ import pytest
 
 pytest.importorskip("pybullet")
 
-from flowclas_ros.sim import benchmark as sim  # noqa: E402
 from flowclas_ros.data.files import DatasetError, read_image_rgb
 from flowclas_ros.data.generic import write_sample
 from flowclas_ros.data.labels import read_label
 from flowclas_ros.data.outliers import load_cutout  # noqa: E402
+from flowclas_ros.sim import benchmark as sim  # noqa: E402
 
 N_VAL, N_TRAIN, N_OE = 4, 3, 4
 KNOWN_NAMES = {asset.name for asset in sim.KNOWN_OBJECTS}
@@ -212,11 +212,10 @@ def test_fully_occluded_frames_are_counted():
 
 
 @pytest.fixture
-def sim_cli(monkeypatch):
-    """The real `flowclas-ros` entry point with the sim verb plugged in."""
+def sim_cli():
+    """The real `flowclas-ros` entry point."""
     from flowclas_ros import cli
 
-    monkeypatch.setattr(cli, "PLUGGED_VERBS", ("flowclas_ros.sim.benchmark",))
     return cli.main
 
 

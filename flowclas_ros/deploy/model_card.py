@@ -3,7 +3,6 @@ the training checkpoint and the evaluator's metrics.json files, so every number 
 measured by `flowclas-ros evaluate` and every setting comes from the run itself."""
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
 from pathlib import Path
@@ -105,26 +104,3 @@ def _onnx_info(model: Path) -> Any:
 
     proto = onnx.load(str(model), load_external_data=False)
     return ModelInfo.from_metadata({p.key: p.value for p in proto.metadata_props}, str(model))
-
-
-def register_cli(sub: Any) -> None:
-    p = sub.add_parser("card", help="write a model card from a model, its checkpoint and reports")
-    p.add_argument("--model", required=True)
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--report", action="append", required=True, metavar="SPLIT=DIR",
-                   help="an evaluator report directory per split, e.g. test=reports/test")
-    p.add_argument("--command", required=True, help="the command that trained the model")
-    p.add_argument("--wall-time")
-    p.add_argument("--notes-file")
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=_cmd_card)
-
-
-def _cmd_card(a: argparse.Namespace) -> int:
-    reports = dict(item.split("=", 1) for item in a.report)
-    notes = Path(a.notes_file).read_text() if a.notes_file else ""
-    text = render_card(Path(a.model), Path(a.checkpoint), {k: Path(v) for k, v in reports.items()},
-                       a.command, a.wall_time, notes)
-    Path(a.out).write_text(text)
-    print(f"model card: {a.out}")
-    return 0

@@ -33,7 +33,7 @@ import dataclasses
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -245,43 +245,3 @@ def _write_with_metadata(proto: Any, info: ModelInfo, path: Path, threshold: Opt
                                   extra={**info.extra, **extra})
     set_metadata(proto, new)
     onnx.save(proto, str(path))
-
-
-def _cmd_quantize(a: Any) -> int:
-    from flowclas_ros.data.layouts import parse_layout_option
-
-    report = quantize_flow(a.model, a.data, a.out, frames=a.frames, layout=a.layout,
-                           time_it=not a.no_timing,
-                           layout_options=dict(parse_layout_option(o) for o in a.layout_opt),
-                           backbone=a.backbone, force=a.force)
-    if a.json:
-        print(json.dumps(asdict(report)))
-    else:
-        print(report.summary())
-    return 0
-
-
-def register_cli(sub: Any) -> None:
-    """Add the `quantize` verb (no heavy import here)."""
-    p = sub.add_parser("quantize", help="int8 copy of an exported model (the flow's convolutions; "
-                       "--backbone: the backbone's too, for models trained on int8 features), "
-                       "threshold carried over; times fp32 vs int8 on this machine")
-    p.add_argument("model", help="the fp32 ONNX file from `flowclas-ros export`")
-    p.add_argument("--data", help="calibration frames (a dataset root; held-out labelled frames "
-                   "with obstacles are best). Default for a model trained on int8 features: the "
-                   "frames its training calibrated the backbone on")
-    p.add_argument("--out", required=True, help="the int8 ONNX file")
-    p.add_argument("--frames", type=int, help="calibration frames (default 16; with --backbone "
-                   "on a model trained on int8 features: as many as its training used)")
-    p.add_argument("--backbone", action="store_true", help="quantise the backbone too (for "
-                   "models trained with model.backbone.int8_features: true)")
-    p.add_argument("--force", action="store_true", help="--backbone on a model whose flow was "
-                   "trained on fp32 features (loses accuracy)")
-    p.add_argument("--layout", default="generic", help="dataset layout name (default generic; "
-                   "rosbag2 for the robot's own logs)")
-    p.add_argument("--layout-opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="layout reader option, repeatable, e.g. --layout rosbag2 --layout-opt "
-                   "topic=/camera/image_raw")
-    p.add_argument("--no-timing", action="store_true", help="skip the fp32 vs int8 timing")
-    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    p.set_defaults(func=_cmd_quantize)

@@ -43,7 +43,7 @@ from typing import Any, Optional, Sequence
 # Only the standard library at import time: `flowclas-ros` imports this module to register the
 # verb, so numpy, rosbags, onnxruntime and matplotlib are imported inside the functions.
 
-__all__ = ["NODE_NAME", "OUTPUTS", "format_summary", "output_topics", "register_cli", "replay"]
+__all__ = ["NODE_NAME", "OUTPUTS", "format_summary", "output_topics", "replay"]
 
 log = logging.getLogger(__name__)
 
@@ -435,42 +435,3 @@ def format_summary(r: dict) -> str:
     if r.get("report"):
         lines.append(f"report: {r['report']}")
     return "\n".join(lines)
-
-
-def _cmd_replay(a: Any) -> int:
-    from flowclas_ros.eval.evaluate import to_json
-
-    result = replay(a.bag, a.out, a.model, image_topic=a.image_topic, gt_topic=a.gt_topic,
-                    report=a.report, force=a.force,
-                    providers=[p for p in a.providers.split(",") if p], progress=not a.quiet,
-                    namespace=a.namespace, threshold=a.threshold, min_area=a.min_area,
-                    threads=a.threads)
-    print(to_json(result) if a.json else format_summary(result))
-    return 0
-
-
-def register_cli(sub: Any) -> None:
-    """Add the `replay` verb to the `flowclas-ros` sub-parsers (no heavy import here)."""
-    p = sub.add_parser("replay", help="run the detector over a recorded rosbag2 into an output "
-                       "bag (+ metrics against a ground-truth topic)")
-    p.add_argument("bag", help="rosbag2 directory, or a .mcap / .db3 file")
-    p.add_argument("--out", required=True, help="output bag directory (MCAP)")
-    p.add_argument("--model", help="ONNX file or .pt checkpoint (default: the shipped model)")
-    p.add_argument("--image-topic", help="Image or CompressedImage topic (default: the bag's "
-                   "only image topic)")
-    p.add_argument("--gt-topic", help="mono8 ground truth (0/1/255) matched by header stamp: "
-                   "metrics as flowclas-ros evaluate")
-    p.add_argument("--report", help="report directory (curves, worst-frame montage, per-frame "
-                   "scores over time, frames.csv, metrics.json)")
-    p.add_argument("--namespace", default="", help="outputs are <namespace>/flowclas_detector/"
-                   "... (default: none, the node's default names)")
-    p.add_argument("--threshold", type=float, help="obstacle threshold (default: the model's)")
-    p.add_argument("--min-area", type=int, default=50, help="min obstacle area in pixels, as "
-                   "the node's min_obstacle_area (50)")
-    p.add_argument("--providers", default="cpu", help="preference list, e.g. tensorrt,cuda,cpu")
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime CPU threads, as the "
-                   "node's intra_op_threads (0: all cores)")
-    p.add_argument("--force", action="store_true", help="replace an existing output bag")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_replay)

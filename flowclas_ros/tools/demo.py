@@ -6,6 +6,7 @@ trains a small model on the procedural toy world (about a minute on a 2-core CPU
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from pathlib import Path
@@ -106,9 +107,7 @@ def run_demo(model: Optional[str], out: Path, frames: int = 12, rate_hz: float =
         model_path, source = build_toy_model(), "toy"
     print(f"[demo] rendering {frames} sample frames ({'PyBullet benchmark world' if source == 'sim' else 'toy world'})")
     stream = sample_frames(frames, source)
-    try:
-        import rclpy  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("rclpy") is None:  # ROS 2 wheels absent; ros/ is the rclpy importer
         if live:
             print("[demo] ROS 2 (rclpy) is not installed: running the detector in-process instead "
                   "(pip install -e '.[ros]' for the live node demo)")

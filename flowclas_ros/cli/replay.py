@@ -1,0 +1,43 @@
+"""`flowclas-ros replay`: the detector over a recorded rosbag2 into an output bag, with metrics against a ground-truth topic."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("replay", help="run the detector over a recorded rosbag2 into an output "
+                       "bag (+ metrics against a ground-truth topic)")
+    p.add_argument("bag", help="rosbag2 directory, or a .mcap / .db3 file")
+    p.add_argument("--out", required=True, help="output bag directory (MCAP)")
+    p.add_argument("--model", help="ONNX file or .pt checkpoint (default: the shipped model)")
+    p.add_argument("--image-topic", help="Image or CompressedImage topic (default: the bag's "
+                   "only image topic)")
+    p.add_argument("--gt-topic", help="mono8 ground truth (0/1/255) matched by header stamp: "
+                   "metrics as flowclas-ros evaluate")
+    p.add_argument("--report", help="report directory (curves, worst-frame montage, per-frame "
+                   "scores over time, frames.csv, metrics.json)")
+    p.add_argument("--namespace", default="", help="outputs are <namespace>/flowclas_detector/"
+                   "... (default: none, the node's default names)")
+    p.add_argument("--threshold", type=float, help="obstacle threshold (default: the model's)")
+    p.add_argument("--min-area", type=int, default=50, help="min obstacle area in pixels, as "
+                   "the node's min_obstacle_area (50)")
+    p.add_argument("--providers", default="cpu", help="preference list, e.g. tensorrt,cuda,cpu")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime CPU threads, as the "
+                   "node's intra_op_threads (0: all cores)")
+    p.add_argument("--force", action="store_true", help="replace an existing output bag")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(a: argparse.Namespace) -> int:
+    from flowclas_ros.eval.evaluate import to_json
+    from flowclas_ros.eval.replay import format_summary, replay
+
+    result = replay(a.bag, a.out, a.model, image_topic=a.image_topic, gt_topic=a.gt_topic,
+                    report=a.report, force=a.force,
+                    providers=[p for p in a.providers.split(",") if p], progress=not a.quiet,
+                    namespace=a.namespace, threshold=a.threshold, min_area=a.min_area,
+                    threads=a.threads)
+    print(to_json(result) if a.json else format_summary(result))
+    return 0

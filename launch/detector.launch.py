@@ -25,6 +25,8 @@ def _launch_setup(context, *args, **kwargs):
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
 
+    from flowclas_ros.runtime.node_interface import COMPRESSED_INPUT_TOPIC, INPUT_TOPIC, NODE_NAME
+
     def value(name):
         return LaunchConfiguration(name).perform(context)
 
@@ -36,10 +38,10 @@ def _launch_setup(context, *args, **kwargs):
         overrides["model_path"] = value("model")
     topic = value("image_topic")
     return [Node(
-        package="flowclas_ros", executable="detector", name="flowclas_detector",
+        package="flowclas_ros", executable="detector", name=NODE_NAME,
         namespace=value("namespace"), output="screen", emulate_tty=True,
         parameters=[params_file, overrides],
-        remappings=[("image", topic), ("image/compressed", topic.rstrip("/") + "/compressed")],
+        remappings=[(INPUT_TOPIC, topic), (COMPRESSED_INPUT_TOPIC, topic.rstrip("/") + "/compressed")],
         arguments=["--ros-args", "--log-level", value("log_level")],
     )]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flowclas_ros.ros.node import PARAMETERS
+from flowclas_ros.runtime.node_interface import PARAMETERS
 
 ROOT = Path(__file__).resolve().parents[1]
 

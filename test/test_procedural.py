@@ -22,7 +22,6 @@ from flowclas_ros.data.procedural import (
     geometric_distortion,
     gradient_noise,
     paste_procedural,
-    value_noise,
 )
 from flowclas_ros.runtime.labels import ANOMALY, VOID
 from flowclas_ros.sim.toy import render_inlier_scene
@@ -57,8 +56,7 @@ def test_gradient_noise_is_smooth_bounded_and_seeded() -> None:
     assert step < 0.1 * (a.max() - a.min())
 
 
-def test_fractal_noise_adds_detail_and_value_noise_in_unit_range() -> None:
-    rng = np.random.default_rng(2)
+def test_fractal_noise_adds_detail() -> None:
     one = fractal_noise((128, 128), np.random.default_rng(3), (2, 2), octaves=1)
     many = fractal_noise((128, 128), np.random.default_rng(3), (2, 2), octaves=5)
 
@@ -66,8 +64,6 @@ def test_fractal_noise_adds_detail_and_value_noise_in_unit_range() -> None:
         return float(np.abs(np.diff(n, axis=1)).mean() / n.std())
 
     assert roughness(many) > 1.3 * roughness(one)
-    v = value_noise((40, 50), (3, 4), rng)
-    assert v.min() >= 0.0 and v.max() <= 1.0 and v.std() > 0.05
 
 
 @pytest.mark.parametrize("shape,coverage", [((40, 40), 0.5), ((31, 77), 0.3), ((100, 60), 0.7),

@@ -22,11 +22,12 @@ from flowclas_ros.data.files import read_image_rgb
 from flowclas_ros.data.generic import generic_layout
 from flowclas_ros.data.rosbag import COMPRESSED_IMAGE, IMAGE, BagError, typestore
 from flowclas_ros.eval.evaluate import evaluate
-from flowclas_ros.eval.replay import NODE_NAME, output_topics, replay
+from flowclas_ros.eval.replay import replay
 from flowclas_ros.runtime.detector import Detector
+from flowclas_ros.runtime.node_interface import NODE_NAME, output_topics
 from flowclas_ros.runtime.pipeline import stamp_ns
 from flowclas_ros.runtime.processing import threshold_components
-from flowclas_ros.sim.benchmark import FRAME_ID, GT_TOPIC, IMAGE_TOPIC
+from flowclas_ros.sim.topics import FRAME_ID, GT_TOPIC, IMAGE_TOPIC
 
 OUT = output_topics()
 ENCODINGS = {"heatmap": "32FC1", "mask": "mono8", "overlay": "bgr8"}

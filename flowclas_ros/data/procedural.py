@@ -61,7 +61,6 @@ __all__ = [
     "geometric_distortion",
     "gradient_noise",
     "paste_procedural",
-    "value_noise",
 ]
 
 FILL_KINDS: tuple[str, ...] = ("texture", "colour", "geometry")
@@ -108,22 +107,6 @@ def gradient_noise(shape: Shape, cells: Shape, rng: np.random.Generator) -> np.n
     top = c00 + u * (c01 - c00)
     bottom = c10 + u * (c11 - c10)
     return (top + v * (bottom - top)) * np.float32(math.sqrt(2.0))
-
-
-def value_noise(shape: Shape, cells: Shape, rng: np.random.Generator) -> np.ndarray:
-    """2D value noise, float32 in [0, 1]: random values at lattice corners, quintic interpolation."""
-    h, w = int(shape[0]), int(shape[1])
-    cy, cx = max(1, int(cells[0])), max(1, int(cells[1]))
-    values = rng.random((cy + 1, cx + 1))
-    y0, ty = _lattice(h, cy)
-    x0, tx = _lattice(w, cx)
-    u, v = _fade(tx)[None, :], _fade(ty)[:, None]
-    a = values[y0[:, None], x0[None, :]]
-    b = values[y0[:, None], x0[None, :] + 1]
-    c = values[y0[:, None] + 1, x0[None, :]]
-    d = values[y0[:, None] + 1, x0[None, :] + 1]
-    top, bottom = a + u * (b - a), c + u * (d - c)
-    return (top + v * (bottom - top)).astype(np.float32)
 
 
 def fractal_noise(shape: Shape, rng: np.random.Generator, cells: Shape = (2, 2), octaves: int = 4,

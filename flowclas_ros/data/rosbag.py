@@ -27,6 +27,7 @@ import numpy as np
 
 from flowclas_ros.data.files import DatasetError, PathLike
 from flowclas_ros.data.mcap_salvage import McapScan
+from flowclas_ros.runtime.images import image_msg_fields
 from flowclas_ros.runtime.pipeline import decode_compressed_frame, decode_image_fields
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,20 @@ def deserialize(message: BagMessage) -> Any:
     except Exception as exc:  # noqa: BLE001 - rosbags raises SerdeError, struct/Index/Value errors
         raise FrameError("deserialize_error", f"{message.topic} message at {message.log_time_ns} "
                          f"does not deserialize as {message.msgtype}: {exc}") from exc
+
+
+def header_message(stamp_ns: int, frame_id: str) -> Any:
+    """A rosbags std_msgs/Header."""
+    ts = typestore()
+    stamp = ts.types["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
+    return ts.types["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id)
+
+
+def image_message(array: np.ndarray, encoding: str, header: Any) -> Any:
+    """A rosbags sensor_msgs/Image of ``array`` (fields as the node publishes them) with ``header``."""
+    fields = image_msg_fields(array, encoding)
+    fields["data"] = np.frombuffer(fields["data"], np.uint8)  # rosbags serialises arrays
+    return typestore().types[IMAGE](header=header, **fields)
 
 
 def decode_frame(msgtype: str, msg: Any) -> np.ndarray:

@@ -40,27 +40,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-# Only the standard library at import time: `flowclas-ros` imports this module to register the
-# verb, so numpy, rosbags, onnxruntime and matplotlib are imported inside the functions.
+from flowclas_ros.runtime.node_interface import OUTPUTS, default, output_topics
 
-__all__ = ["NODE_NAME", "OUTPUTS", "format_summary", "output_topics", "replay"]
+# numpy, rosbags, onnxruntime and matplotlib are imported inside the functions: the `flowclas-ros`
+# parser stays fast, and the verb's own import errors name the missing extra.
+
+__all__ = ["format_summary", "replay"]
 
 log = logging.getLogger(__name__)
 
-NODE_NAME = "flowclas_detector"  # = flowclas_ros.ros.node.NODE_NAME (that module needs rclpy)
-OUTPUTS: tuple[tuple[str, str, str], ...] = (  # (key, topic name, encoding), as the node publishes
-    ("heatmap", "anomaly_heatmap", "32FC1"),
-    ("mask", "obstacle_mask", "mono8"),
-    ("overlay", "overlay", "bgr8"),
-)
 WORST_FRAMES = 8
-
-
-def output_topics(namespace: str = "") -> dict[str, str]:
-    """{'heatmap', 'mask', 'overlay'} -> topic, as the node names them in ``namespace``."""
-    ns = namespace.strip("/")
-    prefix = f"/{ns}/{NODE_NAME}" if ns else f"/{NODE_NAME}"
-    return {key: f"{prefix}/{name}" for key, name, _ in OUTPUTS}
 
 
 def _prepare_output(out: Path, bag: Path, force: bool) -> Path:
@@ -128,7 +117,8 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
            gt_topic: Optional[str] = None,
            report: Optional[str | os.PathLike] = None, force: bool = False,
            providers: Sequence[str] = ("cpu",), progress: bool = True, namespace: str = "",
-           threshold: Optional[float] = None, min_area: int = 50, overlay_alpha: float = 0.45,
+           threshold: Optional[float] = None, min_area: int = default("min_obstacle_area"),
+           overlay_alpha: float = default("overlay_alpha"),
            threads: int = 0, min_pred_area: int = 50, min_gt_area: int = 10) -> dict:
     """Replay ``bag`` through the detector into the output bag ``out``; returns a summary dict.
 
@@ -152,10 +142,11 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
         FrameError,
         decode_frame,
         deserialize,
+        image_message,
         typestore,
     )
     from flowclas_ros.deploy.torch_backend import open_detector
-    from flowclas_ros.runtime.images import ImageError, to_msg_fields
+    from flowclas_ros.runtime.images import ImageError
     from flowclas_ros.runtime.pipeline import run_frame, stamp_ns
 
     src = Bag(bag)
@@ -172,7 +163,6 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
     det = open_detector(model, providers=providers, threshold=threshold, min_area=min_area,
                    threads=threads)
     ts = typestore()
-    image_t = ts.types[IMAGE]
 
     gt_stamps: set[int] = set()
     if gt_topic is not None:  # which frames will have a label: only their heatmaps are held
@@ -252,11 +242,8 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
                 d = res.detection
                 for key, _, encoding in OUTPUTS:
                     array = {"heatmap": d.heatmap, "mask": d.mask, "overlay": res.overlay}[key]
-                    data, step = to_msg_fields(array, encoding)
-                    img = image_t(header=msg.header, height=array.shape[0], width=array.shape[1],
-                                  encoding=encoding, is_bigendian=0, step=step,
-                                  data=np.frombuffer(data, np.uint8))
-                    writer.write(conn_out[key], t, ts.serialize_cdr(img, IMAGE))
+                    writer.write(conn_out[key], t,
+                                 ts.serialize_cdr(image_message(array, encoding, msg.header), IMAGE))
                 st = stamp_ns(msg)
                 pipeline_ms.append(ms)
                 rows.append({"index": len(rows), "id": f"{st // 10**9}.{st % 10**9:09d}",

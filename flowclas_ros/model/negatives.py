@@ -77,7 +77,6 @@ __all__ = [
     "append_negatives",
     "blob_cells",
     "invert",
-    "negative_embeddings",
     "negative_feature_maps",
     "shell_latents",
 ]
@@ -288,18 +287,3 @@ def append_negatives(feats: torch.Tensor, cells: torch.Tensor,
     if len(neg) == 0:
         return feats, cells
     return torch.cat([feats, neg.feats.to(feats.dtype)]), torch.cat([cells, neg.cells.to(cells.dtype)])
-
-
-def negative_embeddings(head, feats: torch.Tensor, cells: torch.Tensor, cfg: FlowNegativeConfig,
-                        generator: torch.Generator,
-                        frames: Optional[Sequence[int]] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(feats_neg [M,C,h,w], emb_neg [K,P]): the negative feature maps (constants) and the
-    contrastive embeddings of their blob cells after a forward pass WITH gradient, i.e. the
-    anomaly examples the contrastive loss sees (gradient reaches every head parameter through
-    the re-forward, none through the inverse)."""
-    neg = negative_feature_maps(head, feats, cells, cfg, generator, frames)
-    if len(neg) == 0:
-        return neg.feats, feats.new_zeros(0, head.projection.out_channels)
-    z, _ = head(neg.feats)
-    emb = head.embed(z).permute(0, 2, 3, 1)  # [M,h,w,P]
-    return neg.feats, emb[neg.blob]

@@ -19,6 +19,7 @@ from flowclas_ros.ros.live import (
     qos,
     wait_until_ready,
 )
+from flowclas_ros.runtime.node_interface import DIAGNOSTICS_TOPIC
 from flowclas_ros.runtime.pipeline import stamp_ns
 
 
@@ -41,14 +42,14 @@ def node_benchmark(model_path: Path, frame: np.ndarray, rate_hz: float = 30.0,
 
     try:
         with participant("flowclas_bench_camera") as node:
-            node.create_subscription(Image, f"{runner.base}/anomaly_heatmap", on_heatmap, qos(True, 10))
-            for other in ("obstacle_mask", "overlay"):  # as an operator's RViz would: all outputs
-                node.create_subscription(Image, f"{runner.base}/{other}", lambda _m: None, qos(True, 10))
-            node.create_subscription(DiagnosticArray, "/diagnostics",
+            node.create_subscription(Image, runner.topics["heatmap"], on_heatmap, qos(True, 10))
+            for other in ("mask", "overlay"):  # as an operator's RViz would: all outputs
+                node.create_subscription(Image, runner.topics[other], lambda _m: None, qos(True, 10))
+            node.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC,
                                      latest_diagnostics(diagnostics, runner.base), 10)
             camera = node.create_publisher(Image, f"{namespace}/camera/image_raw", qos(False, 1))
             answered = threading.Event()
-            probe = node.create_subscription(Image, f"{runner.base}/anomaly_heatmap",
+            probe = node.create_subscription(Image, runner.topics["heatmap"],
                                              lambda _m: answered.set(), qos(True, 10))
             wait_until_ready(runner, node, camera, frame, answered.is_set)
             node.destroy_subscription(probe)

@@ -19,6 +19,7 @@ from flowclas_ros.ros.live import (
     qos,
     wait_until_ready,
 )
+from flowclas_ros.runtime.node_interface import DIAGNOSTICS_TOPIC
 from flowclas_ros.runtime.pipeline import stamp_ns
 
 
@@ -62,9 +63,9 @@ def run_live(model_path: Path, frames: Sequence[np.ndarray], rate_hz: float = 10
 
     try:
         with participant("flowclas_demo_viewer") as viewer:
-            viewer.create_subscription(Image, f"{runner.base}/overlay", on_overlay, qos(True, 50))
-            viewer.create_subscription(Image, f"{runner.base}/obstacle_mask", on_mask, qos(True, 50))
-            viewer.create_subscription(DiagnosticArray, "/diagnostics",
+            viewer.create_subscription(Image, runner.topics["overlay"], on_overlay, qos(True, 50))
+            viewer.create_subscription(Image, runner.topics["mask"], on_mask, qos(True, 50))
+            viewer.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC,
                                        latest_diagnostics(run.diagnostics, runner.base), 10)
             camera = viewer.create_publisher(Image, f"{namespace}/camera/image_raw", qos(False, 1))
             wait_until_ready(runner, viewer, camera, frames[0], lambda: bool(overlays))

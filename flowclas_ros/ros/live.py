@@ -14,6 +14,8 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
+from flowclas_ros.runtime.node_interface import NODE_NAME, output_topics
+
 STARTUP_TIMEOUT_S = 60.0
 
 
@@ -52,7 +54,8 @@ class NodeRunner:
         self.lines: list[str] = []
         threading.Thread(target=lambda: self.lines.extend(l.rstrip() for l in self.proc.stdout),
                          daemon=True).start()
-        self.base = f"{namespace}/flowclas_detector"
+        self.base = f"{namespace}/{NODE_NAME}"
+        self.topics = output_topics(namespace)  # the node's outputs: heatmap, mask, overlay
 
     @property
     def log(self) -> str:
@@ -122,10 +125,9 @@ def image_msg(array: np.ndarray, stamp: int, frame_id: str = "camera_optical_fra
 
 
 def qos(reliable: bool, depth: int):
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from flowclas_ros.ros.qos import profile
 
-    return QoSProfile(depth=depth, history=HistoryPolicy.KEEP_LAST,
-                      reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
+    return profile(reliable, depth)
 
 
 def wait_until_ready(runner: NodeRunner, node: Any, camera: Any, first_frame: np.ndarray,

@@ -21,36 +21,23 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
 from flowclas_ros.ros.messages import array_to_image_msg
+from flowclas_ros.ros.qos import input_qos, output_qos
 from flowclas_ros.ros.stats import NodeStats, Throttle
 from flowclas_ros.runtime.detector import Detector
 from flowclas_ros.runtime.images import ImageError
 from flowclas_ros.runtime.model_info import ModelFileError
+from flowclas_ros.runtime.node_interface import (
+    COMPRESSED_INPUT_TOPIC,
+    DIAGNOSTICS_TOPIC,
+    INPUT_TOPIC,
+    NODE_NAME,
+    OUTPUTS,
+    PARAMETERS,
+)
 from flowclas_ros.runtime.pipeline import decode_compressed_frame, decode_image_fields, run_frame, stamp_ns
-
-NODE_NAME = "flowclas_detector"
-
-# name: (default, description, read_only, range)  -- the single source of the node's parameters
-PARAMETERS: dict[str, tuple[Any, str, bool, Optional[tuple]]] = {
-    "model_path": ("", "ONNX model file; empty = the shipped default model; a bare name "
-                   "(flowclas_default_int8.onnx) = that shipped model", True, None),
-    "providers": (["cpu"], "execution provider preference, e.g. [tensorrt, cuda, cpu]", True, None),
-    "intra_op_threads": (0, "ONNX Runtime CPU threads; 0 = all cores", True, (0, 256)),
-    "intra_op_spinning": (True, "ONNX Runtime threads busy-wait: lower latency, more CPU", True, None),
-    "threshold": (-1.0, "obstacle score threshold; negative = the model's calibrated one", False, None),
-    "min_obstacle_area": (50, "drop obstacle components smaller than this many pixels", False, (0, 100_000_000)),
-    "overlay_alpha": (0.45, "opacity of the score colour map in the overlay", False, (0.0, 1.0)),
-    "publish_heatmap": (True, "publish ~/anomaly_heatmap (32FC1)", True, None),
-    "publish_mask": (True, "publish ~/obstacle_mask (mono8 0/255)", True, None),
-    "publish_overlay": (True, "publish ~/overlay (bgr8)", True, None),
-    "input_transport": ("raw", "raw: subscribe `image` (Image); compressed: `image/compressed`", True, None),
-    "qos_depth": (1, "subscription queue depth (sensor-data QoS: best effort, keep last)", True, (1, 100)),
-    "diagnostics_period": (1.0, "seconds between /diagnostics messages", True, (0.05, 60.0)),
-    "log_throttle_period": (5.0, "seconds between repeated log lines of one problem", True, (0.0, 3600.0)),
-}
 
 
 def _descriptor(name: str, description: str, read_only: bool, rng: Optional[tuple]) -> ParameterDescriptor:
@@ -82,19 +69,15 @@ class DetectorNode(Node):
         self._last_shape: Optional[tuple[int, ...]] = None
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
-        qos_in = QoSProfile(depth=p["qos_depth"], history=HistoryPolicy.KEEP_LAST,
-                            reliability=ReliabilityPolicy.BEST_EFFORT)
-        qos_out = QoSProfile(depth=2, history=HistoryPolicy.KEEP_LAST,
-                             reliability=ReliabilityPolicy.RELIABLE)
+        qos_in, qos_out = input_qos(p["qos_depth"]), output_qos()
         self.pub = {key: self.create_publisher(Image, f"~/{topic}", qos_out)
-                    for key, topic in (("heatmap", "anomaly_heatmap"), ("mask", "obstacle_mask"),
-                                       ("overlay", "overlay")) if p[f"publish_{key}"]}
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+                    for key, topic, _ in OUTPUTS if p[f"publish_{key}"]}
+        self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         if p["input_transport"] == "compressed":
-            self.sub = self.create_subscription(CompressedImage, "image/compressed",
+            self.sub = self.create_subscription(CompressedImage, COMPRESSED_INPUT_TOPIC,
                                                 self._on_image, qos_in)
         else:
-            self.sub = self.create_subscription(Image, "image", self._on_image, qos_in)
+            self.sub = self.create_subscription(Image, INPUT_TOPIC, self._on_image, qos_in)
 
         self._slot: Optional[tuple[Any, float]] = None
         self._cv = threading.Condition()

@@ -25,6 +25,7 @@ __all__ = [
     "bytes_per_pixel",
     "decode_compressed",
     "image_from_fields",
+    "image_msg_fields",
     "to_msg_fields",
     "to_rgb8",
 ]
@@ -317,3 +318,12 @@ def to_msg_fields(image: np.ndarray, encoding: str) -> tuple[bytes, int]:
     width = image.shape[1]
     data = np.ascontiguousarray(image, dtype=layout.dtype.newbyteorder("<")).tobytes()
     return data, width * layout.dtype.itemsize * layout.channels
+
+
+def image_msg_fields(image: np.ndarray, encoding: str) -> dict[str, object]:
+    """Every sensor_msgs/Image field but the header, for any message class that takes them as
+    keyword arguments (rclpy's for publishing, rosbags' for writing bags): the one place that
+    knows how an array becomes an Image. ``data`` is ``bytes`` (see :func:`to_msg_fields`)."""
+    data, step = to_msg_fields(image, encoding)
+    return {"height": int(image.shape[0]), "width": int(image.shape[1]), "encoding": encoding,
+            "is_bigendian": 0, "step": step, "data": data}

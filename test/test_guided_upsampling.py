@@ -7,10 +7,10 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_config, write_config
+from conftest import tiny_config
 
 from flowclas_ros.cli import main as cli_main
-from flowclas_ros.config import ConfigError, config_from_dict, load_config
+from flowclas_ros.config import ConfigError, config_from_dict
 from flowclas_ros.deploy.export import check_parity, export_onnx, parity_images
 from flowclas_ros.model.guided_upsampling import box_mean, guided_upsample
 from flowclas_ros.training.calibration import recalibrate

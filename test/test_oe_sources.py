@@ -14,7 +14,7 @@ from conftest import tiny_config, write_config
 from sklearn.metrics import roc_auc_score
 
 from flowclas_ros.config import ConfigError, config_from_dict, load_config
-from flowclas_ros.eval.metrics import ImageMetrics, image_score, rank_auroc
+from flowclas_ros.eval.image_metrics import ImageMetrics, image_score, rank_auroc
 
 
 def _cfg(toy_world: Path, **oe) -> dict:
@@ -187,7 +187,8 @@ def _mvtec_tree(root: Path, rng: np.random.Generator) -> None:
 
 
 def test_evaluator_reports_image_auroc_on_mvtec(trained: dict, tmp_path: Path, capsys) -> None:
-    from flowclas_ros.eval.evaluate import evaluate, format_summary
+    from flowclas_ros.eval.evaluate import evaluate
+    from flowclas_ros.eval.report import format_summary
 
     _mvtec_tree(tmp_path, np.random.default_rng(0))
     r = evaluate(tmp_path, trained["onnx"], layout="mvtec", progress=False,

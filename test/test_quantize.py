@@ -4,6 +4,7 @@ the fp32 model on the toy frames (no timing asserted)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -143,6 +144,19 @@ def test_model_card_reads_precision_and_threshold_from_the_model_file(trained, t
     onnx.save(m, str(other))
     with pytest.raises(ModelFileError, match="not exported from"):
         render_card(other, trained["checkpoint"], {"test": tmp_path / "rep"}, "cmd")
+
+
+def test_model_card_writes_paths_under_the_working_directory_relative(trained, toy_world, tmp_path,
+                                                                      monkeypatch):
+    from flowclas_ros.deploy.model_card import relative_paths, render_card
+    from flowclas_ros.eval.evaluate import evaluate
+
+    assert relative_paths("data `/repo/data/sim/val` and /elsewhere/x", Path("/repo")) == \
+        "data `data/sim/val` and /elsewhere/x"
+    evaluate(toy_world / "test", trained["onnx"], out_dir=tmp_path / "rep", progress=False)
+    monkeypatch.chdir(toy_world)  # the training data lies under the working directory
+    card = render_card(trained["onnx"], trained["checkpoint"], {"test": tmp_path / "rep"}, "cmd")
+    assert "`train` (generic); validation `val`" in card and str(toy_world) not in card
 
 
 def test_a_threshold_that_flags_no_calibration_inlier_is_kept_and_said(trained, toy_world, tmp_path):

@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(a: argparse.Namespace) -> int:
     from flowclas_ros.data.layouts import parse_layout_option
-    from flowclas_ros.eval.evaluate import evaluate, format_summary, to_json
+    from flowclas_ros.eval.evaluate import evaluate
+    from flowclas_ros.eval.report import format_summary, to_json
 
     result = evaluate(a.data, a.model, out_dir=a.out, layout=a.layout,
                       providers=[p for p in a.providers.split(",") if p],

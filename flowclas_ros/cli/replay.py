@@ -31,8 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
-    from flowclas_ros.eval.evaluate import to_json
-    from flowclas_ros.eval.replay import format_summary, replay
+    from flowclas_ros.eval.replay import replay
+    from flowclas_ros.eval.replay_report import format_summary
+    from flowclas_ros.eval.report import to_json
 
     result = replay(a.bag, a.out, a.model, image_topic=a.image_topic, gt_topic=a.gt_topic,
                     report=a.report, force=a.force,

@@ -16,7 +16,6 @@ Command line: ``python -m flowclas_ros.data.coco INSTANCES_JSON IMAGES_DIR OUT_D
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -205,20 +204,3 @@ def coco_cutouts(
         save_cutout(path, trim_cutout(Cutout(rgb, mask)))
         written.append(path)
     return written
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Make an outlier-exposure cut-out bank from COCO instances.")
-    parser.add_argument("instances_json", type=Path, help="e.g. annotations/instances_train2017.json")
-    parser.add_argument("images_dir", type=Path, help="e.g. train2017/")
-    parser.add_argument("out_dir", type=Path, help="cut-out bank directory to fill")
-    parser.add_argument("--min-side", type=int, default=480)
-    parser.add_argument("--limit", type=int, default=None)
-    args = parser.parse_args(argv)
-    paths = coco_cutouts(args.instances_json, args.images_dir, args.out_dir, args.min_side, args.limit)
-    print(f"wrote {len(paths)} cut-outs to {args.out_dir}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

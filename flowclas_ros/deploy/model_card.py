@@ -94,7 +94,15 @@ def render_card(model: Path, checkpoint: Path, reports: dict[str, Path], command
                      f" | {_fmt(at.get('tpr'))} | {_fmt(at.get('fpr'))} | {_fmt(r.get('ms_per_frame'))} |")
     if notes:
         lines += ["", notes.strip()]
-    return "\n".join(lines) + "\n"
+    return relative_paths("\n".join(lines) + "\n")
+
+
+def relative_paths(text: str, base: Optional[Path] = None) -> str:
+    """Paths under `base` (default: the working directory, the repo when run from it) written
+    relative to it: a card checked into the repo names `data/sim/val`, not one machine's
+    absolute path (configs resolve their paths to absolute ones on load)."""
+    prefix = str((base or Path.cwd()).resolve()).rstrip("/") + "/"
+    return text.replace(prefix, "")
 
 
 def _onnx_info(model: Path) -> Any:

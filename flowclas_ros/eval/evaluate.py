@@ -1,8 +1,11 @@
-"""Evaluator: a labelled dataset through the runtime `Detector`, SMIYC metrics, a report directory.
+"""Evaluator: a labelled dataset through the runtime `Detector` into the SMIYC metrics dict.
+
+One place computes the numbers for every caller (`evaluate` on a dataset, replay on a bag), so
+they agree; the report directory and summary text are :mod:`flowclas_ros.eval.report`'s job.
 
 Two passes with bounded memory:
   1. every frame goes through ``Detector.heatmap`` (the one runtime path); the float32 heatmap
-     feeds the streaming :class:`~flowclas_ros.eval.metrics.PixelMetrics` and is cached to a temporary
+     feeds the streaming :class:`~flowclas_ros.eval.pixel_metrics.PixelMetrics` and is cached to a temporary
      directory as float16 ``.npy`` (float32 for a frame whose scores overflow float16), with its
      label;
   2. the component metrics need the pixel best-F1 threshold, known only after pass 1: they run
@@ -23,8 +26,6 @@ Undefined values are NaN in the returned dict and ``null`` in JSON.
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 import shutil
@@ -36,20 +37,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
 
+from flowclas_ros.eval.report import write_report
+
 if TYPE_CHECKING:
     import numpy as np
-
-    from flowclas_ros.eval.metrics import PixelMetrics
 
 # Only the standard library at import time: `flowclas-ros` imports this module to register the
 # verb, so numpy, OpenCV, onnxruntime and matplotlib are imported inside the functions.
 
-__all__ = ["Evaluation", "evaluate", "format_summary", "to_json"]
+__all__ = ["IMAGE_SCORES", "Evaluation", "evaluate"]
 
-MONTAGE_FRAMES = 8  # tiles in montage_worst.png / montage_best.png
-TILE_WIDTH = 320  # montage tiles are scaled to this width (toy frames are tiny)
-GT_COLOR = (0, 255, 0)  # bgr: ground-truth contour (prediction contours are white)
-IMAGE_SCORES = ("max", "topk")  # image-level score rules (metrics.image_score)
+IMAGE_SCORES = ("max", "topk")  # image-level score rules (image_metrics.image_score)
 
 
 @dataclass
@@ -172,7 +170,8 @@ class Evaluation:
 
     def __init__(self, detector: Any, min_pred_area: int = 50, min_gt_area: int = 10,
                  max_bins: int = 1 << 20, image_score: str = "max", image_top_k: float = 0.01) -> None:
-        from flowclas_ros.eval.metrics import ImageMetrics, PixelMetrics
+        from flowclas_ros.eval.image_metrics import ImageMetrics
+        from flowclas_ros.eval.pixel_metrics import PixelMetrics
 
         if image_score not in IMAGE_SCORES:
             raise ValueError(f"image_score must be one of {IMAGE_SCORES}, got {image_score!r}")
@@ -216,11 +215,19 @@ class Evaluation:
         self.ids.append(str(frame_id))
         self.times_ms.append(float(ms))
 
+    def cached(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """The i-th frame's cached heatmap (float32 again) and label."""
+        import numpy as np
+
+        return (np.load(self.cache / f"{i:07d}_s.npy").astype(np.float32),
+                np.load(self.cache / f"{i:07d}_l.npy"))
+
     def finish(self, desc: str, layout: str, progress: bool = False) -> dict:
         """Pass 2 (component metrics, per-frame scores) and the metrics dict."""
         import numpy as np
 
-        from flowclas_ros.eval.metrics import ComponentMetrics, average_precision, counts_at_threshold
+        from flowclas_ros.eval.component_metrics import ComponentMetrics
+        from flowclas_ros.eval.pixel_metrics import average_precision, counts_at_threshold
 
         if not self.ids:
             raise ValueError("no frames to evaluate")
@@ -235,8 +242,7 @@ class Evaluation:
 
         per_frame = []
         for i, fid in enumerate(_progress(self.ids, len(self.ids), "components", progress)):
-            heat = np.load(self.cache / f"{i:07d}_s.npy").astype(np.float32)
-            label = np.load(self.cache / f"{i:07d}_l.npy")
+            heat, label = self.cached(i)
             fc = comp.update(heat, label, comp_threshold)
             c = counts_at_threshold(heat, label, comp_threshold)
             valid = label != 255
@@ -265,12 +271,8 @@ class Evaluation:
         ``out_dir``, after `finish`; ``read_rgb(i)`` is the RGB frame of the i-th `add`."""
         if self.threshold is None:
             raise RuntimeError("write_report needs finish() first")
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        _write_report(out, result, self.pixel, self.per_frame, read_rgb, self.cache,
-                      self.threshold, self.min_pred_area)
-        result["report"] = str(out)
-        (out / "metrics.json").write_text(to_json(result, indent=2) + "\n")
+        write_report(out_dir, result, self.pixel, self.per_frame, read_rgb, self.cached,
+                     self.threshold, self.min_pred_area)
 
 
 def _assemble(pix: dict, at_model: dict, cres: dict, comp_threshold: float, comp_source: str,
@@ -323,165 +325,3 @@ def _assemble(pix: dict, at_model: dict, cres: dict, comp_threshold: float, comp
                            "images": ires["images"], "anomalous": ires["anomalous"],
                            "normal": ires["normal"], "skipped": ires["skipped"]}
     return result
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-safe copy: NaN/inf -> None, numpy scalars -> Python."""
-    import numpy as np
-
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def to_json(result: dict, indent: Optional[int] = None) -> str:
-    """Strict JSON (undefined values as null)."""
-    return json.dumps(_clean(result), indent=indent, allow_nan=False)
-
-
-# ---------------------------------------------------------------- report
-
-
-def _write_report(out: Path, result: dict, pixel: PixelMetrics, per_frame: list[dict],
-                  read_rgb: Callable[[int], np.ndarray], cache: Path, threshold: float,
-                  min_pred_area: int) -> None:
-    _plot_curves(out, pixel.curves(), result)
-    with open(out / "per_frame.csv", "w", newline="") as f:
-        cols = ["id", "f1", "ap", "anomaly_pixels", "valid_pixels", "max_score", "image_score",
-                "gt_components", "pred_components", "ms"]
-        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        for row in per_frame:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    # rank by F1 at the component threshold, ties broken by per-frame AP (frames without
-    # anomaly pixels have no AP: they rank by F1 alone, 100 when free of false alarms)
-    ranked = sorted(per_frame, key=lambda r: (r["f1"], -1.0 if math.isnan(r["ap"]) else r["ap"],
-                                              -r["index"]))
-    k = min(MONTAGE_FRAMES, max(1, (len(ranked) + 1) // 2))  # worst and best overlap little
-    for name, rows in (("montage_worst.png", ranked[:k]),
-                       ("montage_best.png", ranked[::-1][:k])):
-        _montage(out / name, rows, read_rgb, cache, threshold, min_pred_area)
-
-
-def _plot_curves(out: Path, c: dict, result: dict) -> None:
-    import numpy as np
-    from matplotlib.figure import Figure  # lazy; Figure + savefig uses Agg, no global backend
-
-    fig = Figure(figsize=(5, 4.5), dpi=100)
-    ax = fig.add_subplot()
-    if c["recall"].size:
-        ax.plot(np.r_[0.0, c["recall"]], np.r_[c["precision"][0], c["precision"]],
-                drawstyle="steps-pre", label=f"AUPRC {result['auprc']:.2f}%")
-        ax.legend(loc="lower left")
-    else:
-        ax.text(0.5, 0.5, "undefined (no anomaly pixels)", ha="center")
-    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
-           title=f"PR, pooled pixels ({result['frames']} frames)")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "pr_curve.png")
-
-    fig = Figure(figsize=(5, 4.5), dpi=100)
-    ax = fig.add_subplot()
-    if c["fpr"].size:
-        ax.plot(c["fpr"], c["tpr"], label=f"AUROC {result['auroc']:.2f}%, "
-                f"FPR95 {result['fpr95']:.2f}%")
-        ax.axhline(0.95, color="grey", lw=0.8, ls="--")
-        ax.legend(loc="lower right")
-    else:
-        ax.text(0.5, 0.5, "undefined (needs anomaly and inlier pixels)", ha="center")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1),
-           ylim=(0, 1.02), title="ROC, pooled pixels")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "roc_curve.png")
-
-
-def _tile(rgb: np.ndarray, heat: np.ndarray, label: np.ndarray, threshold: float,
-          min_pred_area: int, caption: str) -> np.ndarray:
-    import cv2
-    import numpy as np
-
-    from flowclas_ros.runtime.processing import threshold_components
-    from flowclas_ros.runtime.visualize import render_overlay
-
-    # the prediction exactly as the component metrics see it: void removed before labelling
-    mask, _ = threshold_components(np.where(label == 255, -np.inf, heat).astype(np.float32),
-                                   threshold, min_pred_area)
-    # render at tile size, so contours keep their width on large frames
-    scale = TILE_WIDTH / rgb.shape[1]
-    size = (TILE_WIDTH, max(1, round(rgb.shape[0] * scale)))
-    smooth = cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA
-    img = render_overlay(cv2.resize(rgb, size, interpolation=smooth),
-                         cv2.resize(heat, size, interpolation=smooth),
-                         cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST), threshold)
-    gt = cv2.resize((label == 1).astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
-    contours, _ = cv2.findContours(gt, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    cv2.drawContours(img, contours, -1, GT_COLOR, 2)
-    bar = np.zeros((22, img.shape[1], 3), np.uint8)
-    cv2.putText(bar, caption, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1,
-                cv2.LINE_AA)
-    return np.vstack([bar, img])
-
-
-def _montage(path: Path, rows: list[dict], read_rgb: Callable[[int], np.ndarray], cache: Path,
-             threshold: float, min_pred_area: int) -> None:
-    import cv2
-    import numpy as np
-
-    from flowclas_ros.runtime.visualize import montage
-
-    tiles = []
-    for r in rows:
-        i = r["index"]
-        rgb = read_rgb(i)
-        heat = np.load(cache / f"{i:07d}_s.npy").astype(np.float32)
-        label = np.load(cache / f"{i:07d}_l.npy")
-        ap = "" if math.isnan(r["ap"]) else f" AP {r['ap']:.1f}"
-        tiles.append(_tile(rgb, heat, label, threshold, min_pred_area,
-                           f"{r['id']}  F1 {r['f1']:.1f}{ap}"))
-    grid = montage(tiles, columns=max(2, min(4, len(tiles))))  # >= 2: room for the legend
-    legend = np.zeros((22, grid.shape[1], 3), np.uint8)
-    cv2.putText(legend, f"green: ground truth   white: prediction (score >= {threshold:.4g}, "
-                f"area >= {min_pred_area})", (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                (200, 200, 200), 1, cv2.LINE_AA)
-    cv2.imwrite(str(path), np.vstack([legend, grid]))
-
-
-# ---------------------------------------------------------------- CLI
-
-
-def fmt_number(v: Any, fmt: str = ".2f") -> str:
-    """A number for a summary line; n/a for None and non-finite values."""
-    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
-
-
-def format_summary(r: dict) -> str:
-    m, c = r["at_model_threshold"], r["components"]
-    lines = [
-        f"model {r['model']} (version {r['model_version']}) on {r['data']}",
-        f"frames {r['frames']} ({r['anomaly_frames']} with anomaly pixels), "
-        f"{fmt_number(r['ms_per_frame'])} ms/frame (median)",
-        f"pixel:     AUPRC {fmt_number(r['auprc'])}  FPR95 {fmt_number(r['fpr95'])}  AUROC {fmt_number(r['auroc'])}  "
-        f"best F1 {fmt_number(r['best_f1'])} @ {fmt_number(r['best_f1_threshold'], '.4g')}",
-        f"component: sIoU {fmt_number(r['siou'])}  PPV {fmt_number(r['ppv'])}  mean F1 {fmt_number(r['mean_f1'])}  "
-        f"({c['gt_components']} GT / {c['pred_components']} predicted components @ "
-        f"{fmt_number(c['threshold'], '.4g')})",
-        f"model threshold {fmt_number(m['threshold'], '.4g')}: TPR {fmt_number(m['tpr'])}  FPR {fmt_number(m['fpr'])}  "
-        f"precision {fmt_number(m['precision'])}  F1 {fmt_number(m['f1'])}",
-    ]
-    if "image" in r:
-        im = r["image"]
-        lines.append(f"image:     AUROC {fmt_number(r['image_auroc'])} ({im['score']}); max {fmt_number(im['auroc_max'])}  "
-                     f"top-{100 * im['top_k']:g}% mean {fmt_number(im['auroc_topk'])}  "
-                     f"({im['anomalous']} anomalous / {im['normal']} normal images)")
-    lines += [f"warning: {w}" for w in r["warnings"]]
-    if r.get("report"):
-        lines.append(f"report: {r['report']}")
-    return "\n".join(lines)

@@ -21,15 +21,16 @@ header stamp), the (heatmap, label) pairs go through the evaluator's own machine
 (:class:`flowclas_ros.eval.evaluate.Evaluation`): the same metrics, per-frame scores and report files
 as ``flowclas-ros evaluate`` on the same frames. Frames without a label are counted, not scored.
 
+The summary text, frames.csv, the over-time plot and the merge of the evaluator's metrics into
+the summary are :mod:`flowclas_ros.eval.replay_report`'s job.
+
 Damaged input: unreadable parts of a bag are skipped (see :mod:`flowclas_ros.data.rosbag`), and
 frames that cannot be decoded are skipped; both are counted per reason in ``skipped``.
 """
 from __future__ import annotations
 
 import contextlib
-import csv
 import logging
-import math
 import os
 import shutil
 import statistics
@@ -40,16 +41,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from flowclas_ros.eval.replay_report import merge_metrics, write_report
 from flowclas_ros.runtime.node_interface import OUTPUTS, default, output_topics
 
 # numpy, rosbags, onnxruntime and matplotlib are imported inside the functions: the `flowclas-ros`
 # parser stays fast, and the verb's own import errors name the missing extra.
 
-__all__ = ["format_summary", "replay"]
+__all__ = ["replay"]
 
 log = logging.getLogger(__name__)
 
-WORST_FRAMES = 8
 
 
 def _prepare_output(out: Path, bag: Path, force: bool) -> Path:
@@ -282,15 +283,15 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
             if len(ev):
                 metrics = ev.finish(f"{src.path} {topic} (ground truth {gt_topic})", "rosbag2",
                                     progress)
-                _merge_metrics(result, metrics, ev.per_frame, scored_rows)
+                merge_metrics(result, metrics, ev.per_frame, scored_rows)
             else:
                 result["scored_frames"] = 0
                 result["warnings"].append(f"no frame of {topic} has a {gt_topic} label with the "
                                           "same header stamp: no metrics")
         if report is not None:
             result["report"] = str(report)
-            _write_report(Path(report), result, ev if ev is not None and len(ev) else None,
-                          rgb_dir)
+            write_report(Path(report), result, ev if ev is not None and len(ev) else None,
+                         rgb_dir)
         return result
 
 
@@ -321,104 +322,3 @@ def _summary(src: Any, out: Path, topic: str, gt_topic: Optional[str], outs: dic
         "providers": list(det.providers), "threshold": threshold, "min_area": min_area,
         "per_frame": rows, "notes": list(src.notes), "warnings": warnings,
     }
-
-
-def _merge_metrics(result: dict, metrics: dict, per_frame: list[dict], scored_rows: list[int]
-                   ) -> None:
-    """The evaluator's keys into the replay summary; its per-frame scores onto the frame rows.
-    ``frames`` and ``ms_per_frame`` stay the replay's (all frames, the whole node pipeline)."""
-    own = {k: result[k] for k in ("frames", "ms_per_frame", "ms_per_frame_p95", "warnings")}
-    result.update(metrics)
-    result.update(own)
-    result["scored_frames"] = metrics["frames"]
-    result["warnings"] = metrics["warnings"] + own["warnings"]
-    rows = result["per_frame"]
-    for pf, row in zip(per_frame, scored_rows):
-        rows[row].update({k: pf[k] for k in ("f1", "ap", "anomaly_pixels", "gt_components",
-                                             "pred_components")})
-    ranked = sorted(per_frame, key=lambda r: (r["f1"], -1.0 if math.isnan(r["ap"]) else r["ap"],
-                                              -r["index"]))  # the evaluator's montage order
-    result["worst_frames"] = [{"id": r["id"], "f1": r["f1"], "ap": r["ap"]}
-                              for r in ranked[:WORST_FRAMES]]
-
-
-_CSV_COLUMNS = ("index", "id", "stamp_ns", "t_s", "max_score", "obstacles", "obstacle_pixels",
-                "ms", "f1", "ap", "anomaly_pixels", "gt_components", "pred_components")
-
-
-def _write_report(out: Path, result: dict, ev: Any, rgb_dir: Optional[Path]) -> None:
-    """The evaluator's report (when frames were scored) + frames.csv and scores_over_time.png
-    for every frame; metrics.json holds the summary without the per-frame list."""
-    import numpy as np
-
-    from flowclas_ros.eval.evaluate import to_json
-
-    out.mkdir(parents=True, exist_ok=True)
-    summary = {k: v for k, v in result.items() if k != "per_frame"}
-    if ev is not None:
-        ev.write_report(out, summary, lambda i: np.load(rgb_dir / f"{i:07d}.npy"))
-    else:
-        (out / "metrics.json").write_text(to_json(summary, indent=2) + "\n")
-    with open(out / "frames.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=_CSV_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for row in result["per_frame"]:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    _plot_over_time(out / "scores_over_time.png", result)
-
-
-def _plot_over_time(path: Path, result: dict) -> None:
-    from matplotlib.figure import Figure  # lazy; Figure + savefig uses Agg, no global backend
-
-    rows = result["per_frame"]
-    scored = [r for r in rows if "f1" in r]
-    fig = Figure(figsize=(9, 5.5 if scored else 3.2), dpi=100)
-    axes = fig.subplots(2 if scored else 1, 1, sharex=True, squeeze=False)[:, 0]
-    ax = axes[0]
-    ax.plot([r["t_s"] for r in rows], [r["max_score"] for r in rows], ".-", lw=0.8, ms=3,
-            label="max score of the frame")
-    ax.axhline(result["threshold"], color="red", lw=0.8, ls="--",
-               label=f"threshold {result['threshold']:.4g}")
-    ax.set(ylabel="anomaly score", title=f"{result['image_topic']}: {len(rows)} frames, "
-           f"{result['skipped_frames']} skipped")
-    ax.legend(loc="upper right", fontsize=8)
-    ax.grid(True, alpha=0.3)
-    if scored:
-        ax = axes[1]
-        ax.plot([r["t_s"] for r in scored], [r["f1"] for r in scored], "o", ms=3,
-                label="F1 at the component threshold")
-        ax.plot([r["t_s"] for r in scored], [r["ap"] for r in scored], "x", ms=4,
-                label="AP (frames with anomaly pixels)")
-        ax.set(ylabel="per frame, %", ylim=(-2, 102))
-        ax.legend(loc="lower right", fontsize=8)
-        ax.grid(True, alpha=0.3)
-    axes[-1].set_xlabel("time since the first frame (s, header stamps)")
-    fig.tight_layout()
-    fig.savefig(path)
-
-
-# ---------------------------------------------------------------- CLI
-
-
-def format_summary(r: dict) -> str:
-    from flowclas_ros.eval.evaluate import fmt_number
-    from flowclas_ros.eval.evaluate import format_summary as eval_summary
-
-    lines = [f"replayed {r['frames']} frames of {r['image_topic']} from {r['bag']} -> {r['out']}",
-             f"outputs: {', '.join(r['output_topics'].values())}",
-             f"{fmt_number(r['fps'], '.1f')} frames/s overall, {fmt_number(r['ms_per_frame'])} ms/frame "
-             f"pipeline (median)"]
-    if r["skipped"]:
-        lines.append("skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(r["skipped"].items())))
-    lines += [f"note: {n}" for n in r["notes"]]
-    if r.get("scored_frames"):
-        lines.append(f"ground truth {r['gt_topic']}: {r['scored_frames']} frames scored, "
-                     f"{r['unmatched_frames']} without a label")
-        lines.append(eval_summary({**r, "frames": r["scored_frames"], "report": None}))
-        lines.append("worst frames (stamp, F1): " + ", ".join(
-            f"{w['id']} {fmt_number(w['f1'], '.1f')}" for w in r["worst_frames"][:5]))
-    else:
-        lines += [f"warning: {w}" for w in r["warnings"]]
-    if r.get("report"):
-        lines.append(f"report: {r['report']}")
-    return "\n".join(lines)

@@ -59,25 +59,18 @@ def _check_counts(n: int, workers: int) -> None:
 def _bag_writer(path: Path) -> Iterator[Callable[[int, np.ndarray, np.ndarray], None]]:
     """A rosbag2 (MCAP) writer of (stamp_ns, rgb, label): image and ground truth share stamp and frame."""
     from rosbags.rosbag2 import StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_typestore
 
-    typestore = get_typestore(Stores.ROS2_JAZZY)
-    image_t = typestore.types["sensor_msgs/msg/Image"]
-    header_t = typestore.types["std_msgs/msg/Header"]
-    time_t = typestore.types["builtin_interfaces/msg/Time"]
+    from flowclas_ros.data.rosbag import IMAGE, header_message, image_message, typestore
 
+    store = typestore()
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
-        topics = [(writer.add_connection(topic, image_t.__msgtype__, typestore=typestore), encoding, channels)
-                  for topic, encoding, channels in ((IMAGE_TOPIC, "rgb8", 3), (GT_TOPIC, "mono8", 1))]
+        topics = [(writer.add_connection(topic, IMAGE, typestore=store), encoding)
+                  for topic, encoding in ((IMAGE_TOPIC, "rgb8"), (GT_TOPIC, "mono8"))]
 
         def write(stamp_ns: int, rgb: np.ndarray, label: np.ndarray) -> None:
-            stamp = time_t(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
-            for (connection, encoding, channels), array in zip(topics, (rgb, label)):
-                height, width = array.shape[:2]
-                msg = image_t(header=header_t(stamp=stamp, frame_id=FRAME_ID), height=height, width=width,
-                              encoding=encoding, is_bigendian=0, step=width * channels,
-                              data=np.ascontiguousarray(array).reshape(-1))
-                writer.write(connection, stamp_ns, typestore.serialize_cdr(msg, image_t.__msgtype__))
+            for (connection, encoding), array in zip(topics, (rgb, label)):
+                msg = image_message(array, encoding, header_message(stamp_ns, FRAME_ID))
+                writer.write(connection, stamp_ns, store.serialize_cdr(msg, IMAGE))
 
         yield write
 

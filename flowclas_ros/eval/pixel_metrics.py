@@ -1,11 +1,11 @@
-"""Pixel and component metrics of anomaly segmentation, streaming with bounded memory.
+"""Pooled pixel metrics of anomaly score maps (AUPRC, AUROC, FPR95, best F1), streamed with bounded memory.
 
-The definitions follow the SegmentMeIfYouCan (SMIYC) benchmark code (road-anomaly-benchmark,
-``metrics/pixel_classification*.py`` and ``metrics/instance_segmentation.py``); see
-shared/reference/metrics-and-datasets.md. numpy + OpenCV only (no torch, no scikit-learn).
+The evaluator sees every pixel of every frame and cannot hold them all: this accumulator keeps a
+fixed-size table whatever the number of frames, and stays exact (scikit-learn's numbers) as long
+as that table holds every distinct score. The definitions follow the SegmentMeIfYouCan (SMIYC)
+benchmark code (road-anomaly-benchmark, ``metrics/pixel_classification*.py``); see
+shared/reference/metrics-and-datasets.md. numpy only (no torch, no scikit-learn).
 
-Pixel metrics (:class:`PixelMetrics`)
--------------------------------------
 Labels: 0 inlier (negative), 1 anomaly (positive), 255 void (dropped). The pixels of all frames are
 pooled, never averaged per frame. A pixel is predicted positive at threshold ``t`` when
 ``score >= t`` (scikit-learn's convention and the runtime's ``heatmap >= threshold``).
@@ -48,62 +48,25 @@ less than one bin; raise ``max_bins`` when the bound in ``relative_resolution`` 
 Undefined values: with no positive pixels AUPRC, AUROC, FPR95 and best F1 are NaN and
 ``status == "no_positives"``; with no negative pixels AUROC and FPR95 are NaN (AUPRC is 1) and
 ``status == "no_negatives"``; with no valid pixel at all everything is NaN and ``status == "empty"``.
-
-Component metrics (:class:`ComponentMetrics`)
----------------------------------------------
-Per frame, at a score threshold (the pixel best-F1 threshold in the evaluator):
-prediction = ``score >= threshold`` minus void pixels; 8-connected components of prediction and
-of the ground-truth anomaly (label 1); predicted components with fewer than ``min_pred_area``
-pixels are dropped; ground-truth components with fewer than ``min_gt_area`` pixels become void
-(region of interest = non-void pixels minus those). Within the region of interest:
-
-- sIoU of a GT component ``k`` with the set ``P(k)`` of predicted components touching it:
-  ``|k ∩ P(k)| / (|P(k)| + |k| - |k ∩ P(k)| - |P(k) ∩ (other GT components)|)``, i.e. predicted
-  pixels lying on OTHER ground-truth components do not count against ``k``;
-- PPV of a predicted component ``p``: ``|p ∩ GT anomaly| / |p|``;
-- for t in linspace(0.25, 0.75, 11): TP(t) = #GT components with sIoU > t, FN(t) = the others,
-  FP(t) = #predicted components with PPV < t, F1(t) = 2TP / (2TP + FN + FP), summed over all
-  frames before the ratio; ``mean_f1`` is the mean of F1(t) over the 11 thresholds;
-- ``siou`` / ``ppv``: means over all GT / predicted components of all frames.
-
-``tp_at_equal=True`` counts sIoU == t as a TP, as the SMIYC code does (``>=``); the default follows
-the benchmark's paper and reference text (``>``). The two only differ on exact ties.
-
-Image metrics (:class:`ImageMetrics`)
--------------------------------------
-CL-flow / MVTec AD's headline number. An image is anomalous when any of its pixels is labelled 1;
-its score is the max of its non-void pixel scores, or the mean of the top ``ceil(top_k * n)`` of
-them (``top_k`` a fraction; less sensitive to one hot pixel). Image AUROC is computed exactly
-by ranks (:func:`rank_auroc`: Mann-Whitney U with mid-ranks for ties, the same value as
-scikit-learn's ``roc_auc_score``). Undefined (NaN) when all images are anomalous or none is,
-e.g. on road-obstacle sets where every frame holds an obstacle.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Iterable
 
-import cv2
 import numpy as np
 
 from flowclas_ros.runtime.labels import ANOMALY, INLIER, VOID
 
 __all__ = [
-    "SIOU_THRESHOLDS",
-    "ComponentMetrics",
-    "FrameComponents",
-    "ImageMetrics",
     "PixelMetrics",
     "average_precision",
     "counts_at_threshold",
-    "frame_components",
+    "f1_from_counts",
     "float32_to_key",
-    "image_score",
     "key_to_float32",
-    "rank_auroc",
 ]
 
-SIOU_THRESHOLDS: np.ndarray = np.linspace(0.25, 0.75, 11)
 _SIGN = np.uint32(0x80000000)
 _NEG_INF_KEY = 0x007FFFFF  # key of -inf; smaller keys are negative NaN bit patterns
 
@@ -175,7 +138,9 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(np.sum(dtp * (tps / (tps + fps))) / n_pos)
 
 
-def _f1(tp, fp, fn):
+def f1_from_counts(tp, fp, fn):
+    """F1 = 2TP / (2TP + FP + FN), elementwise; NaN where the denominator is 0 (also used by the
+    component metrics)."""
     tp, fp, fn = (np.asarray(v, dtype=np.float64) for v in (tp, fp, fn))
     den = 2 * tp + fp + fn
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -188,7 +153,7 @@ def _rates(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
         "tpr": tp / (tp + fn) if tp + fn else nan,
         "fpr": fp / (fp + tn) if fp + tn else nan,
         "precision": tp / (tp + fp) if tp + fp else nan,
-        "f1": float(_f1(tp, fp, fn)),
+        "f1": float(f1_from_counts(tp, fp, fn)),
     }
 
 
@@ -305,29 +270,6 @@ class PixelMetrics:
         self.frames_with_positives += bool(pos.any())
         self.void += n_void
 
-    def merge(self, other: "PixelMetrics") -> "PixelMetrics":
-        """Add another accumulator (same thresholds), e.g. from a worker process."""
-        if other._fixed != self._fixed:
-            raise ValueError("can only merge PixelMetrics with the same thresholds")
-        if other.shift > self.shift:
-            self._coarsen_to(other.shift)
-        n = other._n
-        keys, pos, neg = _coarsened(other._keys[:n], other._pos[:n], other._neg[:n],
-                                    self.shift - other.shift)
-        self._insert(keys, pos.copy(), neg.copy())
-        self._fixed_counts += other._fixed_counts
-        self.frames += other.frames
-        self.frames_with_positives += other.frames_with_positives
-        self.void += other.void
-        return self
-
-    def _coarsen_to(self, shift: int) -> None:
-        n = self._n
-        k, p, q = _coarsened(self._keys[:n], self._pos[:n], self._neg[:n], shift - self.shift)
-        self.shift = shift
-        self._n = k.size
-        self._keys[:k.size], self._pos[:k.size], self._neg[:k.size] = k, p, q
-
     @property
     def positives(self) -> int:
         return int(self._pos[:self._n].sum())
@@ -439,235 +381,3 @@ class PixelMetrics:
             out["tpr"] = np.r_[0.0, recall[idx]]
             out["roc_thresholds"] = np.r_[np.inf, c.thresholds[idx]]
         return out
-
-
-# ---------------------------------------------------------------- component metrics
-
-
-@dataclass
-class FrameComponents:
-    """Component-level results of one frame."""
-
-    siou: np.ndarray  # per ground-truth component (float64)
-    ppv: np.ndarray  # per predicted component
-    gt_sizes: np.ndarray
-    pred_sizes: np.ndarray  # within the region of interest
-    gt_voided: int  # ground-truth components below min_gt_area, turned void
-    pred_dropped: int  # predicted components below min_pred_area
-
-    def counts(self, thresholds: Sequence[float] = SIOU_THRESHOLDS,
-               tp_at_equal: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(TP, FN, FP) per sIoU/PPV threshold."""
-        t = np.asarray(thresholds, dtype=np.float64)[:, None]
-        hit = (self.siou[None] >= t) if tp_at_equal else (self.siou[None] > t)
-        tp = hit.sum(axis=1)
-        return tp, self.siou.size - tp, (self.ppv[None] < t).sum(axis=1)
-
-
-def _components(mask: np.ndarray) -> tuple[int, np.ndarray]:
-    n, lab = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
-    return int(n), lab
-
-
-def frame_components(scores: Optional[np.ndarray], labels: np.ndarray,
-                     threshold: Optional[float] = None, min_pred_area: int = 50,
-                     min_gt_area: int = 10, pred_mask: Optional[np.ndarray] = None) -> FrameComponents:
-    """sIoU per GT component and PPV per predicted component of one frame (module docstring).
-
-    The prediction is ``scores >= threshold`` (float32), or ``pred_mask`` (bool) if given."""
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"labels must be HxW, got {labels.shape}")
-    if pred_mask is None:
-        if scores is None or threshold is None:
-            raise ValueError("give scores and threshold, or pred_mask")
-        scores = np.asarray(scores)
-        if scores.shape != labels.shape:
-            raise ValueError(f"scores {scores.shape} and labels {labels.shape} differ in shape")
-        pred_mask = scores.astype(np.float32, copy=False) >= np.float32(threshold)
-    elif pred_mask.shape != labels.shape:
-        raise ValueError(f"pred_mask {pred_mask.shape} and labels {labels.shape} differ in shape")
-    bad = ~np.isin(labels, (INLIER, ANOMALY, VOID))
-    if bad.any():
-        raise ValueError(f"labels must be 0, 1 or 255; found {np.unique(labels[bad])[:10]}")
-    valid = labels != VOID
-
-    n_g, gt = _components(labels == 1)
-    gsize_all = np.bincount(gt.ravel(), minlength=n_g)
-    small = gsize_all < int(min_gt_area)
-    small[0] = False
-    roi = valid & ~small[gt]
-
-    n_p, pred = _components(np.asarray(pred_mask, dtype=bool) & valid)
-    psize_all = np.bincount(pred.ravel(), minlength=n_p)
-    drop = psize_all < int(min_pred_area)
-    drop[0] = True  # background stays 0
-    pred_dropped = int(drop[1:].sum())
-
-    g = gt[roi]
-    p = np.where(drop[pred[roi]], 0, pred[roi])
-    gsize = np.bincount(g, minlength=n_g).astype(np.float64)
-    psize = np.bincount(p, minlength=n_p).astype(np.float64)
-    both = (g > 0) & (p > 0)
-    pairs, inter = np.unique(g[both].astype(np.int64) * n_p + p[both], return_counts=True)
-    pg, pp = pairs // n_p, pairs % n_p
-    inter = inter.astype(np.float64)
-    on_gt = np.bincount(pp, weights=inter, minlength=n_p)  # predicted pixels on any GT component
-
-    # sIoU_k = |k ∩ P(k)| / (|P(k)| + |k| - |k ∩ P(k)| - |P(k) ∩ other GT|)
-    #        = |k ∩ P(k)| / (|P(k)| + |k| - |P(k) ∩ any GT|)     (pairs (k, p) are unique)
-    inter_g = np.bincount(pg, weights=inter, minlength=n_g)
-    union_pred_g = np.bincount(pg, weights=psize[pp], minlength=n_g)
-    on_gt_g = np.bincount(pg, weights=on_gt[pp], minlength=n_g)
-    gt_ids = np.flatnonzero(gsize[1:] > 0) + 1
-    siou = inter_g[gt_ids] / (union_pred_g[gt_ids] + gsize[gt_ids] - on_gt_g[gt_ids])
-    pred_ids = np.flatnonzero(psize[1:] > 0) + 1
-    ppv = on_gt[pred_ids] / psize[pred_ids]
-    return FrameComponents(siou, ppv, gsize[gt_ids].astype(np.int64),
-                           psize[pred_ids].astype(np.int64), int(small.sum()), pred_dropped)
-
-
-class ComponentMetrics:
-    """Streaming SMIYC component metrics: sIoU, PPV and mean F1 over sIoU/PPV thresholds.
-
-    ``update(scores, labels, threshold)`` per frame (or ``update_frame`` with a precomputed
-    :class:`FrameComponents`); ``result()`` -> fractions, NaN where undefined. Memory: a few
-    counters, whatever the number of frames."""
-
-    def __init__(self, min_pred_area: int = 50, min_gt_area: int = 10,
-                 thresholds: Sequence[float] = SIOU_THRESHOLDS, tp_at_equal: bool = False) -> None:
-        self.min_pred_area = int(min_pred_area)
-        self.min_gt_area = int(min_gt_area)
-        self.thresholds = np.asarray(thresholds, dtype=np.float64)
-        self.tp_at_equal = bool(tp_at_equal)
-        k = self.thresholds.size
-        self.tp = np.zeros(k, np.int64)
-        self.fn = np.zeros(k, np.int64)
-        self.fp = np.zeros(k, np.int64)
-        self.siou_sum = 0.0
-        self.ppv_sum = 0.0
-        self.gt_components = 0
-        self.pred_components = 0
-        self.gt_voided = 0
-        self.pred_dropped = 0
-        self.frames = 0
-
-    def update(self, scores: np.ndarray, labels: np.ndarray, threshold: float) -> FrameComponents:
-        fc = frame_components(scores, labels, threshold, self.min_pred_area, self.min_gt_area)
-        self.update_frame(fc)
-        return fc
-
-    def update_frame(self, fc: FrameComponents) -> None:
-        tp, fn, fp = fc.counts(self.thresholds, self.tp_at_equal)
-        self.tp += tp
-        self.fn += fn
-        self.fp += fp
-        self.siou_sum += float(fc.siou.sum())
-        self.ppv_sum += float(fc.ppv.sum())
-        self.gt_components += int(fc.siou.size)
-        self.pred_components += int(fc.ppv.size)
-        self.gt_voided += fc.gt_voided
-        self.pred_dropped += fc.pred_dropped
-        self.frames += 1
-
-    def result(self) -> dict:
-        nan = float("nan")
-        f1 = _f1(self.tp, self.fp, self.fn)
-        return {
-            "siou": self.siou_sum / self.gt_components if self.gt_components else nan,
-            "ppv": self.ppv_sum / self.pred_components if self.pred_components else nan,
-            "mean_f1": float(np.mean(f1)) if f1.size and not np.isnan(f1).any() else nan,
-            "f1": [float(v) for v in f1],
-            "thresholds": [float(v) for v in self.thresholds],
-            "tp": self.tp.tolist(), "fn": self.fn.tolist(), "fp": self.fp.tolist(),
-            "counts": {"gt_components": self.gt_components,
-                       "pred_components": self.pred_components,
-                       "gt_components_voided": self.gt_voided,
-                       "pred_components_dropped": self.pred_dropped, "frames": self.frames,
-                       "min_pred_area": self.min_pred_area, "min_gt_area": self.min_gt_area},
-        }
-
-
-# ---------------------------------------------------------------- image metrics
-
-
-def rank_auroc(scores: Sequence[float] | np.ndarray, positive: Sequence[bool] | np.ndarray) -> float:
-    """Exact AUROC by ranks: (sum of the positives' mid-ranks - P(P+1)/2) / (P N), i.e. the
-    probability that a random positive outscores a random negative, ties counting 1/2; NaN
-    without positives or without negatives. Ranks are integers or halves, so the sum is exact
-    in float64 for any realistic number of images."""
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    y = np.asarray(positive, dtype=bool).ravel()
-    if s.shape != y.shape:
-        raise ValueError(f"scores {s.shape} and labels {y.shape} differ in shape")
-    if np.isnan(s).any():
-        raise ValueError("scores contain NaN")
-    n_pos = int(np.count_nonzero(y))
-    n_neg = int(y.size - n_pos)
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(s, kind="stable")
-    ordered = s[order]
-    starts = np.r_[0, np.flatnonzero(ordered[1:] != ordered[:-1]) + 1]
-    ends = np.r_[starts[1:], s.size]
-    ranks = np.empty(s.size, dtype=np.float64)
-    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)  # 1-based mid-ranks
-    u = float(ranks[y].sum()) - n_pos * (n_pos + 1) / 2.0
-    return u / (n_pos * n_neg)
-
-
-def image_score(scores: np.ndarray, labels: Optional[np.ndarray] = None, top_k: float = 0.0) -> float:
-    """Image-level score of a pixel score map: the max (``top_k == 0``) or the mean of the top
-    ``ceil(top_k * n)`` of its n non-void pixels (``labels == 255`` left out when given); NaN
-    when no pixel is valid."""
-    if not 0.0 <= top_k <= 1.0:
-        raise ValueError(f"top_k must be a fraction in [0, 1], got {top_k!r}")
-    s = np.asarray(scores, dtype=np.float32)
-    if labels is not None:
-        labels = np.asarray(labels)
-        if labels.shape != s.shape:
-            raise ValueError(f"scores {s.shape} and labels {labels.shape} differ in shape")
-        s = s[labels != VOID]
-    s = s.ravel()
-    if s.size == 0:
-        return float("nan")
-    if np.isnan(s).any():
-        raise ValueError("scores contain NaN at non-void pixels")
-    if top_k == 0.0:
-        return float(s.max())
-    k = max(1, int(np.ceil(top_k * s.size)))
-    return float(np.partition(s, s.size - k)[s.size - k:].astype(np.float64).mean())
-
-
-class ImageMetrics:
-    """Image-level scores (max and top-k mean) and their exact image AUROC, one entry per frame;
-    an image is anomalous when any pixel is labelled 1, frames without a valid pixel are skipped."""
-
-    def __init__(self, top_k: float = 0.01) -> None:
-        if not 0.0 < top_k <= 1.0:
-            raise ValueError(f"top_k must be a fraction in (0, 1], got {top_k!r}")
-        self.top_k = float(top_k)
-        self.max_scores: list[float] = []
-        self.topk_scores: list[float] = []
-        self.anomalous: list[bool] = []
-        self.skipped = 0
-
-    def update(self, scores: np.ndarray, labels: np.ndarray) -> Optional[dict]:
-        """Add one frame; returns {"anomalous", "max", "topk"} or None when it has no valid pixel."""
-        labels = np.asarray(labels)
-        m = image_score(scores, labels, 0.0)
-        if np.isnan(m):
-            self.skipped += 1
-            return None
-        t = image_score(scores, labels, self.top_k)
-        anomalous = bool(np.any(labels == 1))
-        self.max_scores.append(m)
-        self.topk_scores.append(t)
-        self.anomalous.append(anomalous)
-        return {"anomalous": anomalous, "max": m, "topk": t}
-
-    def result(self) -> dict:
-        y = np.asarray(self.anomalous, dtype=bool)
-        return {"auroc_max": rank_auroc(self.max_scores, y), "auroc_topk": rank_auroc(self.topk_scores, y),
-                "top_k": self.top_k, "images": int(y.size), "anomalous": int(y.sum()),
-                "normal": int(y.size - y.sum()), "skipped": self.skipped}

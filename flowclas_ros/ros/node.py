@@ -18,7 +18,7 @@ from typing import Any, Optional
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
@@ -211,8 +211,13 @@ class DetectorNode(Node):
 
 def main(args: Optional[list[str]] = None) -> int:
     """Entry point `detector` (`ros2 run flowclas_ros detector`). A missing or incompatible model
-    fails at start-up with one clear line and exit status 1."""
+    fails at start-up with one clear line and exit status 1.
+
+    The node spins in its own executor, shut down before the context: rclpy.spin's global
+    executor would keep its SIGINT guard condition until interpreter exit, and destroying it
+    there (after the context is gone) can print a traceback on Ctrl-C."""
     rclpy.init(args=args)
+    executor = SingleThreadedExecutor()
     node: Optional[DetectorNode] = None
     try:
         try:
@@ -220,7 +225,8 @@ def main(args: Optional[list[str]] = None) -> int:
         except (ModelFileError, ValueError) as exc:
             rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
             return 1
-        rclpy.spin(node)
+        executor.add_node(node)
+        executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass  # Ctrl-C (also during start-up) is a clean stop
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is shutdown's own doing
@@ -231,12 +237,12 @@ def main(args: Optional[list[str]] = None) -> int:
         rclpy.logging.get_logger(NODE_NAME).info(
             f"stopped while a callback was running ({type(exc).__name__}: {exc})")
     finally:
+        executor.shutdown(timeout_sec=5.0)
         if node is not None:
             node.stop()
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
-    from flowclas_ros.tools.bench import _frame, backbone_share, format_table, parse_sizes, run_bench
+    from flowclas_ros.tools.bench import backbone_share, format_table, parse_sizes, run_bench, sample_frame
 
     sizes = parse_sizes(a.sizes)
     threads = [int(v) for v in a.threads.split(",")]
@@ -44,7 +44,7 @@ def run(a: argparse.Namespace) -> int:
         for item in a.node_param:
             key, _, value = item.partition("=")
             params[key.strip()] = value.strip()
-        result.update(node_benchmark(Path(result["model"]), _frame(h, w), a.node_rate, a.node_seconds,
+        result.update(node_benchmark(Path(result["model"]), sample_frame(h, w), a.node_rate, a.node_seconds,
                                      params=params))
     print(json.dumps(result) if a.json else format_table(result, sizes))
     return 0

@@ -41,7 +41,7 @@ class BagError(DatasetError):
     """A bag, a topic in it, or an output bag path the user has to fix; the message says how."""
 
 
-class FrameError(ValueError):
+class BagFrameError(ValueError):
     """One message that cannot become a frame; ``kind`` is a stable counter name
     (``deserialize_error`` or one of :data:`~flowclas_ros.runtime.images.IMAGE_ERROR_KINDS`)."""
 
@@ -71,11 +71,11 @@ def typestore() -> Any:
 
 
 def deserialize(message: BagMessage) -> Any:
-    """CDR -> message object, or :class:`FrameError` ``deserialize_error``."""
+    """CDR -> message object, or :class:`BagFrameError` ``deserialize_error``."""
     try:
         return typestore().deserialize_cdr(message.raw, message.msgtype)
     except Exception as exc:  # noqa: BLE001 - rosbags raises SerdeError, struct/Index/Value errors
-        raise FrameError("deserialize_error", f"{message.topic} message at {message.log_time_ns} "
+        raise BagFrameError("deserialize_error", f"{message.topic} message at {message.log_time_ns} "
                          f"does not deserialize as {message.msgtype}: {exc}") from exc
 
 

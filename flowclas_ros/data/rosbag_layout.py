@@ -26,7 +26,7 @@ from typing import Optional
 from flowclas_ros.data.files import DatasetError, PathLike, write_png
 from flowclas_ros.data.generic import generic_layout
 from flowclas_ros.data.labels import Sample
-from flowclas_ros.data.rosbag import Bag, FrameError, decode_frame, deserialize
+from flowclas_ros.data.rosbag import Bag, BagFrameError, decode_frame, deserialize
 from flowclas_ros.runtime.images import ImageError
 from flowclas_ros.runtime.pipeline import stamp_ns
 
@@ -62,7 +62,7 @@ def extract_frames(bag: Bag, topic: str, stride: int, out: Path) -> dict:
         try:
             msg = deserialize(message)
             rgb = decode_frame(message.msgtype, msg)
-        except FrameError as exc:
+        except BagFrameError as exc:
             skipped[exc.kind] += 1
             continue
         except ImageError as exc:

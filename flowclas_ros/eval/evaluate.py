@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
 
 from flowclas_ros.eval.report import write_report
+from flowclas_ros.runtime.labels import VOID
 
 if TYPE_CHECKING:
     import numpy as np
@@ -51,25 +52,20 @@ IMAGE_SCORES = ("max", "topk")  # image-level score rules (image_metrics.image_s
 
 
 @dataclass
-class _Frame:
+class _EvalItem:
     id: str
     sample: Any  # Sample, or (id, rgb, label)
 
 
-def _as_frames(data: Any, layout: str, max_frames: Optional[int],
-               layout_options: Optional[dict] = None) -> tuple[list[_Frame], str]:
+def _eval_items(data: Any, layout: str, max_frames: Optional[int],
+               layout_options: Optional[dict] = None) -> tuple[list[_EvalItem], str]:
     """Samples from a dataset directory or a sequence of `Sample` / (id, rgb, label) tuples."""
     from flowclas_ros.data.files import DatasetError
     from flowclas_ros.data.labels import Sample
     from flowclas_ros.data.layouts import load_layout
 
     if isinstance(data, (str, os.PathLike)):
-        try:
-            samples: Sequence[Any] = load_layout(layout, data, **(layout_options or {}))
-        except TypeError as exc:  # an option the reader does not take
-            if not layout_options:
-                raise
-            raise DatasetError(f"layout {layout!r}: bad layout option ({exc})") from exc
+        samples: Sequence[Any] = load_layout(layout, data, **(layout_options or {}))
         desc = str(data)
     else:
         samples = list(data)
@@ -79,9 +75,9 @@ def _as_frames(data: Any, layout: str, max_frames: Optional[int],
         if isinstance(s, Sample):
             if not s.has_label:
                 raise DatasetError(f"cannot evaluate without labels: image {s.image_path} has none")
-            frames.append(_Frame(s.id, s))
+            frames.append(_EvalItem(s.id, s))
         elif isinstance(s, tuple) and len(s) == 3:
-            frames.append(_Frame(str(s[0]), s))
+            frames.append(_EvalItem(str(s[0]), s))
         else:
             raise TypeError("samples must be flowclas_ros.data.layouts.Sample or (id, rgb, label) "
                             f"tuples, got {type(s).__name__}")
@@ -92,7 +88,7 @@ def _as_frames(data: Any, layout: str, max_frames: Optional[int],
     return frames, desc
 
 
-def _read(frame: _Frame, with_label: bool = True) -> tuple[np.ndarray, Optional[np.ndarray]]:
+def _read(frame: _EvalItem, with_label: bool = True) -> tuple[np.ndarray, Optional[np.ndarray]]:
     import numpy as np
 
     from flowclas_ros.data.files import DatasetError, read_image_rgb
@@ -143,7 +139,7 @@ def evaluate(data: Any, model_path: Optional[str | os.PathLike] = None,
     """
     from flowclas_ros.deploy.torch_backend import open_detector
 
-    frames, desc = _as_frames(data, layout, max_frames, layout_options)
+    frames, desc = _eval_items(data, layout, max_frames, layout_options)
     det = open_detector(model_path, providers=providers)
     with Evaluation(det, min_pred_area, min_gt_area, max_bins, image_score, image_top_k) as ev:
         for fr in _progress(frames, len(frames), "evaluate", progress):
@@ -245,7 +241,7 @@ class Evaluation:
             heat, label = self.cached(i)
             fc = comp.update(heat, label, comp_threshold)
             c = counts_at_threshold(heat, label, comp_threshold)
-            valid = label != 255
+            valid = label != VOID
             n_anom = int(np.count_nonzero(label == 1))
             f1_den = 2 * c["tp"] + c["fp"] + c["fn"]
             per_frame.append({

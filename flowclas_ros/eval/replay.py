@@ -79,13 +79,13 @@ def _prepare_output(out: Path, bag: Path, force: bool) -> Path:
 
 
 def _decode_label(msg: Any) -> Any:
-    """A ground-truth Image -> HxW uint8 0/1/255 (FrameError / ImageError / DatasetError)."""
+    """A ground-truth Image -> HxW uint8 0/1/255 (BagFrameError / ImageError / DatasetError)."""
     from flowclas_ros.data.labels import LABEL_DECODERS
-    from flowclas_ros.data.rosbag import FrameError
+    from flowclas_ros.data.rosbag import BagFrameError
     from flowclas_ros.runtime.images import image_from_fields
 
     if msg.encoding not in ("mono8", "8UC1"):
-        raise FrameError("gt_encoding", f"ground truth must be mono8 (0/1/255), got {msg.encoding}")
+        raise BagFrameError("gt_encoding", f"ground truth must be mono8 (0/1/255), got {msg.encoding}")
     raw = image_from_fields(msg.data, msg.height, msg.width, msg.encoding, msg.step,
                             bool(msg.is_bigendian))
     return LABEL_DECODERS["generic"](raw.copy(), f"at stamp {msg.header.stamp.sec}."
@@ -140,7 +140,7 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
         IMAGE,
         Bag,
         BagError,
-        FrameError,
+        BagFrameError,
         decode_frame,
         deserialize,
         image_message,
@@ -168,7 +168,7 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
     gt_stamps: set[int] = set()
     if gt_topic is not None:  # which frames will have a label: only their heatmaps are held
         for m in src.messages([gt_topic]):
-            with contextlib.suppress(FrameError):
+            with contextlib.suppress(BagFrameError):
                 gt_stamps.add(stamp_ns(deserialize(m)))
 
     skipped: Counter[str] = Counter()
@@ -216,7 +216,7 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
                         msg = deserialize(message)
                         writer.write(conn_gt, t, message.raw)
                         label = _decode_label(msg)
-                    except (FrameError, ImageError) as exc:
+                    except (BagFrameError, ImageError) as exc:
                         gt_skipped[exc.kind] += 1
                         continue
                     except DatasetError:
@@ -237,7 +237,7 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
                     rgb = decode_frame(message.msgtype, msg)
                     res = run_frame(det, rgb, overlay_alpha)
                     ms = (time.perf_counter() - t0) * 1e3
-                except (FrameError, ImageError) as exc:
+                except (BagFrameError, ImageError) as exc:
                     skipped[exc.kind] += 1
                     continue
                 d = res.detection

@@ -24,6 +24,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from flowclas_ros.runtime.labels import VOID
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -133,7 +135,7 @@ def _tile(rgb: np.ndarray, heat: np.ndarray, label: np.ndarray, threshold: float
     from flowclas_ros.runtime.visualize import render_overlay
 
     # the prediction exactly as the component metrics see it: void removed before labelling
-    mask, _ = threshold_components(np.where(label == 255, -np.inf, heat).astype(np.float32),
+    mask, _ = threshold_components(np.where(label == VOID, -np.inf, heat).astype(np.float32),
                                    threshold, min_pred_area)
     # render at tile size, so contours keep their width on large frames
     scale = TILE_WIDTH / rgb.shape[1]

@@ -24,7 +24,7 @@ from flowclas_ros.runtime.pipeline import stamp_ns
 
 
 @dataclass
-class FrameResult:
+class LiveAnswer:
     index: int
     latency_ms: float  # camera stamp -> overlay received by the viewer
     obstacles: int
@@ -33,7 +33,7 @@ class FrameResult:
 
 @dataclass
 class LiveRun:
-    results: list[FrameResult] = field(default_factory=list)
+    results: list[LiveAnswer] = field(default_factory=list)
     sent: int = 0
     diagnostics: dict[str, str] = field(default_factory=dict)
     node_log: str = ""
@@ -83,7 +83,7 @@ def run_live(model_path: Path, frames: Sequence[np.ndarray], rate_hz: float = 10
             for i, st in enumerate(stamps):
                 if st in overlays:
                     lat, img = overlays[st]
-                    run.results.append(FrameResult(i, lat, masks.get(st, -1), img))
+                    run.results.append(LiveAnswer(i, lat, masks.get(st, -1), img))
     finally:
         runner.stop()
         run.node_log = runner.log

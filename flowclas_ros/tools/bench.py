@@ -23,7 +23,7 @@ from flowclas_ros.runtime.processing import heatmap_to_source, threshold_compone
 from flowclas_ros.runtime.visualize import render_overlay
 
 
-def _frame(h: int, w: int, seed: int = 7) -> np.ndarray:
+def sample_frame(h: int, w: int, seed: int = 7) -> np.ndarray:
     """A representative camera frame at the requested size: a PyBullet benchmark test frame
     (what the shipped model was trained for; seed 7 is not a benchmark seed), or the toy world
     when pybullet is not installed."""
@@ -234,7 +234,7 @@ def run_bench(model: Optional[str], checkpoint: Optional[str], sizes: Sequence[t
                                                      for n in gpu)) if gpu else
                     "not measured: no CUDA / TensorRT execution provider in this onnxruntime "
                     "build and no CUDA device for torch"}
-    frames_by_size = {(h, w): _frame(h, w) for h, w in sizes}
+    frames_by_size = {(h, w): sample_frame(h, w) for h, w in sizes}
     for (h, w), rgb in frames_by_size.items():
         tag = f"{w}x{h}"
         for name, det in backends.items():

@@ -7,16 +7,15 @@ their ReLU6 clips). The coupling arithmetic, the score and the guided upsampling
 
 Why the backbone only for models trained for it: the flow models the density of the features it
 was trained on. Under an int8 backbone the features of a flow trained on fp32 features move off
-that density (val AUPRC 95.92 -> 88.62 on the earlier cut-outs-only default, README speed
-section); a flow trained
-on the int8 backbone's features (`model.backbone.int8_features: true`; `Int8Features` runs the
+that density (the README's speed section has the measured loss); a flow trained on the int8
+backbone's features (`model.backbone.int8_features: true`; `Int8Features` runs the
 same quantised backbone graph in the training loop) is scored on the features it learned. The
 backbone's activation ranges come from the same calibration frames in training and here (the
 model's metadata names them and they are the default `--data`), so the two graphs agree.
-int8 of the flow alone perturbs only the coupling scales and shifts and kept the accuracy of a flow
-trained on fp32 features (shipped default: test AUPRC 98.25 -> 98.26).
+int8 of the flow alone perturbs only the coupling scales and shifts, which keeps the accuracy of a
+flow trained on fp32 features (the model cards have the measurements).
 
-Speed: on AVX512-VNNI the int8 convolutions are 2-3x faster than fp32 ones. Without VNNI (or
+Speed: with int8 dot-product instructions (AVX512-VNNI) the int8 convolutions beat fp32. Without VNNI (or
 AVX-VNNI / ARM dot-product) instructions they may be slower, and on x86 without VNNI ONNX
 Runtime's uint8 x int8 kernels can saturate (less accurate): `flowclas-ros quantize` times both
 models and compares their scores on the machine it runs on; evaluate there before deploying.
@@ -132,7 +131,7 @@ def quantize_flow(model_path: str | os.PathLike, data: Optional[str | os.PathLik
     learned = json.loads(info.extra[INT8_FEATURES_KEY]) if INT8_FEATURES_KEY in info.extra else None
     if backbone and learned is None and not force:
         raise QuantizeError(f"{model_path}: its flow was trained on fp32 backbone features; with "
-                            "an int8 backbone it loses accuracy (measured: val AUPRC 95.9 -> 88.6). "
+                            "an int8 backbone it loses accuracy (README, speed section). "
                             "Train with model.backbone.int8_features: true, or pass --force")
     if data is None:
         if learned is None:

@@ -45,8 +45,8 @@ clearly higher NLL per dimension than the inlier cells they replace. What is NOT
 they resemble real anomalies. They are the model's own blind spots, pushed out so that the
 contrastive term separates "unlikely under the current flow" from the inlier mode (NFlowJS's bet).
 
-Measured limitation (toy world, 100 steps, 2 seeds): as the only OE source they did NOT help
-(cell AUPRC 73.9 vs 79.2 NF-only; pasted cut-outs 94.1). A likely reason: the contrastive
+Measured limitation (README, outlier-source ablation): as the only OE source they did not beat
+NF-only, far behind pasted cut-outs. A likely reason: the contrastive
 embedding is an L2-normalised projection of z, blind to a latent's radius (only the projection
 bias sees it), while shell negatives differ from inliers mainly by radius; and since they are
 re-sampled from the current flow every step, the flow can never "finish" separating them.

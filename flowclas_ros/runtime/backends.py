@@ -77,7 +77,7 @@ class OnnxRuntimeBackend:
         latency; off: far less CPU between camera frames, for a node that shares its cores
         (measured in the README's speed section). `batch`: the batch size this session runs
         (the graph's batch is dynamic; fixing it lets ORT fold the shape arithmetic at load,
-        ~0.3 ms of ~8 per frame on the 2-core CPU); None keeps it dynamic."""
+        a measurable share of a small model's frame time); None keeps it dynamic."""
         import onnxruntime as ort
 
         path = Path(path)

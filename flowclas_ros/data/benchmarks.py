@@ -1,4 +1,4 @@
-"""Readers for the public benchmark layouts, registered into ``LAYOUTS`` / ``LABEL_DECODERS``.
+"""Readers for the public benchmark layouts (listed in ``layouts.LAYOUTS``; codings in ``labels.LABEL_DECODERS``).
 
 Why this exists: evaluating on SMIYC / Fishyscapes and training on Cityscapes / MVTec must read the
 datasets exactly as their authors ship them (file naming AND label value coding), without a

@@ -86,6 +86,3 @@ def write_sample(root: PathLike, sample_id: str, image_rgb: np.ndarray, label: n
     write_png(root / "images" / f"{sample_id}.png", image_rgb)
     if label is not None:
         write_png(root / "labels" / f"{sample_id}.png", label)
-
-
-# Benchmark readers and their label codings register themselves into LAYOUTS / LABEL_DECODERS;

@@ -10,6 +10,7 @@ the newest frame and counts the replaced ones as dropped, instead of queueing (b
 from __future__ import annotations
 
 import math
+import signal
 import sys
 import threading
 import time
@@ -21,6 +22,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
 from flowclas_ros.ros.messages import array_to_image_msg
@@ -38,6 +40,8 @@ from flowclas_ros.runtime.node_interface import (
     PARAMETERS,
 )
 from flowclas_ros.runtime.pipeline import decode_compressed_frame, decode_image_fields, run_frame, stamp_ns
+
+STOP_POLL_S = 0.1  # longest wait between a stop request and the start of the shutdown
 
 
 def _descriptor(name: str, description: str, read_only: bool, rng: Optional[tuple]) -> ParameterDescriptor:
@@ -213,10 +217,13 @@ def main(args: Optional[list[str]] = None) -> int:
     """Entry point `detector` (`ros2 run flowclas_ros detector`). A missing or incompatible model
     fails at start-up with one clear line and exit status 1.
 
-    The node spins in its own executor, shut down before the context: rclpy.spin's global
-    executor would keep its SIGINT guard condition until interpreter exit, and destroying it
-    there (after the context is gone) can print a traceback on Ctrl-C."""
-    rclpy.init(args=args)
+    Ctrl-C / SIGTERM (also during start-up) only request a stop; the node then shuts down in
+    order: executor, inference worker, node, context. rclpy's own signal handlers are not
+    installed because they shut the context down at once, under a callback that may be taking a
+    message or publishing, which surfaces as a random exception (and a traceback) at exit."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     executor = SingleThreadedExecutor()
     node: Optional[DetectorNode] = None
     try:
@@ -226,22 +233,18 @@ def main(args: Optional[list[str]] = None) -> int:
             rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
             return 1
         executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass  # Ctrl-C (also during start-up) is a clean stop
-    except Exception as exc:  # noqa: BLE001 - re-raised unless it is shutdown's own doing
-        if rclpy.ok():
-            raise
-        # Ctrl-C shut the context down while a callback was publishing (the publish then fails on
-        # the invalidated context): still a clean stop, said in one line
-        rclpy.logging.get_logger(NODE_NAME).info(
-            f"stopped while a callback was running ({type(exc).__name__}: {exc})")
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=STOP_POLL_S)
+    except ExternalShutdownException:
+        pass  # the context was shut down from outside: a clean stop
     finally:
         executor.shutdown(timeout_sec=5.0)
         if node is not None:
             node.stop()
             node.destroy_node()
         rclpy.try_shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 if __name__ == "__main__":

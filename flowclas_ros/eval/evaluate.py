@@ -168,6 +168,7 @@ class Evaluation:
                  max_bins: int = 1 << 20, image_score: str = "max", image_top_k: float = 0.01) -> None:
         from flowclas_ros.eval.image_metrics import ImageMetrics
         from flowclas_ros.eval.pixel_metrics import PixelMetrics
+        from flowclas_ros.eval.size_recall import SizeRecall
 
         if image_score not in IMAGE_SCORES:
             raise ValueError(f"image_score must be one of {IMAGE_SCORES}, got {image_score!r}")
@@ -175,6 +176,7 @@ class Evaluation:
         self.min_pred_area, self.min_gt_area = int(min_pred_area), int(min_gt_area)
         self.pixel = PixelMetrics(max_bins=max_bins, thresholds=(detector.threshold,))
         self.image = ImageMetrics(top_k=image_top_k)  # image scores from the float32 heatmaps
+        self.sizes = SizeRecall(detector.threshold)  # recall at the model threshold by obstacle size
         self.image_score = image_score
         self.image_rows: list[Optional[dict]] = []
         self.ids: list[str] = []
@@ -203,6 +205,7 @@ class Evaluation:
             raise RuntimeError(f"model produced NaN scores on frame {frame_id!r}")
         i = len(self.ids)
         self.pixel.update(heat, label)
+        self.sizes.update(heat, label)
         self.image_rows.append(self.image.update(heat, label))
         h16 = heat.astype(np.float16)  # float32 only if a finite score overflows float16
         overflow = np.count_nonzero(np.isfinite(h16)) != np.count_nonzero(np.isfinite(heat))
@@ -241,13 +244,12 @@ class Evaluation:
             heat, label = self.cached(i)
             fc = comp.update(heat, label, comp_threshold)
             c = counts_at_threshold(heat, label, comp_threshold)
+            cm = counts_at_threshold(heat, label, det.threshold)  # what the robot flags
             valid = label != VOID
             n_anom = int(np.count_nonzero(label == 1))
-            f1_den = 2 * c["tp"] + c["fp"] + c["fn"]
             per_frame.append({
                 "index": i, "id": fid,
-                # no anomaly and no false alarm is a perfect frame
-                "f1": 100.0 * (2 * c["tp"] / f1_den if f1_den else 1.0),
+                "f1": _frame_f1(c), "f1_model": _frame_f1(cm),
                 "ap": _pct(average_precision(heat, label)) if n_anom else float("nan"),
                 "anomaly_pixels": n_anom, "valid_pixels": int(np.count_nonzero(valid)),
                 "max_score": float(heat[valid].max()) if valid.any() else float("nan"),
@@ -257,9 +259,11 @@ class Evaluation:
                 "ms": self.times_ms[i],
             })
         self.per_frame, self.threshold = per_frame, comp_threshold
-        return _assemble(pix, at_model, comp.result(), comp_threshold, comp_source, det, desc,
-                         layout, self.times_ms, self.pixel.frames_with_positives,
-                         self.image.result(), self.image_score)
+        result = _assemble(pix, at_model, comp.result(), comp_threshold, comp_source, det, desc,
+                           layout, self.times_ms, self.pixel.frames_with_positives,
+                           self.image.result(), self.image_score)
+        result["recall_by_size"] = self.sizes.result()
+        return result
 
     def write_report(self, out_dir: str | os.PathLike, result: dict,
                      read_rgb: Callable[[int], np.ndarray]) -> None:
@@ -268,7 +272,13 @@ class Evaluation:
         if self.threshold is None:
             raise RuntimeError("write_report needs finish() first")
         write_report(out_dir, result, self.pixel, self.per_frame, read_rgb, self.cached,
-                     self.threshold, self.min_pred_area)
+                     self.detector.threshold, self.min_pred_area)
+
+
+def _frame_f1(c: dict[str, int]) -> float:
+    """Pixel F1 of one frame in percent; no anomaly and no false alarm is a perfect frame."""
+    den = 2 * c["tp"] + c["fp"] + c["fn"]
+    return 100.0 * (2 * c["tp"] / den if den else 1.0)
 
 
 def _assemble(pix: dict, at_model: dict, cres: dict, comp_threshold: float, comp_source: str,

@@ -33,7 +33,7 @@ def merge_metrics(result: dict, metrics: dict, per_frame: list[dict], scored_row
     for pf, row in zip(per_frame, scored_rows):
         rows[row].update({k: pf[k] for k in ("f1", "ap", "anomaly_pixels", "gt_components",
                                              "pred_components")})
-    ranked = worst_first(per_frame)  # the evaluator's montage order
+    ranked = worst_first(per_frame)  # by F1 at the component threshold
     result["worst_frames"] = [{"id": r["id"], "f1": r["f1"], "ap": r["ap"]}
                               for r in ranked[:WORST_FRAMES]]
 

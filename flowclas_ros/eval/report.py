@@ -12,7 +12,8 @@ Files written by :func:`write_report`:
 * ``per_frame.csv``: one row per frame (F1 at the component threshold, AP, pixel and component
   counts, image score, inference ms);
 * ``montage_worst.png`` / ``montage_best.png``: up to ``MONTAGE_FRAMES`` frames ranked by
-  :func:`worst_first`, ground truth in green and the prediction in white;
+  :func:`worst_first` on their F1 at the model's own threshold, ground truth in green and in white
+  what the robot flags: the obstacle mask at the model threshold (not the best-F1 one);
 * ``metrics.json``: the metrics dict plus ``report``, strict JSON (:func:`to_json`).
 """
 from __future__ import annotations
@@ -58,11 +59,12 @@ def to_json(result: dict, indent: Optional[int] = None) -> str:
     return json.dumps(_clean(result), indent=indent, allow_nan=False)
 
 
-def worst_first(per_frame: list[dict]) -> list[dict]:
-    """Per-frame rows ranked worst first: by F1 at the component threshold, ties broken by
-    per-frame AP (frames without anomaly pixels have no AP: they rank by F1 alone, 100 when free
-    of false alarms), then by the later frame first."""
-    return sorted(per_frame, key=lambda r: (r["f1"], -1.0 if math.isnan(r["ap"]) else r["ap"],
+def worst_first(per_frame: list[dict], f1: str = "f1") -> list[dict]:
+    """Per-frame rows ranked worst first: by the F1 column ``f1`` (``f1``: at the component
+    threshold; ``f1_model``: at the model threshold), ties broken by per-frame AP (frames without
+    anomaly pixels have no AP: they rank by F1 alone, 100 when free of false alarms), then by the
+    later frame first."""
+    return sorted(per_frame, key=lambda r: (r[f1], -1.0 if math.isnan(r["ap"]) else r["ap"],
                                             -r["index"]))
 
 
@@ -72,18 +74,19 @@ def write_report(out_dir: str | os.PathLike, result: dict, pixel: PixelMetrics,
                  min_pred_area: int) -> None:
     """Curves, per_frame.csv, montages and metrics.json (``result`` plus ``report``) in
     ``out_dir``. ``read_rgb(i)``: the RGB frame of the i-th row; ``read_cached(i)``: its float32
-    heatmap and its label; ``threshold`` / ``min_pred_area``: the component metrics' prediction."""
+    heatmap and its label; ``threshold`` / ``min_pred_area``: what the montages draw as the
+    prediction (the model's threshold: what the robot flags)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _plot_curves(out, pixel.curves(), result)
     with open(out / "per_frame.csv", "w", newline="") as f:
-        cols = ["id", "f1", "ap", "anomaly_pixels", "valid_pixels", "max_score", "image_score",
+        cols = ["id", "f1", "f1_model", "ap", "anomaly_pixels", "valid_pixels", "max_score", "image_score",
                 "gt_components", "pred_components", "ms"]
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         for row in per_frame:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    ranked = worst_first(per_frame)
+    ranked = worst_first(per_frame, "f1_model")
     k = min(MONTAGE_FRAMES, max(1, (len(ranked) + 1) // 2))  # worst and best overlap little
     for name, rows in (("montage_worst.png", ranked[:k]),
                        ("montage_best.png", ranked[::-1][:k])):
@@ -168,11 +171,11 @@ def _montage(path: Path, rows: list[dict], read_rgb: Callable[[int], np.ndarray]
         heat, label = read_cached(i)
         ap = "" if math.isnan(r["ap"]) else f" AP {r['ap']:.1f}"
         tiles.append(_tile(rgb, heat, label, threshold, min_pred_area,
-                           f"{r['id']}  F1 {r['f1']:.1f}{ap}"))
+                           f"{r['id']}  F1 {r['f1_model']:.1f}{ap}"))
     grid = montage(tiles, columns=max(2, min(4, len(tiles))))  # >= 2: room for the legend
     legend = np.zeros((22, grid.shape[1], 3), np.uint8)
-    cv2.putText(legend, f"green: ground truth   white: prediction (score >= {threshold:.4g}, "
-                f"area >= {min_pred_area})", (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+    cv2.putText(legend, f"green: ground truth   white: flagged at the model threshold "
+                f"(score >= {threshold:.4g}, area >= {min_pred_area})", (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
                 (200, 200, 200), 1, cv2.LINE_AA)
     cv2.imwrite(str(path), np.vstack([legend, grid]))
 
@@ -204,6 +207,10 @@ def format_summary(r: dict) -> str:
         lines.append(f"image:     AUROC {fmt_number(r['image_auroc'])} ({im['score']}); max {fmt_number(im['auroc_max'])}  "
                      f"top-{100 * im['top_k']:g}% mean {fmt_number(im['auroc_topk'])}  "
                      f"({im['anomalous']} anomalous / {im['normal']} normal images)")
+    if "recall_by_size" in r:
+        lines.append("recall at the model threshold by obstacle size (px): " + "  ".join(
+            f"{name} {fmt_number(b['pixel_recall'], '.1f')}% ({b['objects']})"
+            for name, b in r["recall_by_size"].items()))
     lines += [f"warning: {w}" for w in r["warnings"]]
     if r.get("report"):
         lines.append(f"report: {r['report']}")

@@ -90,7 +90,7 @@ def test_sources_are_drawn_by_weight(toy_world: Path) -> None:
     for step in range(40):
         for f in frames.batch(step):
             counts[f.source] = counts.get(f.source, 0) + 1
-            assert f.pasted == (f.source in ("cutouts", "procedural"))
+            assert f.modified == (f.source in ("cutouts", "procedural"))
             if f.source == "flow_negatives" or f.source == "none":
                 assert not (f.label == 1).any()  # toy train frames are inlier-only
             else:

@@ -24,20 +24,41 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--bag", action="store_true",
                    help=f"also write a rosbag2 (MCAP) with {IMAGE_TOPIC} and {GT_TOPIC} to OUT/bag")
     s.add_argument("--workers", type=_positive_int, default=1, help="rendering processes")
+    s.add_argument("--camera", choices=("clean", "robot"), default="clean",
+                   help="camera model applied to every frame: clean (the fixed benchmark renders) or "
+                   "robot (exposure, vignetting, motion blur, shot + read noise, JPEG; "
+                   "data/camera_model.py ROBOT_CAMERA)")
+    s.add_argument("--noise", type=float, default=0.0, metavar="STD",
+                   help="Gaussian read noise std in grey levels, replacing the camera model's (e.g. 6)")
+    s.add_argument("--bag-jpeg", type=int, metavar="QUALITY",
+                   help="with --bag: the image topic as JPEG CompressedImage of this quality, as "
+                   "robots log (the dataset then holds the same decoded pixels)")
     s.set_defaults(func=run)
 
 
 def run(a: argparse.Namespace) -> int:
+    import dataclasses
+
+    from flowclas_ros.data.camera_model import ROBOT_CAMERA, CameraModel
     from flowclas_ros.data.files import DatasetError
     from flowclas_ros.sim.generate import build_oe_bank, generate_split
 
+    camera = ROBOT_CAMERA if a.camera == "robot" else CameraModel()
+    if a.noise:
+        try:
+            camera = dataclasses.replace(camera, read_noise=(a.noise, a.noise))
+        except ValueError as exc:
+            raise DatasetError(f"--noise: {exc}") from None
+    if a.bag_jpeg is not None and not (a.bag and 5 <= a.bag_jpeg <= 100):
+        raise DatasetError("--bag-jpeg needs --bag and a quality in 5..100")
     if a.split == "oe":
         if a.bag:
             raise DatasetError("--bag applies to frame splits (train, val, test), not to the oe cut-out bank")
         paths = build_oe_bank(a.out, a.n, seed=a.seed, workers=a.workers)
         print(f"sim oe: {len(paths)} cut-outs of random_urdfs/000..499 in {a.out}")
         return 0
-    s = generate_split(a.out, a.split, a.n, seed=a.seed, bag=a.bag, workers=a.workers)
+    s = generate_split(a.out, a.split, a.n, seed=a.seed, bag=a.bag, workers=a.workers,
+                       camera=None if camera.is_identity else camera, bag_jpeg=a.bag_jpeg)
     print(f"sim {a.split}: {s['frames']} frames in {a.out}{' (+ bag/)' if a.bag else ''}, "
           f"{s['seconds_per_frame']:.3f} s/frame")
     print(f"  frames with visible anomalies: {s['anomaly_frames']}")

@@ -9,8 +9,10 @@ the range checks; the names below are the package's public interface.
 """
 from flowclas_ros.config.loading import apply_override, config_from_dict, load_config
 from flowclas_ros.config.schema import (
+    AugmentationConfig,
     BackboneConfig,
     CalibrationConfig,
+    CameraAugmentationConfig,
     Config,
     ConfigError,
     DataConfig,
@@ -27,7 +29,9 @@ from flowclas_ros.config.schema import (
 )
 
 __all__ = [
+    "AugmentationConfig",
     "BackboneConfig",
+    "CameraAugmentationConfig",
     "CalibrationConfig",
     "Config",
     "ConfigError",

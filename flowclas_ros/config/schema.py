@@ -180,6 +180,28 @@ class CalibrationConfig:
 
 
 @dataclass
+class CameraAugmentationConfig:
+    """[min, max] ranges of the camera model (data/camera_model.py) sampled per frame; the
+    defaults are the identity."""
+
+    gain: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    vignetting: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    motion_blur_px: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    shot_noise: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    read_noise: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    jpeg_quality: list[float] = field(default_factory=lambda: [100.0, 100.0])
+
+
+@dataclass
+class AugmentationConfig:
+    """Camera-robust training: a share of the training frames (inliers and their pasted outliers
+    alike) goes through a camera model, so the flow learns the sensor's density."""
+
+    probability: float = 0.0  # 0: off
+    camera: CameraAugmentationConfig = field(default_factory=CameraAugmentationConfig)
+
+
+@dataclass
 class Config:
     data: DataConfig
     seed: int = 0
@@ -188,6 +210,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -211,6 +234,8 @@ class Config:
             for key in keys:
                 if values[key] == defaults[key]:
                     del values[key]
+        if data["augmentation"] == dataclasses.asdict(AugmentationConfig()):
+            del data["augmentation"]  # added later too: a whole section
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 
 from flowclas_ros.config.schema import Config, ConfigError
+from flowclas_ros.data.camera_model import CameraModel
 
 
 def _validate(cfg: Config) -> None:
@@ -93,5 +94,11 @@ def _validate(cfg: Config) -> None:
     need(t.log_every >= 1, "train.log_every", "must be >= 1")
     need(t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"), "train.device",
          "must be auto, cpu, cuda or cuda:N")
+    aug = cfg.augmentation
+    need(0.0 <= aug.probability <= 1.0, "augmentation.probability", "must be in [0, 1]")
+    try:
+        CameraModel.from_mapping(dataclasses.asdict(aug.camera))
+    except ValueError as exc:
+        raise ConfigError(f"augmentation.camera: {exc}") from None
     need(0 < cfg.calibration.inlier_fpr < 1, "calibration.inlier_fpr", "must be in (0, 1)")
     need(cfg.calibration.max_frames >= 1, "calibration.max_frames", "must be >= 1")

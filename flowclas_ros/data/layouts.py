@@ -7,16 +7,18 @@ label coding (add the coding to :data:`flowclas_ros.data.labels.LABEL_DECODERS`)
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
 import numpy as np
 
-from flowclas_ros.config import DataSource
 from flowclas_ros.data import benchmarks
 from flowclas_ros.data.files import DatasetError, PathLike
 from flowclas_ros.data.generic import generic_layout
 from flowclas_ros.data.labels import Sample
 from flowclas_ros.data.rosbag_layout import rosbag2_layout
+
+if TYPE_CHECKING:  # configs sit above the data readers; a source is read by attribute
+    from flowclas_ros.config import DataSource
 
 LAYOUTS: dict[str, Callable[..., list[Sample]]] = {
     "generic": generic_layout,

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
+import cv2
 import numpy as np
 
 from flowclas_ros.data.files import DatasetError, PathLike
@@ -91,6 +92,17 @@ def image_message(array: np.ndarray, encoding: str, header: Any) -> Any:
     fields = image_msg_fields(array, encoding)
     fields["data"] = np.frombuffer(fields["data"], np.uint8)  # rosbags serialises arrays
     return typestore().types[IMAGE](header=header, **fields)
+
+
+def jpeg_message(rgb: np.ndarray, quality: int, header: Any) -> tuple[Any, np.ndarray]:
+    """A rosbags sensor_msgs/CompressedImage of ``rgb`` as JPEG (format as image_transport
+    writes it), and the RGB frame that decoding it gives back (what a robot's log holds)."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    msg = typestore().types[COMPRESSED_IMAGE](header=header, format="rgb8; jpeg compressed bgr8",
+                                              data=buf.reshape(-1))
+    return msg, decode_compressed_frame(buf, "jpeg")
 
 
 def decode_frame(msgtype: str, msg: Any) -> np.ndarray:

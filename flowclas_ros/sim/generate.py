@@ -12,15 +12,17 @@ tqdm and rosbags are imported lazily, so importing this module (for the CLI) sta
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import multiprocessing
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import numpy as np
 
+from flowclas_ros.data.camera_model import CameraModel
 from flowclas_ros.data.files import DatasetError
 from flowclas_ros.data.generic import write_sample
 from flowclas_ros.data.outliers import save_cutout
@@ -32,6 +34,7 @@ __all__ = ["build_oe_bank", "generate_split"]
 
 PathLike = str | Path
 T = TypeVar("T")
+CAMERA_STREAM = 11  # random stream of the camera model, apart from the scene's
 
 
 def _ordered_map(job: Callable[[int], T], n: int, workers: int, progress: bool, desc: str) -> Iterator[T]:
@@ -56,21 +59,37 @@ def _check_counts(n: int, workers: int) -> None:
 
 
 @contextlib.contextmanager
-def _bag_writer(path: Path) -> Iterator[Callable[[int, np.ndarray, np.ndarray], None]]:
-    """A rosbag2 (MCAP) writer of (stamp_ns, rgb, label): image and ground truth share stamp and frame."""
+def _bag_writer(path: Path, jpeg_quality: Optional[int] = None
+                ) -> Iterator[Callable[[int, np.ndarray, np.ndarray], np.ndarray]]:
+    """A rosbag2 (MCAP) writer of (stamp_ns, rgb, label) -> the RGB frame the bag holds. Image and
+    ground truth share stamp and frame; with ``jpeg_quality`` the image topic is a JPEG
+    CompressedImage (as robots log), and the frame returned is the JPEG's decoded pixels."""
     from rosbags.rosbag2 import StoragePlugin, Writer
 
-    from flowclas_ros.data.rosbag import IMAGE, header_message, image_message, typestore
+    from flowclas_ros.data.rosbag import (
+        COMPRESSED_IMAGE,
+        IMAGE,
+        header_message,
+        image_message,
+        jpeg_message,
+        typestore,
+    )
 
     store = typestore()
+    image_type = IMAGE if jpeg_quality is None else COMPRESSED_IMAGE
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
-        topics = [(writer.add_connection(topic, IMAGE, typestore=store), encoding)
-                  for topic, encoding in ((IMAGE_TOPIC, "rgb8"), (GT_TOPIC, "mono8"))]
+        image_conn = writer.add_connection(IMAGE_TOPIC, image_type, typestore=store)
+        gt_conn = writer.add_connection(GT_TOPIC, IMAGE, typestore=store)
 
-        def write(stamp_ns: int, rgb: np.ndarray, label: np.ndarray) -> None:
-            for (connection, encoding), array in zip(topics, (rgb, label)):
-                msg = image_message(array, encoding, header_message(stamp_ns, FRAME_ID))
-                writer.write(connection, stamp_ns, store.serialize_cdr(msg, IMAGE))
+        def write(stamp_ns: int, rgb: np.ndarray, label: np.ndarray) -> np.ndarray:
+            header = header_message(stamp_ns, FRAME_ID)
+            if jpeg_quality is None:
+                msg = image_message(rgb, "rgb8", header)
+            else:
+                msg, rgb = jpeg_message(rgb, jpeg_quality, header)
+            writer.write(image_conn, stamp_ns, store.serialize_cdr(msg, image_type))
+            writer.write(gt_conn, stamp_ns, store.serialize_cdr(image_message(label, "mono8", header), IMAGE))
+            return rgb
 
         yield write
 
@@ -104,13 +123,21 @@ class _SplitStats:
 
 
 def generate_split(
-    out: PathLike, split: str, n: int, seed: int = 0, bag: bool = False, workers: int = 1, progress: bool = True
+    out: PathLike, split: str, n: int, seed: int = 0, bag: bool = False, workers: int = 1, progress: bool = True,
+    camera: Optional[CameraModel] = None, bag_jpeg: Optional[int] = None,
 ) -> dict[str, Any]:
     """Render frames 0..n-1 of ``split`` into ``out`` (generic layout + frames.jsonl [+ bag/]).
+
+    ``camera``: a camera model every rendered frame goes through (its own random stream per
+    frame, so the clean renders stay those of the fixed splits). ``bag_jpeg``: the bag's image
+    topic as JPEG CompressedImage of that quality; the layout then stores the decoded JPEG, so
+    the dataset and the bag hold the same pixels.
 
     Returns (and writes to summary.json) the frame counts, the fully-occluded frames and the
     pooled anomaly pixel fraction, which the benchmark report must state.
     """
+    if bag_jpeg is not None and not bag:
+        raise DatasetError("bag_jpeg needs bag=True (it is the bag's image format)")
     _check_split(split, SPLITS)
     _check_counts(n, workers)
     out = Path(out)
@@ -121,14 +148,20 @@ def generate_split(
     start = time.perf_counter()
     job = functools.partial(render_frame, split, seed=seed)
     with open(out / "frames.jsonl", "w", encoding="utf-8") as frames_file, contextlib.ExitStack() as stack:
-        write_bag = stack.enter_context(_bag_writer(out / "bag")) if bag else None
-        for rgb, label, meta in _ordered_map(job, n, workers, progress, f"sim {split}"):
+        write_bag = stack.enter_context(_bag_writer(out / "bag", bag_jpeg)) if bag else None
+        for index, (rgb, label, meta) in enumerate(_ordered_map(job, n, workers, progress, f"sim {split}")):
+            if camera is not None:
+                rgb = camera.apply(rgb, np.random.default_rng([seed, SPLITS.index(split), index, CAMERA_STREAM]))
+            if write_bag is not None:
+                rgb = write_bag(meta["stamp_ns"], rgb, label)
             write_sample(out, meta["id"], rgb, label)
             frames_file.write(json.dumps(meta) + "\n")
-            if write_bag is not None:
-                write_bag(meta["stamp_ns"], rgb, label)
             stats.add(label, meta)
     summary = {"split": split, "seed": seed, **stats.summary()}
+    if camera is not None:
+        summary["camera"] = dataclasses.asdict(camera)
+    if bag_jpeg is not None:
+        summary["bag_jpeg_quality"] = bag_jpeg
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return {**summary, "seconds_per_frame": (time.perf_counter() - start) / n}
 

@@ -10,6 +10,10 @@ with the `outlier_exposure.sources` weights: `cutouts` and `procedural` paste in
 only marks the frame (`TrainingFrame.source`), the training loop appends a flow-sampled negative copy of its
 features. A config with cut-outs as the only source draws exactly the random numbers it drew
 before the other sources existed, so older runs resume on the same batches.
+
+Camera augmentation (`augmentation`, off by default): with its probability a frame, after any
+paste, goes through the camera model (data/camera_model.py), so inliers and outliers are seen
+through the same sensor; it draws random numbers only when enabled.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from typing import Optional
 import numpy as np
 
 from flowclas_ros.config import Config
+from flowclas_ros.data.camera_model import CameraModel
 from flowclas_ros.data.files import read_image_rgb
 from flowclas_ros.data.labels import read_label_or_inlier
 from flowclas_ros.data.layouts import source_samples
@@ -35,8 +40,8 @@ class TrainingFrame:
 
     image: np.ndarray
     label: np.ndarray
-    key: tuple[int, bool]  # (frame index, flipped): the feature-cache key of unpasted frames
-    pasted: bool
+    key: tuple[int, bool]  # (frame index, flipped): the feature-cache key of unmodified frames
+    modified: bool  # pasted OE or camera augmentation: not the stored frame, features not cached
     source: str = "none"  # OE source: none | cutouts | procedural | flow_negatives
 
 
@@ -59,6 +64,9 @@ class TrainingFrames:
             probability=1.0, count=tuple(pr.count), scale=tuple(pr.scale), coverage=tuple(pr.coverage),
             opacity=tuple(pr.opacity), min_change=pr.min_change, octaves=pr.octaves,
             frequency=tuple(pr.frequency), fills=dataclasses.asdict(pr.fills)) if "procedural" in weights else None
+        aug = cfg.augmentation
+        self.camera = (CameraModel.from_mapping(dataclasses.asdict(aug.camera))
+                       if aug.probability > 0 else None)
         m = cfg.model
         self.input_hw = tuple(m.input_size)
         backbone_cls = BACKBONES[m.backbone.name]
@@ -96,11 +104,14 @@ class TrainingFrames:
     def frame(self, index: int, flip: bool, rng: np.random.Generator) -> TrainingFrame:
         rgb, label = self.read(index)
         rgb, label, source = self.outlier_exposure(rgb, label, rng)
-        pasted = source in ("cutouts", "procedural")
+        modified = source in ("cutouts", "procedural")
+        if self.camera is not None and rng.random() < self.cfg.augmentation.probability:
+            rgb = self.camera.apply(rgb, rng)  # after the paste: outliers seen by the same camera
+            modified = True
         if flip:
             rgb, label = rgb[:, ::-1].copy(), label[:, ::-1].copy()
         x, geom = preprocess(rgb, self.input_hw, self.mean, self.std, self.cfg.model.resize_policy)
-        return TrainingFrame(x, label_to_input(label, geom), (index, flip), pasted, source)
+        return TrainingFrame(x, label_to_input(label, geom), (index, flip), modified, source)
 
     def batch(self, step: int, rank: int = 0) -> list[TrainingFrame]:
         rng = self.rng(step, rank)

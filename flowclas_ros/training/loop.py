@@ -97,7 +97,7 @@ class FeatureSource:
         self.cache: dict[tuple[int, bool], torch.Tensor] = {}
 
     def __call__(self, frames) -> torch.Tensor:
-        out: list[Optional[torch.Tensor]] = [self.cache.get(f.key) if (self.enabled and not f.pasted)
+        out: list[Optional[torch.Tensor]] = [self.cache.get(f.key) if (self.enabled and not f.modified)
                                              else None for f in frames]
         todo = [i for i, f in enumerate(out) if f is None]
         if todo:
@@ -105,7 +105,7 @@ class FeatureSource:
             feats = self.extract(x)
             for j, i in enumerate(todo):
                 out[i] = feats[j]
-                if self.enabled and not frames[i].pasted:
+                if self.enabled and not frames[i].modified:
                     self.cache[frames[i].key] = feats[j].clone()  # not a view pinning the batch
         return torch.stack(out)
 

@@ -341,3 +341,37 @@ def test_quantize_calibrates_on_a_bag_of_the_robots_own_frames(trained, toy_fram
     assert cli_main(["quantize", str(trained["onnx"]), "--data", str(bag), "--layout", "rosbag2",
                      "--layout-opt", "colour=red", "--out", str(tmp_path / "x.onnx")]) == 2
     assert "bad layout option" in capsys.readouterr().err
+
+
+def test_train_from_logs_in_one_command(toy_frames, tmp_path, cache, caplog, capsys):
+    """`flowclas-ros train --bag LOG` with the built-in recipe: no config, no OE bank."""
+    from flowclas_ros.cli import main as cli_main
+    from flowclas_ros.training.checkpoint import checkpoint_config, load_checkpoint
+    from flowclas_ros.training.recipes import logs_config
+
+    bag = toy_bag(tmp_path / "normal", toy_frames[:12], extra_image_topic=True)
+    small = ["--set", "model.input_size=[64,80]", "--set", "train.batch_size=2", "--set",
+             "train.checkpoint_every=2", "--set", "model.flow.steps=1", "--set",
+             "model.flow.hidden_channels=16", "--set", "loss.samples_per_class=16"]
+    with caplog.at_level("WARNING"):
+        rc = cli_main(["train", "--bag", str(bag), "--topic", TOPIC, "--stride", "2", "--out",
+                       str(tmp_path / "run"), "--max-steps", "2", "--quiet", *small])
+    assert rc == 0
+    assert "no validation frames (--val)" in caplog.text and "0.1 %" in caplog.text
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    cfg = checkpoint_config(ckpt)
+    src = cfg.data.train[0]
+    assert (src.layout, src.topic, src.stride) == ("rosbag2", TOPIC, 2) and cfg.data.val is None
+    assert cfg.outlier_exposure.source_weights() == {"procedural": 1.0}  # no bank needed
+    assert cfg.model.flow.kernel_sizes == [3, 1, 1]  # the rest is the shipped default's recipe
+    assert ckpt["calibration"]["frames"] == 6  # every 2nd of 12 log frames
+
+    val_log = toy_bag(tmp_path / "val_log", toy_frames[12:16])
+    cfg, warnings = logs_config([bag], TOPIC, 1, val=val_log)
+    assert cfg.data.val.layout == "rosbag2" and "without labels" in warnings[0]
+    cfg, warnings = logs_config([bag], TOPIC, 1, val=tmp_path, bank=tmp_path)
+    assert cfg.data.val.layout == "generic" and warnings == []
+    assert cfg.outlier_exposure.source_weights() == {"cutouts": 1.0, "procedural": 1.0}
+
+    assert cli_main(["train", "--config", "x.yaml", "--topic", TOPIC]) == 2
+    assert "--topic only apply with --bag" in capsys.readouterr().err

@@ -1,14 +1,30 @@
-"""`flowclas-ros train`: train a FlowCLAS model from a YAML config."""
+"""`flowclas-ros train`: train a FlowCLAS model from a YAML config, or from the robot's logs alone."""
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
+
+log = logging.getLogger("flowclas_ros.train")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a FlowCLAS model from a YAML config")
-    p.add_argument("--config", required=True)
-    p.add_argument("--out", help="run directory (default runs/<config name>)")
+    p = sub.add_parser("train", help="train a FlowCLAS model from a YAML config, or from rosbag2 "
+                       "logs of normal operation with the built-in recipe (--bag)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="a training config (YAML)")
+    src.add_argument("--bag", action="append", metavar="LOG",
+                     help="a rosbag2 log of normal operation (repeatable): train on its image topic "
+                     "with the built-in recipe (flowclas_ros/training/recipes.py), no config needed")
+    p.add_argument("--topic", help="with --bag: the image topic (default: the log's only one)")
+    p.add_argument("--stride", type=int, default=1, help="with --bag: keep every n-th frame")
+    p.add_argument("--val", help="with --bag: calibration frames, a labelled dataset directory or a "
+                   "log of normal operation (default: the first training log, with a warning)")
+    p.add_argument("--val-layout", help="with --bag: the layout of --val (default: rosbag2 for a "
+                   "log, else generic)")
+    p.add_argument("--bank", help="with --bag: an OE cut-out bank to paste besides the procedural "
+                   "anomalies (default: procedural only)")
+    p.add_argument("--out", help="run directory (default runs/<config name>, runs/<first log name>)")
     p.add_argument("--max-steps", type=int, help="override train.max_steps")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config key, e.g. --set loss.contrastive_weight=0")
@@ -18,14 +34,27 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
-    from flowclas_ros.config import load_config
+    from flowclas_ros.config import ConfigError, load_config
     from flowclas_ros.training.loop import train
+    from flowclas_ros.training.recipes import logs_config
 
     overrides = list(a.set or [])
     if a.max_steps is not None:
         overrides.append(f"train.max_steps={a.max_steps}")
-    cfg = load_config(a.config, overrides)
-    out = Path(a.out or Path("runs") / Path(a.config).stem)
+    if a.config:
+        used = [f"--{k.replace('_', '-')}" for k in ("topic", "val", "val_layout", "bank")
+                if getattr(a, k) is not None] + (["--stride"] if a.stride != 1 else [])
+        if used:
+            raise ConfigError(f"{', '.join(used)} only apply with --bag (a config names its own data)")
+        cfg = load_config(a.config, overrides)
+        out = Path(a.out or Path("runs") / Path(a.config).stem)
+    else:
+        if a.stride < 1:
+            raise ConfigError(f"--stride must be >= 1, got {a.stride}")
+        cfg, warnings = logs_config(a.bag, a.topic, a.stride, a.val, a.val_layout, a.bank, overrides)
+        for w in warnings:
+            log.warning(w)
+        out = Path(a.out or Path("runs") / Path(a.bag[0]).stem)
     ckpt = train(cfg, out, resume=a.resume, progress=not a.quiet)
     print(f"checkpoint: {ckpt}")
     return 0

@@ -101,18 +101,24 @@ class ModelInfo:
         return info
 
 
-def shipped_model_dirs() -> list[Path]:
-    """Where shipped models live, in order: the source tree's models/, the pip/colcon install
-    prefix's share/flowclas_ros/models, the ament index's share directory."""
-    out = [Path(__file__).resolve().parents[2] / "models",
-           Path(sys.prefix) / "share" / "flowclas_ros" / "models"]
+def shipped_dirs(kind: str) -> list[Path]:
+    """Where the package's shipped `kind` files (models, config) live, in order: the source
+    tree's folder, the pip/colcon install prefix's share/flowclas_ros/<kind>, the ament index's
+    share directory."""
+    out = [Path(__file__).resolve().parents[2] / kind,
+           Path(sys.prefix) / "share" / "flowclas_ros" / kind]
     try:  # only on a ROS 2 install; never required
         from ament_index_python.packages import get_package_share_directory
 
-        out.append(Path(get_package_share_directory("flowclas_ros")) / "models")
+        out.append(Path(get_package_share_directory("flowclas_ros")) / kind)
     except Exception:  # noqa: BLE001 - package or index absent: not an error here
         pass
     return out
+
+
+def shipped_model_dirs() -> list[Path]:
+    """Where shipped models live (`shipped_dirs`)."""
+    return shipped_dirs("models")
 
 
 def default_model_candidates() -> list[Path]:

@@ -1,0 +1,89 @@
+"""Built-in training recipes: a model from the robot's own logs, with no YAML to write.
+
+`flowclas-ros train --bag LOG ...` builds its config here. The recipe is the shipped default's:
+the installed config/train_sim.yaml (one copy of the model, loss and training settings), with what
+a log changes:
+
+* the training frames are the logs' image topic (every `stride`-th message), decoded as the node
+  decodes them (the `rosbag2` layout);
+* outlier exposure needs no extra step: procedural anomalies made from the frames themselves, plus
+  pasted cut-outs when a bank is given (`--bank`);
+* the calibration frames are `--val` (a labelled dataset directory, or another log), else the
+  first training log; the warnings returned say what the threshold then means.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+
+from flowclas_ros.config import Config, ConfigError, apply_override, config_from_dict
+from flowclas_ros.runtime.model_info import shipped_dirs
+
+BASE_RECIPE = "train_sim.yaml"  # the shipped default model's config
+
+
+def base_recipe() -> dict[str, Any]:
+    """The shipped default's training config as a dict (from the source tree or the install)."""
+    for d in shipped_dirs("config"):
+        path = d / BASE_RECIPE
+        if path.is_file():
+            data = yaml.safe_load(path.read_text())
+            if not isinstance(data, dict):
+                raise ConfigError(f"{path}: not a training config")
+            return data
+    raise ConfigError(f"the built-in recipe {BASE_RECIPE} is not installed (looked in: "
+                      f"{', '.join(str(d) for d in shipped_dirs('config'))})")
+
+
+def is_bag(path: str | Path) -> bool:
+    """A rosbag2 directory (metadata.yaml or storage files) or a bare .mcap / .db3 file."""
+    p = Path(path)
+    if p.is_file():
+        return p.suffix in (".mcap", ".db3")
+    return p.is_dir() and (any(p.glob("metadata.yaml")) or any(p.glob("*.mcap")) or any(p.glob("*.db3")))
+
+
+def _source(root: str | Path, topic: Optional[str], stride: int) -> dict[str, Any]:
+    src: dict[str, Any] = {"root": str(root), "layout": "rosbag2", "stride": stride}
+    if topic:
+        src["topic"] = topic
+    return src
+
+
+def logs_config(bags: Sequence[str | Path], topic: Optional[str] = None, stride: int = 1,
+                val: Optional[str | Path] = None, val_layout: Optional[str] = None,
+                bank: Optional[str | Path] = None, overrides: Sequence[str] = (),
+                base_dir: str | Path = ".") -> tuple[Config, list[str]]:
+    """(config, warnings) of the log recipe. `val`: labelled frames (any layout, default generic)
+    or a log (rosbag2, read with `topic` / `stride`); `bank`: a cut-out bank, mixed half and half
+    with the procedural anomalies; `overrides`: `key=value` as `--set`."""
+    data = base_recipe()
+    data["data"] = {"train": [_source(b, topic, stride) for b in bags],
+                    "hflip": data.get("data", {}).get("hflip", True)}
+    oe = data.setdefault("outlier_exposure", {})
+    oe.pop("bank", None)
+    oe["sources"] = {"cutouts": 0.0, "procedural": 1.0}
+    from_log = val is not None and (val_layout or ("rosbag2" if is_bag(val) else "generic")) == "rosbag2"
+    if val is not None:
+        data["data"]["val"] = (_source(val, topic, stride) if from_log
+                               else {"root": str(val), "layout": val_layout or "generic"})
+    if bank is not None:  # as the shipped default: cut-outs and procedural, half each
+        oe["bank"] = str(bank)
+        oe["sources"] = {"cutouts": 1.0, "procedural": 1.0}
+    for item in overrides:
+        apply_override(data, item)
+    cfg = config_from_dict(data, base_dir)
+    rate = f"{100 * cfg.calibration.inlier_fpr:g} %"
+    warnings: list[str] = []
+    if val is None:
+        warnings.append("no validation frames (--val): the threshold is calibrated on frames of the "
+                        "first training log, which the flow has learned; on new frames of the same "
+                        f"scene it flags more inlier pixels than the {rate} it is set for. Give --val "
+                        "labelled frames (or a separate log) for an honest threshold")
+    elif from_log:
+        warnings.append("validation frames come from a log, without labels: every pixel counts as an "
+                        f"inlier, so the threshold flags {rate} of them; an obstacle in those frames "
+                        "would raise it. Record the validation log with no obstacles in view")
+    return cfg, warnings

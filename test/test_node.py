@@ -186,7 +186,13 @@ def test_runtime_threshold_change_takes_effect_and_bad_values_are_rejected(node,
     assert res.successful
     assert not to_array(send(peer, pub, rgb)["mask"]).any()
     (res,) = _set_params(peer, [Parameter("overlay_alpha", value=2.0)])
-    assert not res.successful and res.reason
+    assert not res.successful and "overlay_alpha must be in [0, 1]" in res.reason
+    (res,) = _set_params(peer, [Parameter("overlay_alpha", value="opaque")])
+    assert not res.successful and "overlay_alpha must be a number" in res.reason
+    (res,) = _set_params(peer, [Parameter("overlay_alpha", value=1)])  # an integer, as typed
+    assert res.successful
+    (res,) = _set_params(peer, [Parameter("threshold", value=int(1e9))])  # `ros2 param set ... 1000000000`
+    assert res.successful
     (res,) = _set_params(peer, [Parameter("threshold", value=float("nan"))])
     assert not res.successful and "finite" in res.reason
     (res,) = _set_params(peer, [Parameter("min_obstacle_area", value=-3)])

@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -45,13 +45,30 @@ STOP_POLL_S = 0.1  # longest wait between a stop request and the start of the sh
 
 
 def _descriptor(name: str, description: str, read_only: bool, rng: Optional[tuple]) -> ParameterDescriptor:
+    """Integer ranges are enforced by rclpy. Float parameters are dynamically typed, so that
+    `ros2 param set ... threshold 2` (an integer on the command line) is accepted; their type
+    and range are checked by `_number` with a reason for every refusal."""
     d = ParameterDescriptor(name=name, description=description, read_only=read_only)
-    if rng is not None:
-        if isinstance(rng[0], float):
-            d.floating_point_range = [FloatingPointRange(from_value=rng[0], to_value=rng[1], step=0.0)]
-        else:
-            d.integer_range = [IntegerRange(from_value=rng[0], to_value=rng[1], step=1)]
+    if isinstance(PARAMETERS[name][0], float):
+        d.dynamic_typing = True
+        if rng is not None:
+            d.description += f" (range {rng[0]:g} .. {rng[1]:g})"
+    elif rng is not None:
+        d.integer_range = [IntegerRange(from_value=rng[0], to_value=rng[1], step=1)]
     return d
+
+
+def _number(name: str, value: Any) -> float:
+    """A float parameter's value (an integer is accepted), or ValueError saying why not."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    rng = PARAMETERS[name][3]
+    if rng is not None and not rng[0] <= value <= rng[1]:
+        raise ValueError(f"{name} must be in [{rng[0]:g}, {rng[1]:g}], got {value:g}")
+    return value
 
 
 class DetectorNode(Node):
@@ -60,6 +77,9 @@ class DetectorNode(Node):
         for name, (default, desc, ro, rng) in PARAMETERS.items():
             self.declare_parameter(name, default, _descriptor(name, desc, ro, rng))
         p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        for name, (default, *_rest) in PARAMETERS.items():
+            if isinstance(default, float):
+                p[name] = _number(name, p[name])  # ValueError: refused at start-up, with the reason
         if p["input_transport"] not in ("raw", "compressed"):
             raise ValueError(f"parameter input_transport must be 'raw' or 'compressed', got "
                              f"'{p['input_transport']}'")
@@ -163,18 +183,22 @@ class DetectorNode(Node):
 
     # -- parameters ------------------------------------------------------------------------
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        """Validate first, then apply all-or-nothing (ranges are enforced by the descriptors)."""
+        """Validate first, then apply all-or-nothing; every refusal says why (integer ranges and
+        read-only parameters are enforced by rclpy, float ones by `_number`)."""
         updates: dict[str, Any] = {}
         for prm in params:
-            if prm.name == "threshold":
-                if not math.isfinite(prm.value):
-                    return SetParametersResult(successful=False, reason="threshold must be finite")
-                updates["threshold"] = (self.detector.info.threshold if prm.value < 0
-                                        else float(prm.value))
-            elif prm.name == "min_obstacle_area":
-                updates["min_area"] = int(prm.value)
-            elif prm.name == "overlay_alpha":
-                updates["alpha"] = float(prm.value)
+            try:
+                if prm.name == "threshold":
+                    value = _number("threshold", prm.value)
+                    updates["threshold"] = self.detector.info.threshold if value < 0 else value
+                elif prm.name == "min_obstacle_area":
+                    updates["min_area"] = int(prm.value)
+                elif prm.name == "overlay_alpha":
+                    updates["alpha"] = _number("overlay_alpha", prm.value)
+                elif isinstance(PARAMETERS.get(prm.name, (None,))[0], float):
+                    _number(prm.name, prm.value)  # read-only floats: type-checked all the same
+            except ValueError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
         for key, value in updates.items():
             target = self if key == "alpha" else self.detector
             setattr(target, key, value)

@@ -322,3 +322,26 @@ def test_outputs_nobody_subscribes_to_are_not_computed(trained, peer, frames):
     finally:
         rc = proc.interrupt()
         assert rc == 0, proc.log
+
+
+def test_qos_is_overridable_the_ros_way(trained, peer):
+    """REP-2003 `qos_overrides.<topic>.<entity>.<policy>` parameters change the node's QoS."""
+    from rclpy.qos import ReliabilityPolicy
+
+    proc = NodeProcess({"model_path": trained["onnx"],
+                        "qos_overrides./fc_qos/image.subscription.reliability": "reliable",
+                        "qos_overrides./fc_qos/image.subscription.depth": 3,
+                        "qos_overrides./fc_qos/flowclas_detector/overlay.publisher.reliability":
+                            "best_effort"}, "/fc_qos")
+    try:
+        wait_for(lambda: peer.node.count_publishers("/fc_qos/flowclas_detector/overlay") > 0, 60,
+                 "node start:\n" + proc.log)
+        wait_for(lambda: peer.node.get_subscriptions_info_by_topic("/fc_qos/image"), 20, "subscription")
+        (sub,) = peer.node.get_subscriptions_info_by_topic("/fc_qos/image")
+        assert sub.qos_profile.reliability == ReliabilityPolicy.RELIABLE  # (depth is not discovered)
+        (overlay,) = peer.node.get_publishers_info_by_topic("/fc_qos/flowclas_detector/overlay")
+        assert overlay.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+        (mask,) = peer.node.get_publishers_info_by_topic("/fc_qos/flowclas_detector/obstacle_mask")
+        assert mask.qos_profile.reliability == ReliabilityPolicy.RELIABLE  # the default
+    finally:
+        assert proc.interrupt() == 0, proc.log

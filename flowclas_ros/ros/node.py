@@ -26,7 +26,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
 from flowclas_ros.ros.messages import array_to_image_msg
-from flowclas_ros.ros.qos import input_qos, output_qos
+from flowclas_ros.ros.qos import input_qos, output_qos, overridable
 from flowclas_ros.ros.stats import NodeStats, Throttle
 from flowclas_ros.runtime.detector import Detector
 from flowclas_ros.runtime.images import ImageError
@@ -94,14 +94,17 @@ class DetectorNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         qos_in, qos_out = input_qos(p["qos_depth"]), output_qos()
-        self.pub = {key: self.create_publisher(Image, f"~/{topic}", qos_out)
+        self.pub = {key: self.create_publisher(Image, f"~/{topic}", qos_out,
+                                               qos_overriding_options=overridable())
                     for key, topic, _ in OUTPUTS if p[f"publish_{key}"]}
         self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         if p["input_transport"] == "compressed":
             self.sub = self.create_subscription(CompressedImage, COMPRESSED_INPUT_TOPIC,
-                                                self._on_image, qos_in)
+                                                self._on_image, qos_in,
+                                                qos_overriding_options=overridable())
         else:
-            self.sub = self.create_subscription(Image, INPUT_TOPIC, self._on_image, qos_in)
+            self.sub = self.create_subscription(Image, INPUT_TOPIC, self._on_image, qos_in,
+                                                qos_overriding_options=overridable())
 
         self._slot: Optional[tuple[Any, float]] = None
         self._cv = threading.Condition()

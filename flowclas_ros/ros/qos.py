@@ -1,12 +1,23 @@
 """The node's QoS profiles, in one place so the node, the demo, the benchmark and the tests agree.
 
 Input: sensor-data style, best effort and keep-last `qos_depth` (1 by default): a detector that
-falls behind should work on the newest frame, never on a queue of stale ones. Outputs: reliable,
-keep last 2, which a best-effort subscriber (RViz) also matches.
+falls behind should work on the newest frame, never on a queue of stale ones; a best-effort
+subscription matches reliable and best-effort cameras alike. Outputs: reliable, keep last 2,
+which a best-effort subscriber (RViz) also matches.
+
+Each can be overridden the ROS way (REP-2003), at start-up, by parameters named after the
+resolved topic, e.g. in the params file::
+
+    qos_overrides:
+      /camera/image_raw:
+        subscription: {reliability: reliable, depth: 5, history: keep_last}
+      /flowclas_detector/obstacle_mask:
+        publisher: {reliability: best_effort}
 """
 from __future__ import annotations
 
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
 
 OUTPUT_DEPTH = 2
 
@@ -25,3 +36,8 @@ def input_qos(depth: int) -> QoSProfile:
 def output_qos() -> QoSProfile:
     """The heatmap / mask / overlay publishers."""
     return profile(reliable=True, depth=OUTPUT_DEPTH)
+
+
+def overridable() -> QoSOverridingOptions:
+    """History, depth and reliability settable with `qos_overrides.<topic>.<entity>.<policy>`."""
+    return QoSOverridingOptions.with_default_policies()

@@ -15,6 +15,9 @@ ARGUMENTS = [
     ("namespace", "", "namespace of the node (outputs are <namespace>/flowclas_detector/...)"),
     ("compressed", "false", "subscribe sensor_msgs/CompressedImage instead of Image"),
     ("log_level", "info", "node log level: debug, info, warn, error"),
+    ("dds_profile", "", "Fast DDS profile file for the node; empty: $FASTDDS_DEFAULT_PROFILES_FILE "
+                        "if set, else the installed config/fastdds_large_images.xml (camera-sized "
+                        "messages over shared memory); none: Fast DDS defaults"),
 ]
 
 
@@ -37,12 +40,16 @@ def _launch_setup(context, *args, **kwargs):
     if value("model"):
         overrides["model_path"] = value("model")
     topic = value("image_topic")
+    profile = value("dds_profile") or os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") or os.path.join(
+        get_package_share_directory("flowclas_ros"), "config", "fastdds_large_images.xml")
+    env = {} if profile == "none" else {"FASTDDS_DEFAULT_PROFILES_FILE": profile}
     return [Node(
         package="flowclas_ros", executable="detector", name=NODE_NAME,
         namespace=value("namespace"), output="screen", emulate_tty=True,
         parameters=[params_file, overrides],
         remappings=[(INPUT_TOPIC, topic), (COMPRESSED_INPUT_TOPIC, topic.rstrip("/") + "/compressed")],
         arguments=["--ros-args", "--log-level", value("log_level")],
+        additional_env=env,
     )]
 
 

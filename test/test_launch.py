@@ -36,7 +36,8 @@ def test_params_file_matches_the_node_declarations():
 def test_launch_file_arguments_and_readme():
     mod = _load_launch_module()
     names = [a[0] for a in mod.ARGUMENTS]
-    assert names == ["image_topic", "params_file", "model", "namespace", "compressed", "log_level"]
+    assert names == ["image_topic", "params_file", "model", "namespace", "compressed", "log_level",
+                     "dds_profile"]
     readme = (ROOT / "README.md").read_text()
     for name, default, _ in mod.ARGUMENTS:
         assert f"`{name}`" in readme, f"launch argument {name} is not documented in the README"

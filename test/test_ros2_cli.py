@@ -143,7 +143,8 @@ def test_launch_arguments_are_documented_and_a_bad_model_fails_in_one_line(works
     res = _bash(f"source '{workspace}/install/setup.bash' && ros2 launch flowclas_ros "
                 "detector.launch.py --show-args", timeout=60)
     assert res.returncode == 0, res.stderr
-    for name in ("image_topic", "params_file", "model", "namespace", "compressed", "log_level"):
+    for name in ("image_topic", "params_file", "model", "namespace", "compressed", "log_level",
+                 "dds_profile"):
         assert f"'{name}'" in res.stdout
     launch = Launch(workspace, "model:=/nonexistent/model.onnx", "namespace:=cli_bad")
     rc = launch.proc.wait(timeout=90)

@@ -14,15 +14,15 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
+from flowclas_ros.runtime.model_info import shipped_dirs
 from flowclas_ros.runtime.node_interface import NODE_NAME, output_topics
 
 STARTUP_TIMEOUT_S = 60.0
 
 
 def large_image_dds_profile() -> Optional[Path]:
-    """config/fastdds_large_images.xml from the source tree or the install prefix, if present."""
-    for base in (Path(__file__).resolve().parents[2] / "config",
-                 Path(sys.prefix) / "share" / "flowclas_ros" / "config"):
+    """config/fastdds_large_images.xml where the package's config is shipped, if present."""
+    for base in shipped_dirs("config"):
         path = base / "fastdds_large_images.xml"
         if path.is_file():
             return path

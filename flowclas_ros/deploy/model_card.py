@@ -3,6 +3,7 @@ the training checkpoint and the evaluator's metrics.json files, so every number 
 measured by `flowclas-ros evaluate` and every setting comes from the run itself."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 from pathlib import Path
@@ -44,6 +45,14 @@ def describe_oe(oe: Any) -> str:
     return f"p={oe.probability:g} per frame, one source per frame: " + "; ".join(parts)
 
 
+def describe_augmentation(aug: Any) -> str:
+    """The camera augmentation a run used (one line of the card)."""
+    if aug.probability <= 0:
+        return "none (clean frames)"
+    ranges = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in dataclasses.asdict(aug.camera).items())
+    return f"camera model on {100 * aug.probability:g}% of the training frames: {ranges}"
+
+
 def render_card(model: Path, checkpoint: Path, reports: dict[str, Path], command: str,
                 wall_time: Optional[str] = None, notes: str = "") -> str:
     from flowclas_ros.deploy.export import load_model_for_export
@@ -74,6 +83,7 @@ def render_card(model: Path, checkpoint: Path, reports: dict[str, Path], command
         f"- loss: L_ml + {loss.contrastive_weight:g} x L_con (SupCon, temperature {loss.temperature:g}, "
         f"{loss.samples_per_class} samples per class)",
         f"- outlier exposure: {describe_oe(oe)}",
+        f"- augmentation: {describe_augmentation(cfg.augmentation)}",
         f"- score post-processing: {describe_score(m)}",
         "- training data: " + ", ".join(f"`{s.root}` ({s.layout})" for s in cfg.data.train) +
         (f"; validation `{cfg.data.val.root}`" if cfg.data.val else ""),

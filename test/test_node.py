@@ -328,7 +328,7 @@ def test_qos_is_overridable_the_ros_way(trained, peer):
     """REP-2003 `qos_overrides.<topic>.<entity>.<policy>` parameters change the node's QoS."""
     from rclpy.qos import ReliabilityPolicy
 
-    proc = NodeProcess({"model_path": trained["onnx"],
+    proc = NodeProcess({"model_path": trained["onnx"], "input_reliability": "best_effort",
                         "qos_overrides./fc_qos/image.subscription.reliability": "reliable",
                         "qos_overrides./fc_qos/image.subscription.depth": 3,
                         "qos_overrides./fc_qos/flowclas_detector/overlay.publisher.reliability":
@@ -343,5 +343,29 @@ def test_qos_is_overridable_the_ros_way(trained, peer):
         assert overlay.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
         (mask,) = peer.node.get_publishers_info_by_topic("/fc_qos/flowclas_detector/obstacle_mask")
         assert mask.qos_profile.reliability == ReliabilityPolicy.RELIABLE  # the default
+    finally:
+        assert proc.interrupt() == 0, proc.log
+
+
+def test_auto_input_reliability_takes_each_frame_of_a_reliable_camera_once(trained, peer, frames):
+    """input_reliability auto (the default): a reliable and a best-effort subscription; a
+    default-QoS (reliable) camera's frame reaches both and is processed once."""
+    from rclpy.qos import ReliabilityPolicy
+
+    proc = NodeProcess({"model_path": trained["onnx"], "diagnostics_period": 0.2}, "/fc_auto")
+    try:
+        pub = peer.node.create_publisher(Image, "/fc_auto/image", 10)  # default QoS: reliable
+        peer.subscribe(Image, "/fc_auto/flowclas_detector/obstacle_mask")
+        wait_for(lambda: pub.get_subscription_count() >= 2, 60, "node start:\n" + proc.log)
+        kinds = sorted(s.qos_profile.reliability for s in peer.node.get_subscriptions_info_by_topic("/fc_auto/image"))
+        assert kinds == sorted([ReliabilityPolicy.RELIABLE, ReliabilityPolicy.BEST_EFFORT])
+        for i in range(5):
+            pub.publish(image_msg(frames[i % len(frames)], "rgb8", 1_900_000_000_000_000_000 + i * 10**8))
+            wait_for(lambda i=i: len(peer.messages("/fc_auto/flowclas_detector/obstacle_mask")) > i, 30,
+                     f"the mask of frame {i}")
+        time.sleep(0.5)
+        vals = _diag_values(peer, "/fc_auto/flowclas_detector")
+        assert len(peer.messages("/fc_auto/flowclas_detector/obstacle_mask")) == 5
+        assert (vals["received"], vals["processed"], vals["dropped"]) == ("5", "5", "0")
     finally:
         assert proc.interrupt() == 0, proc.log

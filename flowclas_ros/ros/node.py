@@ -26,7 +26,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
 from flowclas_ros.ros.messages import array_to_image_msg
-from flowclas_ros.ros.qos import input_qos, output_qos, overridable
+from flowclas_ros.ros.qos import INPUT_RELIABILITY, input_subscriptions, output_qos, overridable
 from flowclas_ros.ros.stats import NodeStats, Throttle
 from flowclas_ros.runtime.detector import Detector
 from flowclas_ros.runtime.images import ImageError
@@ -83,6 +83,9 @@ class DetectorNode(Node):
         if p["input_transport"] not in ("raw", "compressed"):
             raise ValueError(f"parameter input_transport must be 'raw' or 'compressed', got "
                              f"'{p['input_transport']}'")
+        if p["input_reliability"] not in INPUT_RELIABILITY:
+            raise ValueError(f"parameter input_reliability must be one of {', '.join(INPUT_RELIABILITY)}, "
+                             f"got '{p['input_reliability']}'")
         self.detector = Detector(p["model_path"] or None, providers=list(p["providers"]),
                                  threshold=None if p["threshold"] < 0 else p["threshold"],
                                  min_area=p["min_obstacle_area"], threads=p["intra_op_threads"],
@@ -93,18 +96,19 @@ class DetectorNode(Node):
         self._last_shape: Optional[tuple[int, ...]] = None
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
-        qos_in, qos_out = input_qos(p["qos_depth"]), output_qos()
+        qos_out = output_qos()
         self.pub = {key: self.create_publisher(Image, f"~/{topic}", qos_out,
                                                qos_overriding_options=overridable())
                     for key, topic, _ in OUTPUTS if p[f"publish_{key}"]}
         self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
-        if p["input_transport"] == "compressed":
-            self.sub = self.create_subscription(CompressedImage, COMPRESSED_INPUT_TOPIC,
-                                                self._on_image, qos_in,
-                                                qos_overriding_options=overridable())
-        else:
-            self.sub = self.create_subscription(Image, INPUT_TOPIC, self._on_image, qos_in,
-                                                qos_overriding_options=overridable())
+        msg_type, topic = ((CompressedImage, COMPRESSED_INPUT_TOPIC) if p["input_transport"] == "compressed"
+                           else (Image, INPUT_TOPIC))
+        self._last_in: Optional[tuple[tuple[int, int], int]] = None  # (stamp, subscription) of the last frame
+        self.subs = [self.create_subscription(msg_type, topic, lambda msg, k=k: self._on_image(msg, k), qos,
+                                              qos_overriding_options=options)
+                     for k, (qos, options) in enumerate(input_subscriptions(p["input_reliability"],
+                                                                            p["qos_depth"]))]
+        self.sub = self.subs[0]
 
         self._slot: Optional[tuple[Any, float]] = None
         self._cv = threading.Condition()
@@ -119,7 +123,11 @@ class DetectorNode(Node):
             f"listening on {self.sub.topic_name}")
 
     # -- receive (executor thread): keep only the newest frame ------------------------------
-    def _on_image(self, msg: Any) -> None:
+    def _on_image(self, msg: Any, subscription: int = 0) -> None:
+        stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        last, self._last_in = self._last_in, (stamp, subscription)
+        if last is not None and last[0] == stamp and last[1] != subscription:
+            return  # the same frame through the other subscription (input_reliability auto)
         with self._cv:
             replaced = self._slot is not None
             self._slot = (msg, time.monotonic())

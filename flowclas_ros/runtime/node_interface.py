@@ -33,7 +33,11 @@ PARAMETERS: dict[str, tuple[Any, str, bool, Optional[tuple]]] = {
     "publish_mask": (True, "publish ~/obstacle_mask (mono8 0/255)", True, None),
     "publish_overlay": (True, "publish ~/overlay (bgr8)", True, None),
     "input_transport": ("raw", "raw: subscribe `image` (Image); compressed: `image/compressed`", True, None),
-    "qos_depth": (1, "subscription queue depth (sensor-data QoS: best effort, keep last)", True, (1, 100)),
+    "qos_depth": (1, "subscription queue depth (keep last)", True, (1, 100)),
+    "input_reliability": ("auto", "auto: a reliable AND a best-effort subscription, so reliable cameras "
+                          "are received reliably and best-effort ones still match (frames seen twice "
+                          "are taken once, by header stamp); reliable | best_effort: one subscription "
+                          "of that kind, overridable with qos_overrides", True, None),
     "diagnostics_period": (1.0, "seconds between /diagnostics messages", True, (0.05, 60.0)),
     "log_throttle_period": (5.0, "seconds between repeated log lines of one problem", True, (0.0, 3600.0)),
 }

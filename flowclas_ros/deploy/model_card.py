@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from flowclas_ros.model.score import describe_score
-from flowclas_ros.runtime.model_info import ModelFileError
+from flowclas_ros.runtime.model_info import ModelFileError, read_model_info
 
 METRIC_ROWS = (("auprc", "AUPRC"), ("fpr95", "FPR95"), ("auroc", "AUROC"), ("mean_f1", "mean F1"),
                ("siou", "sIoU"), ("ppv", "PPV"))
@@ -62,7 +62,7 @@ def render_card(model: Path, checkpoint: Path, reports: dict[str, Path], command
     cfg = checkpoint_config(ckpt)
     _, info = load_model_for_export(checkpoint)
     if model.suffix == ".onnx":  # the file's own metadata: threshold, version, precision
-        info = _onnx_info(model)
+        info = read_model_info(model)
         if info.config_sha256 != ckpt["config_sha256"]:
             raise ModelFileError(f"{model} was not exported from {checkpoint} (config "
                                  f"{info.config_sha256[:8]} vs {ckpt['config_sha256'][:8]})")
@@ -113,12 +113,3 @@ def relative_paths(text: str, base: Optional[Path] = None) -> str:
     absolute path (configs resolve their paths to absolute ones on load)."""
     prefix = str((base or Path.cwd()).resolve()).rstrip("/") + "/"
     return text.replace(prefix, "")
-
-
-def _onnx_info(model: Path) -> Any:
-    import onnx
-
-    from flowclas_ros.runtime.model_info import ModelInfo
-
-    proto = onnx.load(str(model), load_external_data=False)
-    return ModelInfo.from_metadata({p.key: p.value for p in proto.metadata_props}, str(model))

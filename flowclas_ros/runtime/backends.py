@@ -14,7 +14,7 @@ from typing import Optional, Protocol, Sequence
 
 import numpy as np
 
-from flowclas_ros.runtime.model_info import BATCH_DIM, ModelFileError, ModelInfo
+from flowclas_ros.runtime.model_info import BATCH_DIM, ModelFileError, ModelInfo, read_model_info
 
 log = logging.getLogger("flowclas_ros.runtime")
 
@@ -81,8 +81,11 @@ class OnnxRuntimeBackend:
         import onnxruntime as ort
 
         path = Path(path)
+        if path.is_dir():
+            raise ModelFileError(f"model path {path} is a directory, not a model file")
         if not path.is_file():
             raise ModelFileError(f"model file not found: {path}")
+        self.info = read_model_info(path)  # checked before ONNX Runtime allocates anything
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = threads
@@ -97,8 +100,6 @@ class OnnxRuntimeBackend:
         except Exception as exc:  # noqa: BLE001 - ORT raises several unrelated types here
             raise ModelFileError(f"{path}: not a loadable ONNX model ({type(exc).__name__}: "
                                  f"{str(exc).splitlines()[0][:300]})") from exc
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.info = ModelInfo.from_metadata(meta, str(path))
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             raise ModelFileError(f"{path}: expected one NCHW image input, found "
@@ -108,8 +109,25 @@ class OnnxRuntimeBackend:
             raise ModelFileError(f"{path}: graph input shape {shape} does not match the metadata "
                                  f"input_size {list(self.info.input_size)} (model file mismatched)")
         self.input_name = inputs[0].name
+        self._self_check(path)
         self.providers = self.session.get_providers()
         self.path = path
+
+    def _self_check(self, path: Path) -> None:
+        """One frame (the normalisation mean) at load: the graph must map an image to one finite
+        score map of the image's size, or the file is not a FlowCLAS model whatever its metadata
+        says (an identity graph with copied metadata would answer every frame with garbage)."""
+        h, w = self.info.input_size
+        try:
+            outs = self.session.run(None, {self.input_name: np.zeros((1, 3, h, w), np.float32)})
+        except Exception as exc:  # noqa: BLE001 - ORT raises several unrelated types here
+            raise ModelFileError(f"{path}: the model fails on a test frame ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0][:300] if str(exc) else ''})") from exc
+        if len(outs) != 1 or outs[0].shape != (1, 1, h, w):
+            raise ModelFileError(f"{path}: expected one score map of shape (1, 1, {h}, {w}), got "
+                                 f"{[o.shape for o in outs]}: not a FlowCLAS model")
+        if not np.isfinite(outs[0]).all():
+            raise ModelFileError(f"{path}: non-finite scores on a test frame")
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         (out,) = self.session.run(None, {self.input_name: batch})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 from dataclasses import asdict, dataclass, field
@@ -17,6 +18,9 @@ from typing import Any, Optional
 
 FORMAT_VERSION = 1
 DEFAULT_MODEL_NAME = "flowclas_default.onnx"
+# A graph input larger than this is refused at load, before ONNX Runtime allocates for it (the
+# shipped models run at 240x320; 4K frames are 2160x3840).
+MIN_INPUT_SIDE, MAX_INPUT_SIDE = 16, 4096
 
 # The graph `flowclas-ros export` writes: one NCHW float32 input, one score output, a dynamic batch.
 OPSET = 17
@@ -98,7 +102,33 @@ class ModelInfo:
             raise ModelFileError(f"{source}: malformed input_size/mean/std in model metadata")
         if info.resize_policy not in ("stretch", "letterbox"):
             raise ModelFileError(f"{source}: unknown resize_policy '{info.resize_policy}'")
+        h, w = info.input_size
+        if not (MIN_INPUT_SIDE <= h <= MAX_INPUT_SIDE and MIN_INPUT_SIDE <= w <= MAX_INPUT_SIDE):
+            raise ModelFileError(f"{source}: input_size {h}x{w} is outside {MIN_INPUT_SIDE}.."
+                                 f"{MAX_INPUT_SIDE} pixels a side (refused before allocating it)")
+        numbers = {"threshold": info.threshold, "score_offset": info.score_offset,
+                   "score_scale": info.score_scale, **dict(zip(("mean_r", "mean_g", "mean_b"), info.mean)),
+                   **dict(zip(("std_r", "std_g", "std_b"), info.std))}
+        bad = [k for k, v in numbers.items() if not math.isfinite(float(v))]
+        if bad:
+            raise ModelFileError(f"{source}: non-finite model metadata {', '.join(bad)}: the model "
+                                 "would answer every frame with a meaningless mask")
+        if min(info.std) <= 0 or info.score_scale <= 0:
+            raise ModelFileError(f"{source}: std and score_scale in the metadata must be > 0")
         return info
+
+
+def read_model_info(path: str | os.PathLike) -> ModelInfo:
+    """The metadata of an ONNX model file, read (and checked) before any runtime loads the graph,
+    so an oversized or broken model is refused before anything is allocated for it."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf and onnx raise several types
+        raise ModelFileError(f"{path}: not a loadable ONNX model ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:300] if str(exc) else ''})") from exc
+    return ModelInfo.from_metadata({p.key: p.value for p in proto.metadata_props}, str(path))
 
 
 def shipped_dirs(kind: str) -> list[Path]:
@@ -141,6 +171,8 @@ def resolve_model_path(path: Optional[str | os.PathLike]) -> Path:
         p = Path(path).expanduser()
         if p.is_file():
             return p
+        if p.is_dir():
+            raise ModelFileError(f"model path {p} is a directory, not a model file")
         if p.name == str(path):
             shipped = [d / p.name for d in shipped_model_dirs()]
             for q in shipped:

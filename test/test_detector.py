@@ -196,3 +196,30 @@ def test_tensorrt_engine_is_built_cached_and_matches_cpu(trained, frame, tmp_pat
     assert any(cache.iterdir())  # engine written once, reused by the next session
     ref = Detector(trained["onnx"]).heatmap(rgb)
     assert np.abs(heat - ref).max() < 1e-2 * float(ref.max() - ref.min())
+
+
+def test_detect_cli_goes_on_past_a_bad_file_and_checks_its_arguments(trained, toy_world, tmp_path, capsys):
+    from flowclas_ros.cli import main as cli_main
+
+    good = sorted((toy_world / "test" / "images").glob("*.png"))[:2]
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    rc = cli_main(["detect", str(good[0]), str(bad), str(good[1]), "--model", str(trained["onnx"])])
+    out, err = capsys.readouterr()
+    assert rc == 2 and len(out.strip().splitlines()) == 2  # both good images processed
+    assert err.count("flowclas-ros: error:") == 1 and "bad.png" in err
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert cli_main(["detect", str(good[0]), "--model", str(trained["onnx"]), "--out", str(a_file)]) == 2
+    assert "exists and is not a directory" in capsys.readouterr().err
+    for args in (["--threshold", "nan"], ["--min-area", "-5"]):
+        with pytest.raises(SystemExit) as exc:
+            cli_main(["detect", str(good[0]), *args])
+        assert exc.value.code == 2
+
+
+def test_detect_cli_uses_the_node_min_area_by_default():
+    from flowclas_ros.cli import build_parser
+    from flowclas_ros.runtime.node_interface import default
+
+    assert build_parser().parse_args(["detect", "x.png"]).min_area == default("min_obstacle_area") == 50

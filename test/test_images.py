@@ -17,6 +17,7 @@ from flowclas_ros.runtime.images import (
     ImageError,
     bytes_per_pixel,
     decode_compressed,
+    encoded_image_size,
     image_from_fields,
     to_msg_fields,
     to_rgb8,
@@ -516,9 +517,37 @@ def test_truncated_png_is_corrupt(rng) -> None:
 
 
 def test_garbage_is_corrupt(rng) -> None:
-    garbage = rng.integers(0, 256, 1000, dtype=np.uint8).tobytes()
+    garbage = b"\x89PNG\r\n\x1a\n" + rng.integers(0, 256, 992, dtype=np.uint8).tobytes()
     message = raises_kind("corrupt_compressed", decode_compressed, garbage, "png")
     assert message == "corrupt compressed image: cv2.imdecode failed on 1000 bytes of format 'png'"
+    noise = rng.integers(0, 256, 1000, dtype=np.uint8).tobytes()  # not even a PNG signature
+    assert "says png, but the bytes do not start as a png file" in raises_kind(
+        "corrupt_compressed", decode_compressed, noise, "png")
+
+
+def test_format_field_must_match_the_bytes() -> None:
+    png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    assert "says jpeg" in raises_kind("corrupt_compressed", decode_compressed, png, "jpeg")
+    jpg = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    assert "says png" in raises_kind("corrupt_compressed", decode_compressed, jpg, "rgb8; png compressed bgr8")
+
+
+def test_trailing_bytes_after_a_jpeg_are_accepted() -> None:
+    """Cameras append metadata after the end-of-image marker."""
+    rgb = np.full((16, 16, 3), 77, np.uint8)
+    jpg = cv2.imencode(".jpg", rgb)[1].tobytes()
+    image, encoding = decode_compressed(jpg + bytes(range(64)), "jpeg")
+    assert encoding == "bgr8" and image.shape == (16, 16, 3)
+
+
+def test_huge_images_are_refused_from_their_header() -> None:
+    """A small file claiming a huge image is refused before decoding allocates it."""
+    big = cv2.imencode(".png", np.zeros((1, 1), np.uint8))[1].tobytes()
+    claims = big[:16] + (20000).to_bytes(4, "big") + (20000).to_bytes(4, "big") + big[24:]
+    assert encoded_image_size(np.frombuffer(claims, np.uint8)) == (20000, 20000)
+    assert "20000x20000 pixels is larger" in raises_kind("oversized", decode_compressed, claims, "png")
+    jpg = cv2.imencode(".jpg", np.zeros((30, 40, 3), np.uint8))[1]
+    assert encoded_image_size(jpg) == (30, 40)
 
 
 @pytest.mark.parametrize("empty", [b"", bytearray(), array.array("B"), np.zeros(0, np.uint8)])

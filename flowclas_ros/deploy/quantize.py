@@ -205,7 +205,7 @@ def quantize_flow(model_path: str | os.PathLike, data: Optional[str | os.PathLik
         times = interleaved_times({"fp32": lambda: fp32(x0), "int8": lambda: int8(x0)},
                                   rounds=5, per_round=15, settle_s=0.05)
         ms_fp32, ms_int8 = (float(np.median(sum(times[k], []))) for k in ("fp32", "int8"))
-    del int8
+    int8 = None  # release the session: it holds the temporary file rewritten below
     what = "backbone+flow" if backbone else "flow"
     precision = (f"int8 {'backbone and flow' if backbone else 'flow'} convolutions ({n_nodes} "
                  f"Conv, static QDQ, per-channel weights, calibrated on {len(calib)} frames of "

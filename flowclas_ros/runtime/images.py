@@ -108,7 +108,15 @@ _DECODED_ENCODINGS: dict[tuple[np.dtype, int], str] = {
     (_U16, 1): "mono16",
 }
 _JPEG_SOI, _JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
-_JPEG_TAIL_BYTES = 32  # some encoders pad after the end-of-image marker
+_JPEG_TAIL_BYTES = 4096  # encoders pad and cameras append metadata after the end-of-image marker
+# Largest image decoded from compressed bytes (8K UHD); larger is refused from its header, before
+# decoding allocates it: a small PNG can claim 20000x20000 pixels (1.2 GB decoded).
+MAX_DECODED_PIXELS = 7680 * 4320
+# Magic bytes of each codec, checked against the message's format field.
+_MAGIC: dict[str, tuple[bytes, ...]] = {
+    "jpeg": (_JPEG_SOI,), "jpg": (_JPEG_SOI,), "png": (b"\x89PNG\r\n\x1a\n",),
+    "tiff": (b"II*\x00", b"MM\x00*"), "tif": (b"II*\x00", b"MM\x00*"), "webp": (b"RIFF",),
+}
 
 
 def _layout(encoding: str, supported: tuple[str, ...] = SUPPORTED_ENCODINGS) -> _Layout:
@@ -254,8 +262,8 @@ def to_rgb8(image: np.ndarray, encoding: str) -> np.ndarray:
     return np.ascontiguousarray(image) if code is None else cv2.cvtColor(image, code)
 
 
-def _check_codec(format: str) -> None:
-    """Accept a CompressedImage format such as "jpeg" or "rgb8; jpeg compressed bgr8"."""
+def _check_codec(format: str) -> str:
+    """The codec of a CompressedImage format such as "jpeg" or "rgb8; jpeg compressed bgr8"."""
     words = format.split(";")[-1].split()
     codec = words[0].lower() if words else ""
     if codec not in _COMPRESSED_CODECS:
@@ -263,6 +271,29 @@ def _check_codec(format: str) -> None:
             "unsupported_encoding",
             f"unsupported compressed format {format!r}; supported codecs: {', '.join(_COMPRESSED_CODECS)}",
         )
+    return codec
+
+
+def encoded_image_size(buf: np.ndarray) -> tuple[int, int] | None:
+    """(height, width) from a PNG or JPEG header without decoding; None for other codecs or a
+    header that cannot be read (the decoder then has its say)."""
+    b = buf[: 1 << 16].tobytes()
+    if b.startswith(b"\x89PNG\r\n\x1a\n") and len(b) >= 24 and b[12:16] == b"IHDR":
+        return int.from_bytes(b[20:24], "big"), int.from_bytes(b[16:20], "big")
+    if b.startswith(_JPEG_SOI):
+        i = 2
+        while i + 9 < len(b):
+            if b[i] != 0xFF:
+                return None
+            marker = b[i + 1]
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+                i += 2
+                continue
+            length = int.from_bytes(b[i + 2:i + 4], "big")
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+                return int.from_bytes(b[i + 5:i + 7], "big"), int.from_bytes(b[i + 7:i + 9], "big")
+            i += 2 + length
+    return None
 
 
 def _decoded_encoding(image: np.ndarray, format: str) -> str:
@@ -286,10 +317,23 @@ def decode_compressed(data: ImageBytes, format: str) -> tuple[np.ndarray, str]:
     without its end-of-image marker is rejected even where the cv2 build would
     return a partially decoded frame.
     """
-    _check_codec(format)
+    codec = _check_codec(format)
     buf = _byte_view(data)
     if buf.size == 0:
         raise ImageError("zero_size", f"zero-size compressed image: format {format!r} with 0 bytes")
+    if not any(buf[: len(m)].tobytes() == m for m in _MAGIC[codec]):
+        raise ImageError(
+            "corrupt_compressed",
+            f"corrupt compressed image: format {format!r} says {codec}, but the bytes do not start "
+            f"as a {codec} file (first bytes {buf[:8].tobytes()!r})",
+        )
+    size = encoded_image_size(buf)
+    if size is not None and size[0] * size[1] > MAX_DECODED_PIXELS:
+        raise ImageError(
+            "oversized",
+            f"compressed image of {size[1]}x{size[0]} pixels is larger than the "
+            f"{MAX_DECODED_PIXELS} pixels decoded at most (refused before decoding)",
+        )
 
     if buf[:2].tobytes() == _JPEG_SOI and _JPEG_EOI not in buf[-_JPEG_TAIL_BYTES:].tobytes():
         raise ImageError(

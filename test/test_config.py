@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from conftest import tiny_config, write_config
 
-from flowclas_ros.config import ConfigError, load_config
+from flowclas_ros.config import ConfigError, config_from_dict, load_config
 
 
 def _load(tmp_path, cfg, overrides=None):
@@ -78,3 +78,35 @@ def test_yaml_is_loaded_safely(tmp_path):
     p.write_text("data: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(p)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("a: &x [1, 2]\nb: *x\n", "aliases are not allowed"),
+    ("- 1\n- 2\n", "a config is a mapping of sections, got a list"),
+    ("seed: 0\nx: " + "[" * 40 + "]" * 40 + "\n", "nested deeper than 16"),
+    ("data: {train: [{root: x}]}\ntrain:\n  lr: .inf\n", r"train\.lr: must be a finite number"),
+])
+def test_hostile_config_files_are_one_line_errors(tmp_path, text, match):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_config(path)
+
+
+def test_config_file_kinds_and_sizes_are_bounded(tmp_path):
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes(b"seed: 0\nname: caf\xe9\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(bad)
+    big = tmp_path / "big.yaml"
+    big.write_text("seed: 0\n" + "#" * (1 << 20) + "\n")
+    with pytest.raises(ConfigError, match="larger than"):
+        load_config(big)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_config("/dev/zero")
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_config(tmp_path)
+    huge = "x" * 5000
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict({"data": {"train": [{"root": "x"}]}, "seed": huge})
+    assert len(str(exc.value)) < 400  # an error is one bounded line

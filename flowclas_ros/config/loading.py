@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -37,24 +38,26 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
         return [_check_type(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+            raise ConfigError(f"{key}: expected true/false, got {_shown(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {_shown(value)}")
         return value
     if tp is float:
         if isinstance(value, str):  # PyYAML (YAML 1.1) reads `1e-3` as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {_shown(value)}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: must be a finite number, got {value}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {_shown(value)}")
         return value
     raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - schema bug
 
@@ -110,7 +113,7 @@ def apply_override(data: dict, assignment: str) -> None:
         if not isinstance(node, dict):
             where = ".".join(parts[: i + 1])
             raise ConfigError(f"override '{key}': '{where}' is not a mapping")
-    node[parts[-1]] = yaml.safe_load(raw)
+    node[parts[-1]] = parse_yaml(raw, f"override '{key}'")
 
 
 def config_from_dict(data: Any, base_dir: Path | str = ".") -> Config:
@@ -120,19 +123,69 @@ def config_from_dict(data: Any, base_dir: Path | str = ".") -> Config:
     return cfg
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a training config is a few KiB; anything near this is not one
+MAX_DEPTH = 16  # the schema nests 4 deep
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """safe_load without anchors and aliases: a config needs neither, and aliases can expand a
+    small file into gigabytes ("billion laughs")."""
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(f"aliases are not allowed (line {event.start_mark.line + 1})")
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str, what: str) -> Any:
+    """A YAML document with the limits a config file needs: no aliases, bounded nesting."""
+    try:
+        data = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what}: not valid YAML: {str(exc)[:300]}") from None
+    except RecursionError:
+        raise ConfigError(f"{what}: nested too deeply") from None
+    if _depth(data) > MAX_DEPTH:
+        raise ConfigError(f"{what}: nested deeper than {MAX_DEPTH} levels")
+    return data
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if level > MAX_DEPTH:
+        return level
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return max((_depth(v, level + 1) for v in children), default=level)
+
+
+def _shown(value: Any) -> str:
+    """A value in an error line, bounded: a line must stay a line."""
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + f"... ({len(text)} characters)"
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Load, override (`key.path=value`), type-check and range-check a training config."""
     path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"cannot read config file {path}: "
+                          + ("not a regular file" if path.exists() else "no such file"))
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a training config")
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    data = parse_yaml(text, str(path))
     if data is None:
         data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config is a mapping of sections, got a {type(data).__name__}")
     for item in overrides or []:
         apply_override(data, item)
     try:

@@ -369,3 +369,29 @@ def test_auto_input_reliability_takes_each_frame_of_a_reliable_camera_once(train
         assert (vals["received"], vals["processed"], vals["dropped"]) == ("5", "5", "0")
     finally:
         assert proc.interrupt() == 0, proc.log
+
+
+def test_a_flooded_mask_raises_the_domain_shift_alarm(trained, peer, frames):
+    """A model that flags most pixels (threshold 0: about half the inlier pixels of any scene)
+    is what a scene unlike the training data looks like: diagnostics go ERROR and say so."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    proc = NodeProcess({"model_path": trained["onnx"], "threshold": 0.0, "diagnostics_period": 0.2},
+                       "/fc_lost")
+    base = "/fc_lost/flowclas_detector"
+    try:
+        pub = peer.node.create_publisher(Image, "/fc_lost/image", SENSOR_QOS)
+        peer.subscribe(Image, f"{base}/obstacle_mask")
+        wait_for(lambda: pub.get_subscription_count() > 0, 60, "node start:\n" + proc.log)
+
+        def alarmed():
+            pub.publish(image_msg(frames[0], "rgb8", 5))
+            mine = [s for m in peer.messages("/diagnostics") for s in m.status if s.name.startswith(f"{base}:")]
+            return mine and mine[-1].level == DiagnosticStatus.ERROR and mine[-1]
+        status = wait_for(alarmed, 30, "the domain-shift alarm:\n" + proc.log)
+        assert "scene unlike the training data: retrain on this robot's logs" in status.message
+        values = {kv.key: kv.value for kv in status.values}
+        assert float(values["flagged_share_mean"]) >= 0.2
+        wait_for(lambda: "scene unlike the training data" in proc.log, 10, "the log line")
+    finally:
+        assert proc.interrupt() == 0, proc.log

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
 
 from flowclas_ros.eval.report import write_report
 from flowclas_ros.runtime.labels import VOID
+from flowclas_ros.runtime.scene_alarm import flagged_share, scene_summary
 
 if TYPE_CHECKING:
     import numpy as np
@@ -177,6 +178,7 @@ class Evaluation:
         self.pixel = PixelMetrics(max_bins=max_bins, thresholds=(detector.threshold,))
         self.image = ImageMetrics(top_k=image_top_k)  # image scores from the float32 heatmaps
         self.sizes = SizeRecall(detector.threshold)  # recall at the model threshold by obstacle size
+        self.flagged_shares: list[float] = []  # the node's domain-shift alarm input, per frame
         self.image_score = image_score
         self.image_rows: list[Optional[dict]] = []
         self.ids: list[str] = []
@@ -206,6 +208,7 @@ class Evaluation:
         i = len(self.ids)
         self.pixel.update(heat, label)
         self.sizes.update(heat, label)
+        self.flagged_shares.append(flagged_share(heat, self.detector.threshold))
         self.image_rows.append(self.image.update(heat, label))
         h16 = heat.astype(np.float16)  # float32 only if a finite score overflows float16
         overflow = np.count_nonzero(np.isfinite(h16)) != np.count_nonzero(np.isfinite(heat))
@@ -263,6 +266,7 @@ class Evaluation:
                            layout, self.times_ms, self.pixel.frames_with_positives,
                            self.image.result(), self.image_score)
         result["recall_by_size"] = self.sizes.result()
+        result["scene"] = scene_summary(self.flagged_shares)
         return result
 
     def write_report(self, out_dir: str | os.PathLike, result: dict,

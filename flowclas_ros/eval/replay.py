@@ -43,6 +43,7 @@ from typing import Any, Optional, Sequence
 
 from flowclas_ros.eval.replay_report import merge_metrics, write_report
 from flowclas_ros.runtime.node_interface import OUTPUTS, default, output_topics
+from flowclas_ros.runtime.scene_alarm import flagged_share, scene_summary
 
 # numpy, rosbags, onnxruntime and matplotlib are imported inside the functions: the `flowclas-ros`
 # parser stays fast, and the verb's own import errors name the missing extra.
@@ -251,7 +252,8 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
                              "stamp_ns": st, "log_time_ns": t,
                              "max_score": float(d.heatmap.max()),
                              "obstacles": len(d.obstacles),
-                             "obstacle_pixels": int(np.count_nonzero(d.mask)), "ms": ms})
+                             "obstacle_pixels": int(np.count_nonzero(d.mask)),
+                             "flagged_share": flagged_share(d.heatmap, det.threshold), "ms": ms})
                 if st in gt_stamps:
                     det_ms = d.timings_ms["total"]
                     if st in pending_label:
@@ -320,5 +322,6 @@ def _summary(src: Any, out: Path, topic: str, gt_topic: Optional[str], outs: dic
         "fps": len(rows) / wall if wall > 0 else float("nan"), "wall_s": wall,
         "model": str(det.model_path), "model_version": det.info.model_version,
         "providers": list(det.providers), "threshold": threshold, "min_area": min_area,
+        "scene": scene_summary([r["flagged_share"] for r in rows]),
         "per_frame": rows, "notes": list(src.notes), "warnings": warnings,
     }

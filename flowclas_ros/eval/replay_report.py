@@ -12,7 +12,7 @@ import csv
 from pathlib import Path
 from typing import Any, Optional
 
-from flowclas_ros.eval.report import fmt_number, to_json, worst_first
+from flowclas_ros.eval.report import fmt_number, scene_line, to_json, worst_first
 from flowclas_ros.eval.report import format_summary as eval_summary
 
 __all__ = ["format_summary", "merge_metrics", "write_report"]
@@ -24,7 +24,7 @@ def merge_metrics(result: dict, metrics: dict, per_frame: list[dict], scored_row
                   ) -> None:
     """The evaluator's keys into the replay summary; its per-frame scores onto the frame rows.
     ``frames`` and ``ms_per_frame`` stay the replay's (all frames, the whole node pipeline)."""
-    own = {k: result[k] for k in ("frames", "ms_per_frame", "ms_per_frame_p95", "warnings")}
+    own = {k: result[k] for k in ("frames", "ms_per_frame", "ms_per_frame_p95", "warnings", "scene")}
     result.update(metrics)
     result.update(own)
     result["scored_frames"] = metrics["frames"]
@@ -109,6 +109,7 @@ def format_summary(r: dict) -> str:
         lines.append("worst frames (stamp, F1): " + ", ".join(
             f"{w['id']} {fmt_number(w['f1'], '.1f')}" for w in r["worst_frames"][:5]))
     else:
+        lines += [line for line in (scene_line(r),) if line]
         lines += [f"warning: {w}" for w in r["warnings"]]
     if r.get("report"):
         lines.append(f"report: {r['report']}")

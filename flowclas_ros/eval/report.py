@@ -188,6 +188,15 @@ def fmt_number(v: Any, fmt: str = ".2f") -> str:
     return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
 
 
+def scene_line(r: dict) -> str:
+    """The domain-shift alarm of a result (runtime/scene_alarm.py) as one summary line, or ''."""
+    sc = r.get("scene")
+    if not sc or sc["flagged_share_mean"] is None:
+        return ""
+    return (f"scene:     {100 * sc['flagged_share_mean']:.2f} % of pixels flagged on average; the "
+            f"node's alarm would be {sc['level']} ({sc['message']})")
+
+
 def format_summary(r: dict) -> str:
     m, c = r["at_model_threshold"], r["components"]
     lines = [
@@ -211,6 +220,8 @@ def format_summary(r: dict) -> str:
         lines.append("recall at the model threshold by obstacle size (px): " + "  ".join(
             f"{name} {fmt_number(b['pixel_recall'], '.1f')}% ({b['objects']})"
             for name, b in r["recall_by_size"].items()))
+    if scene_line(r):
+        lines.append(scene_line(r))
     lines += [f"warning: {w}" for w in r["warnings"]]
     if r.get("report"):
         lines.append(f"report: {r['report']}")

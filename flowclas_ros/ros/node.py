@@ -40,6 +40,7 @@ from flowclas_ros.runtime.node_interface import (
     PARAMETERS,
 )
 from flowclas_ros.runtime.pipeline import decode_compressed_frame, decode_image_fields, run_frame, stamp_ns
+from flowclas_ros.runtime.scene_alarm import ERROR, OK, alarm_level, describe, flagged_share
 
 STOP_POLL_S = 0.1  # longest wait between a stop request and the start of the shutdown
 
@@ -91,6 +92,7 @@ class DetectorNode(Node):
                                  min_area=p["min_obstacle_area"], threads=p["intra_op_threads"],
                                  spinning=p["intra_op_spinning"])
         self.alpha = float(p["overlay_alpha"])
+        self.scene_levels = (p["scene_warn_share"], p["scene_error_share"])
         self.stats = NodeStats()
         self.throttle = Throttle(p["log_throttle_period"])
         self._last_shape: Optional[tuple[int, ...]] = None
@@ -178,7 +180,7 @@ class DetectorNode(Node):
         if "overlay" in wanted:
             wanted["overlay"].publish(array_to_image_msg(out.overlay, "bgr8", header))
         age_ms = (self.get_clock().now().nanoseconds - stamp_ns(msg)) / 1e6
-        self.stats.on_processed((time.monotonic() - received) * 1e3, age_ms)
+        self.stats.on_processed((time.monotonic() - received) * 1e3, age_ms, flagged_share(det.heatmap, self.detector.threshold))
 
     def _bad_input(self, kind: str, message: str) -> None:
         self.stats.on_bad_input(kind)
@@ -224,6 +226,14 @@ class DetectorNode(Node):
             level, summary = DiagnosticStatus.WARN, "bad input frames seen"
         if s["received"] and not s["processed"] and not s["skipped_no_subscribers"]:
             level, summary = DiagnosticStatus.WARN, "receiving but no frame processed yet"
+        if s["flagged_share_mean"] is not None:
+            scene = alarm_level(s["flagged_share_mean"], self.scene_levels[0], self.scene_levels[1])
+            if scene != OK:
+                level = DiagnosticStatus.ERROR if scene == ERROR else DiagnosticStatus.WARN
+                summary = describe(s["flagged_share_mean"], s["flagged_share_frames"], scene)
+                if self.throttle.allow("scene")[0]:
+                    log = self.get_logger().error if scene == ERROR else self.get_logger().warning
+                    log(summary)
         fmt = lambda v: "n/a" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))  # noqa: E731
         values = {
             "model": str(self.detector.model_path),

@@ -9,6 +9,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from flowclas_ros.runtime.scene_alarm import FlaggedShareWindow
+
 
 class RateMeter:
     """Events per second over a sliding time window."""
@@ -75,6 +77,7 @@ class NodeStats:
         self.dropped = 0
         self.skipped_no_subscribers = 0
         self.bad_input: Counter[str] = Counter()
+        self.flagged = FlaggedShareWindow()  # the domain-shift alarm's input (runtime/scene_alarm.py)
         self.processing_ms = LatencyWindow()  # receipt -> outputs published
         self.stamp_age_ms = LatencyWindow()  # header stamp -> outputs published
 
@@ -85,8 +88,9 @@ class NodeStats:
             if replaced_unprocessed:
                 self.dropped += 1
 
-    def on_processed(self, processing_ms: float, age_ms: float) -> None:
+    def on_processed(self, processing_ms: float, age_ms: float, flagged_share: float) -> None:
         with self.lock:
+            self.flagged.add(flagged_share)
             self.processed += 1
             self.processed_rate.tick()
             self.processing_ms.add(processing_ms)
@@ -106,5 +110,7 @@ class NodeStats:
                 "processing_ms_p95": self.processing_ms.percentile(95),
                 "latency_ms_p50": self.stamp_age_ms.percentile(50),
                 "latency_ms_p95": self.stamp_age_ms.percentile(95),
+                "flagged_share_mean": self.flagged.mean if self.flagged.shares else None,
+                "flagged_share_frames": len(self.flagged.shares),
                 "bad_input": dict(self.bad_input),
             }

@@ -38,6 +38,10 @@ PARAMETERS: dict[str, tuple[Any, str, bool, Optional[tuple]]] = {
                           "are received reliably and best-effort ones still match (frames seen twice "
                           "are taken once, by header stamp); reliable | best_effort: one subscription "
                           "of that kind, overridable with qos_overrides", True, None),
+    "scene_warn_share": (0.05, "diagnostics WARN when the mean share of flagged pixels over the last "
+                         "frames exceeds this (the scene may be unlike the training data)", True, (0.0, 1.0)),
+    "scene_error_share": (0.2, "diagnostics ERROR above this mean flagged share: the mask is mostly "
+                          "noise, retrain on this robot's logs", True, (0.0, 1.0)),
     "diagnostics_period": (1.0, "seconds between /diagnostics messages", True, (0.05, 60.0)),
     "log_throttle_period": (5.0, "seconds between repeated log lines of one problem", True, (0.0, 3600.0)),
 }

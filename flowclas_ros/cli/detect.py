@@ -3,25 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
+from flowclas_ros.cli.arguments import finite_float, int_at_least
 from flowclas_ros.runtime.node_interface import default
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,8 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+")
     p.add_argument("--model", help="ONNX file or .pt checkpoint (default: the shipped model)")
     p.add_argument("--providers", default="cpu", help="preference list, e.g. tensorrt,cuda,cpu")
-    p.add_argument("--threshold", type=_finite, help="obstacle threshold (default: the model's)")
-    p.add_argument("--min-area", type=_non_negative, default=default("min_obstacle_area"),
+    p.add_argument("--threshold", type=finite_float, help="obstacle threshold (default: the model's)")
+    p.add_argument("--min-area", type=int_at_least(0), default=default("min_obstacle_area"),
                    help="drop obstacles smaller than this many pixels (default: the node's, %(default)s)")
     p.add_argument("--out", help="directory for overlay PNGs")
     p.set_defaults(func=run)

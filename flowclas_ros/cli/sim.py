@@ -3,12 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+from flowclas_ros.cli.arguments import int_at_least
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,12 +13,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("sim", help="render the PyBullet obstacle benchmark (frames, or the OE cut-out bank)")
     s.add_argument("--split", required=True, choices=(*SPLITS, "oe"),
                    help="train: inlier frames; val/test: frames with obstacles; oe: cut-out bank")
-    s.add_argument("-n", type=_positive_int, required=True, help="number of frames (or cut-outs)")
+    s.add_argument("-n", type=int_at_least(1), required=True, help="number of frames (or cut-outs)")
     s.add_argument("--out", required=True, help="output directory")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--bag", action="store_true",
                    help=f"also write a rosbag2 (MCAP) with {IMAGE_TOPIC} and {GT_TOPIC} to OUT/bag")
-    s.add_argument("--workers", type=_positive_int, default=1, help="rendering processes")
+    s.add_argument("--workers", type=int_at_least(1), default=1, help="rendering processes")
     s.add_argument("--camera", choices=("clean", "robot"), default="clean",
                    help="camera model applied to every frame: clean (the fixed benchmark renders) or "
                    "robot (exposure, vignetting, motion blur, shot + read noise, JPEG; "

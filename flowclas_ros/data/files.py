@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from flowclas_ros.runtime.images import MAX_DECODED_PIXELS, encoded_image_size
+from flowclas_ros.runtime.images import MAX_DECODED_PIXELS, oversized_header
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -31,8 +31,8 @@ def decode_file(path: PathLike, flags: int) -> np.ndarray:
         buffer = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise DatasetError(f"cannot read image file {path}: {exc.strerror or exc}") from exc
-    size = encoded_image_size(buffer) if buffer.size else None
-    if size is not None and size[0] * size[1] > MAX_DECODED_PIXELS:
+    size = oversized_header(buffer)
+    if size is not None:
         raise DatasetError(f"image file {path} is {size[1]}x{size[0]} pixels, more than the "
                            f"{MAX_DECODED_PIXELS} decoded at most")
     decoded = cv2.imdecode(buffer, flags) if buffer.size else None

@@ -309,6 +309,13 @@ def _decoded_encoding(image: np.ndarray, format: str) -> str:
     return encoding
 
 
+def oversized_header(buf: np.ndarray) -> tuple[int, int] | None:
+    """(height, width) when the encoded image's header claims more than MAX_DECODED_PIXELS,
+    else None: the check every decoder of untrusted bytes makes before decoding."""
+    size = encoded_image_size(buf) if buf.size else None
+    return size if size is not None and size[0] * size[1] > MAX_DECODED_PIXELS else None
+
+
 def decode_compressed(data: ImageBytes, format: str) -> tuple[np.ndarray, str]:
     """Decode a sensor_msgs/CompressedImage into (array, encoding).
 
@@ -327,8 +334,8 @@ def decode_compressed(data: ImageBytes, format: str) -> tuple[np.ndarray, str]:
             f"corrupt compressed image: format {format!r} says {codec}, but the bytes do not start "
             f"as a {codec} file (first bytes {buf[:8].tobytes()!r})",
         )
-    size = encoded_image_size(buf)
-    if size is not None and size[0] * size[1] > MAX_DECODED_PIXELS:
+    size = oversized_header(buf)
+    if size is not None:
         raise ImageError(
             "oversized",
             f"compressed image of {size[1]}x{size[0]} pixels is larger than the "

@@ -7,12 +7,17 @@ from flowclas_ros.cli.arguments import int_at_least
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from flowclas_ros.sim.scenes import SPLITS
+    from flowclas_ros.sim.scenes import SPLITS, WORLDS
     from flowclas_ros.sim.topics import GT_TOPIC, IMAGE_TOPIC
 
     s = sub.add_parser("sim", help="render the PyBullet obstacle benchmark (frames, or the OE cut-out bank)")
     s.add_argument("--split", required=True, choices=(*SPLITS, "oe"),
-                   help="train: inlier frames; val/test: frames with obstacles; oe: cut-out bank")
+                   help="train: inlier frames; val/test: frames with obstacles; reserved: the "
+                   "generalisation split (obstacles are the reserved named objects: ducks, teddies, "
+                   "balls, mugs, lego, jenga, cubes, spheres); oe: cut-out bank")
+    s.add_argument("--world", choices=WORLDS, default="courtyard",
+                   help="courtyard (the fixed benchmark) or planetary (regolith, rocks, low sun, "
+                   "obstacles down to a few pixels at 20 m); rules: docs/sim-worlds.md")
     s.add_argument("-n", type=int_at_least(1), required=True, help="number of frames (or cut-outs)")
     s.add_argument("--out", required=True, help="output directory")
     s.add_argument("--seed", type=int, default=0)
@@ -47,14 +52,16 @@ def run(a: argparse.Namespace) -> int:
     if a.bag_jpeg is not None and not (a.bag and 5 <= a.bag_jpeg <= 100):
         raise DatasetError("--bag-jpeg needs --bag and a quality in 5..100")
     if a.split == "oe":
+        if a.world != "courtyard":
+            raise DatasetError("--world applies to frame splits; OE cut-outs are rendered alone, with no world")
         if a.bag:
             raise DatasetError("--bag applies to frame splits (train, val, test), not to the oe cut-out bank")
         paths = build_oe_bank(a.out, a.n, seed=a.seed, workers=a.workers)
         print(f"sim oe: {len(paths)} cut-outs of random_urdfs/000..499 in {a.out}")
         return 0
     s = generate_split(a.out, a.split, a.n, seed=a.seed, bag=a.bag, workers=a.workers,
-                       camera=None if camera.is_identity else camera, bag_jpeg=a.bag_jpeg)
-    print(f"sim {a.split}: {s['frames']} frames in {a.out}{' (+ bag/)' if a.bag else ''}, "
+                       camera=None if camera.is_identity else camera, bag_jpeg=a.bag_jpeg, world=a.world)
+    print(f"sim {a.world} {a.split}: {s['frames']} frames in {a.out}{' (+ bag/)' if a.bag else ''}, "
           f"{s['seconds_per_frame']:.3f} s/frame")
     print(f"  frames with visible anomalies: {s['anomaly_frames']}")
     print(f"  fully-occluded frames (anomalies placed, none visible): {s['fully_occluded_frames']}"

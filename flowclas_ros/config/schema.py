@@ -141,6 +141,9 @@ class OutlierExposureConfig:
     probability: float = 0.5  # chance that a frame receives OE (from one source)
     count: list[int] = field(default_factory=lambda: [1, 2])  # cut-outs per pasted frame
     scale: list[float] = field(default_factory=lambda: [0.1, 0.4])  # cut-out side / shorter image side
+    # how pasted sizes (cut-outs and procedural blobs) are drawn from their scale range:
+    # uniform | log_uniform (as many small, far-looking outliers per octave as large ones)
+    size_sampling: str = "uniform"
     sources: OESourcesConfig = field(default_factory=OESourcesConfig)
     procedural: ProceduralOEConfig = field(default_factory=ProceduralOEConfig)
     flow_negatives: FlowNegativesOEConfig = field(default_factory=FlowNegativesOEConfig)
@@ -242,7 +245,7 @@ class Config:
 
 # Keys added after configs were first hashed: omitted from the hash while at their defaults.
 _ADDED_LATER: dict[str, tuple[type, tuple[str, ...]]] = {
-    "outlier_exposure": (OutlierExposureConfig, ("sources", "procedural", "flow_negatives")),
+    "outlier_exposure": (OutlierExposureConfig, ("sources", "procedural", "flow_negatives", "size_sampling")),
     "model": (ModelConfig, ("score_guided_radius", "score_guided_eps")),
     "model.backbone": (BackboneConfig, ("int8_features", "int8_calibration_frames")),
 }

@@ -52,6 +52,8 @@ def _validate(cfg: Config) -> None:
          "must be [min, max] with 1 <= min <= max")
     need(len(oe.scale) == 2 and 0 < oe.scale[0] <= oe.scale[1] <= 1, "outlier_exposure.scale",
          "must be [min, max] with 0 < min <= max <= 1")
+    need(oe.size_sampling in ("uniform", "log_uniform"), "outlier_exposure.size_sampling",
+         "must be uniform or log_uniform")
     weights = dataclasses.asdict(oe.sources)
     for name, w in weights.items():
         need(w >= 0, f"outlier_exposure.sources.{name}", "must be >= 0")

@@ -115,6 +115,20 @@ class CutoutBank:
         return self._cutouts[int(rng.integers(len(self._cutouts)))]
 
 
+SIZE_SAMPLINGS = ("uniform", "log_uniform")
+
+
+def draw_scale(rng: np.random.Generator, scale: tuple[float, float], sampling: str = "uniform") -> float:
+    """A pasted outlier's size (fraction of the shorter image side) in ``scale``.
+
+    log_uniform draws as many sizes per octave for small outliers as for large ones, so outlier
+    exposure covers the small and far obstacles a uniform draw over the same range almost never gives.
+    """
+    if sampling == "log_uniform":
+        return float(np.exp(rng.uniform(np.log(scale[0]), np.log(scale[1]))))
+    return float(rng.uniform(*scale))
+
+
 def as_pair(value: Sequence, what: str) -> tuple:
     """(low, high) from a 2-sequence; ValueError naming the setting (e.g. 'PasteConfig.scale')."""
     try:
@@ -136,6 +150,7 @@ class PasteConfig:
     count: tuple[int, int] = (1, 2)
     scale: tuple[float, float] = (0.1, 0.4)
     rotate: bool = True
+    size_sampling: str = "uniform"  # or log_uniform (see draw_scale)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.probability <= 1.0:
@@ -147,6 +162,8 @@ class PasteConfig:
         scale = as_pair(self.scale, "PasteConfig.scale")
         if not 0.0 < scale[0] <= scale[1] <= 1.0:
             raise ValueError(f"PasteConfig.scale must satisfy 0 < low <= high <= 1, got {self.scale!r}")
+        if self.size_sampling not in SIZE_SAMPLINGS:
+            raise ValueError(f"PasteConfig.size_sampling must be one of {SIZE_SAMPLINGS}, got {self.size_sampling!r}")
         if not isinstance(self.rotate, bool):
             raise ValueError(f"PasteConfig.rotate must be a bool, got {self.rotate!r}")
         # Normalise lists (e.g. from YAML) to tuples so the config stays hashable.
@@ -225,7 +242,8 @@ def paste_outliers(
         cutout = bank.sample(rng)
         if cfg.rotate:
             cutout = random_orientation(cutout, rng)
-        cutout = resize_cutout(cutout, rng.uniform(*cfg.scale) * min(height, width), (height, width))
+        cutout = resize_cutout(cutout, draw_scale(rng, cfg.scale, cfg.size_sampling) * min(height, width),
+                               (height, width))
         h, w = cutout.mask.shape
         top_left = (int(rng.integers(height - h + 1)), int(rng.integers(width - w + 1)))
         paste_cutout(out_image, out_label, cutout, top_left)

@@ -45,7 +45,7 @@ from typing import Mapping, Optional
 import cv2
 import numpy as np
 
-from flowclas_ros.data.outliers import as_pair, start_paste
+from flowclas_ros.data.outliers import SIZE_SAMPLINGS, as_pair, draw_scale, start_paste
 from flowclas_ros.runtime.labels import ANOMALY
 
 __all__ = [
@@ -299,6 +299,7 @@ class ProceduralConfig:
     octaves: int = 4
     frequency: tuple[int, int] = (2, 5)
     fills: Mapping[str, float] | tuple = (("texture", 1.0), ("colour", 1.0), ("geometry", 1.0))
+    size_sampling: str = "uniform"  # or log_uniform (data.outliers.draw_scale)
 
     def __post_init__(self) -> None:
         if isinstance(self.probability, bool) or not 0.0 <= self.probability <= 1.0:
@@ -313,6 +314,9 @@ class ProceduralConfig:
                 raise ValueError(f"ProceduralConfig.{name} must satisfy 0 < low <= high <= 1, "
                                  f"got {getattr(self, name)!r}")
             ranges[name] = (float(lo), float(hi))
+        if self.size_sampling not in SIZE_SAMPLINGS:
+            raise ValueError(f"ProceduralConfig.size_sampling must be one of {SIZE_SAMPLINGS}, "
+                             f"got {self.size_sampling!r}")
         if not _is_int(self.min_change) or not 1 <= self.min_change <= 128:
             raise ValueError(f"ProceduralConfig.min_change must be an integer in 1..128, got {self.min_change!r}")
         if not _is_int(self.octaves) or not 1 <= self.octaves <= 8:
@@ -365,7 +369,7 @@ def paste_procedural(image: np.ndarray, label: Optional[np.ndarray], cfg: Proced
     y_lo, x_lo, y_hi, x_hi = height, width, 0, 0  # bounding box of all blobs
     probs = cfg.fill_probabilities
     for _ in range(int(rng.integers(cfg.count[0], cfg.count[1] + 1))):
-        long_side = rng.uniform(*cfg.scale) * min(height, width)
+        long_side = draw_scale(rng, cfg.scale, cfg.size_sampling) * min(height, width)
         short_side = long_side * rng.uniform(0.5, 1.0)
         hw = (long_side, short_side) if rng.random() < 0.5 else (short_side, long_side)
         h = int(min(height, max(2, round(hw[0]))))

@@ -27,7 +27,7 @@ from flowclas_ros.data.files import DatasetError
 from flowclas_ros.data.generic import write_sample
 from flowclas_ros.data.outliers import save_cutout
 from flowclas_ros.runtime.labels import VOID
-from flowclas_ros.sim.scenes import SPLITS, _check_split, render_cutout, render_frame
+from flowclas_ros.sim.scenes import SPLITS, WORLDS, _check_split, render_cutout, render_frame
 from flowclas_ros.sim.topics import FRAME_ID, GT_TOPIC, IMAGE_TOPIC
 
 __all__ = ["build_oe_bank", "generate_split"]
@@ -124,9 +124,9 @@ class _SplitStats:
 
 def generate_split(
     out: PathLike, split: str, n: int, seed: int = 0, bag: bool = False, workers: int = 1, progress: bool = True,
-    camera: Optional[CameraModel] = None, bag_jpeg: Optional[int] = None,
+    camera: Optional[CameraModel] = None, bag_jpeg: Optional[int] = None, world: str = "courtyard",
 ) -> dict[str, Any]:
-    """Render frames 0..n-1 of ``split`` into ``out`` (generic layout + frames.jsonl [+ bag/]).
+    """Render frames 0..n-1 of ``split`` of ``world`` into ``out`` (generic layout + frames.jsonl [+ bag/]).
 
     ``camera``: a camera model every rendered frame goes through (its own random stream per
     frame, so the clean renders stay those of the fixed splits). ``bag_jpeg``: the bag's image
@@ -139,6 +139,7 @@ def generate_split(
     if bag_jpeg is not None and not bag:
         raise DatasetError("bag_jpeg needs bag=True (it is the bag's image format)")
     _check_split(split, SPLITS)
+    _check_split(world, WORLDS)
     _check_counts(n, workers)
     out = Path(out)
     if bag and (out / "bag").exists():
@@ -146,7 +147,7 @@ def generate_split(
     out.mkdir(parents=True, exist_ok=True)
     stats = _SplitStats()
     start = time.perf_counter()
-    job = functools.partial(render_frame, split, seed=seed)
+    job = functools.partial(render_frame, split, seed=seed, world=world)
     with open(out / "frames.jsonl", "w", encoding="utf-8") as frames_file, contextlib.ExitStack() as stack:
         write_bag = stack.enter_context(_bag_writer(out / "bag", bag_jpeg)) if bag else None
         for index, (rgb, label, meta) in enumerate(_ordered_map(job, n, workers, progress, f"sim {split}")):
@@ -157,7 +158,7 @@ def generate_split(
             write_sample(out, meta["id"], rgb, label)
             frames_file.write(json.dumps(meta) + "\n")
             stats.add(label, meta)
-    summary = {"split": split, "seed": seed, **stats.summary()}
+    summary = {"world": world, "split": split, "seed": seed, **stats.summary()}
     if camera is not None:
         summary["camera"] = dataclasses.asdict(camera)
     if bag_jpeg is not None:

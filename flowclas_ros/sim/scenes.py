@@ -1,4 +1,8 @@
-"""What one benchmark frame or one outlier-exposure cut-out contains, drawn from (split, index, seed).
+"""What one benchmark frame or one outlier-exposure cut-out contains, drawn from (world, split, index, seed).
+
+The courtyard's content rules are below; the planetary world's live in sim/planetary.py, and both
+worlds' split rules in docs/sim-worlds.md. The ``reserved`` split follows the val/test rules with
+the reserved named objects (ducks, teddies, balls, ...) as obstacles: the generalisation test.
 
 Why this exists: the benchmark's content rules live here, apart from the simulator plumbing
 and from writing datasets. Train frames hold 0-3 known inlier objects, 2.5-9 m ahead of a
@@ -27,22 +31,27 @@ import numpy as np
 
 from flowclas_ros.data.outliers import Cutout, trim_cutout
 from flowclas_ros.runtime.labels import ANOMALY, INLIER
+from flowclas_ros.sim import planetary
 from flowclas_ros.sim.camera import Camera, _sample_camera, _sample_light, _unit
+from flowclas_ros.sim.placement import try_place, yaw_matrix
 from flowclas_ros.sim.topics import frame_stamp_ns
 from flowclas_ros.sim.world import (
     ANOMALY_OBJECTS,
     KNOWN_OBJECTS,
     OE_OBJECTS,
-    _Asset,
+    RESERVED_OBJECTS,
     _random_urdf,
     _World,
     _world,
 )
 
-__all__ = ["SPLITS", "render_cutout", "render_frame"]
+__all__ = ["SPLITS", "WORLDS", "render_cutout", "render_frame"]
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-_SEED_STREAMS = {"train": 0, "val": 1, "test": 2, "oe": 3}
+# reserved: the generalisation split, val/test rules with the reserved named objects as obstacles
+SPLITS: tuple[str, ...] = ("train", "val", "test", "reserved")
+WORLDS: tuple[str, ...] = ("courtyard", "planetary")
+_SEED_STREAMS = {"train": 0, "val": 1, "test": 2, "oe": 3, "reserved": 4}
+_WORLD_STREAMS = {"planetary": 1}  # appended to the seed; the courtyard's seeds predate worlds
 
 _KNOWN_COUNT = (0, 3)
 _KNOWN_DISTANCE = (2.5, 9.0)
@@ -50,9 +59,7 @@ _ANOMALY_COUNT = (1, 3)
 _ANOMALY_DISTANCE = (1.5, 7.0)
 _ANOMALY_SIZE = (0.2, 0.8)  # largest side of the AABB, metres
 
-_PLACE_TRIES = 40  # positions tried per object
 _SCENE_TRIES = 50  # cameras tried per val/test frame before giving up
-_CLEARANCE = 0.05  # metres kept free around each footprint
 
 _OE_SIZE = 256  # square cut-out render, px
 _OE_VFOV_DEG = 40.0
@@ -61,84 +68,35 @@ _OE_ALTITUDE = 60.0  # above the monastery roofs, so nothing can occlude the obj
 _OE_ELEVATION_DEG = (5.0, 50.0)  # seen from slightly above, as a ground robot sees obstacles
 
 
-def _rng(seed: int, split: str, index: int) -> np.random.Generator:
-    """One independent stream per (seed, split, index): frames never depend on each other."""
-    return np.random.default_rng([seed, _SEED_STREAMS[split], index])
+def _rng(seed: int, split: str, index: int, world: str = "courtyard") -> np.random.Generator:
+    """One independent stream per (seed, split, index, world): frames never depend on each other."""
+    key = [seed, _SEED_STREAMS[split], index]
+    return np.random.default_rng(key + ([_WORLD_STREAMS[world]] if world in _WORLD_STREAMS else []))
 
 
 def _check_split(split: str, allowed: tuple[str, ...]) -> None:
     if split not in allowed:
-        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(allowed)}")
+        raise ValueError(f"unknown {'world' if allowed == WORLDS else 'split'} {split!r}; "
+                         f"expected one of {', '.join(allowed)}")
 
 
 def _frame_id(split: str, index: int) -> str:
     return f"{split}_{index:05d}"
 
 
-def _yaw_matrix(yaw: float) -> np.ndarray:
-    c, s = math.cos(yaw), math.sin(yaw)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
-def _box_corners(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    return np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
-
-
-# ---------------------------------------------------------------- scene composition
-
-
-def _try_place(
-    world: _World,
-    camera: Camera,
-    rng: np.random.Generator,
-    asset: _Asset,
-    scale: float,
-    distance: tuple[float, float],
-    whole_in_view: bool,
-) -> dict[str, Any] | None:
-    """Put ``asset`` on free floor ``distance`` m ahead of the camera; None if no try fits.
-
-    ``whole_in_view`` demands all AABB corners in the image (anomalies), else its centre (known objects).
-    """
-    lo, hi = (b * scale for b in world.bounds(asset.path))
-    centre_local = (lo + hi) / 2
-    radius = float(np.hypot(*(hi - lo)[:2])) / 2 + _CLEARANCE
-    base_z = -lo[2] if asset.base_z is None else asset.base_z
-    camera_yaw = math.radians(camera.yaw_deg)
-    for _ in range(_PLACE_TRIES):
-        range_m = rng.uniform(*distance)
-        bearing = camera_yaw + rng.uniform(-1.0, 1.0) * camera.half_hfov
-        yaw = float(rng.uniform(0.0, 2 * math.pi))
-        centre = np.array([camera.eye[0], camera.eye[1], 0.0]) + range_m * _unit(bearing, 0.0)
-        rotation = _yaw_matrix(yaw)
-        base = centre - rotation @ centre_local
-        base[2] = base_z
-        corners = _box_corners(lo, hi) @ rotation.T + base
-        if not camera.sees(corners if whole_in_view else corners.mean(axis=0)):
-            continue
-        if not world.floor_free(centre, radius):
-            continue
-        return {
-            "name": asset.name,
-            "body": world.add(asset.path, base, yaw, scale),
-            "position": [round(float(v), 6) for v in base],
-            "yaw_deg": round(math.degrees(yaw), 4),
-            "scale": round(scale, 6),
-            "size_m": round(float((hi - lo).max()), 4),
-            "distance_m": round(float(range_m), 4),
-        }
-    return None
-
-
-def _place_anomalies(world: _World, camera: Camera, rng: np.random.Generator) -> list[dict[str, Any]] | None:
+def _place_anomalies(world: _World, camera: Camera, rng: np.random.Generator,
+                     reserved: bool = False) -> list[dict[str, Any]] | None:
     """1-3 val/test obstacles, scaled to a 0.2-0.8 m largest side; None if one does not fit."""
     count = int(rng.integers(_ANOMALY_COUNT[0], _ANOMALY_COUNT[1] + 1))
     placed = []
-    for number in rng.choice(ANOMALY_OBJECTS, size=count, replace=False):
-        asset = _random_urdf(int(number))
+    if reserved:
+        assets = [RESERVED_OBJECTS[int(i)] for i in rng.choice(len(RESERVED_OBJECTS), size=count, replace=False)]
+    else:
+        assets = [_random_urdf(int(number)) for number in rng.choice(ANOMALY_OBJECTS, size=count, replace=False)]
+    for asset in assets:
         lo, hi = world.bounds(asset.path)
         scale = float(rng.uniform(*_ANOMALY_SIZE) / (hi - lo).max())
-        obj = _try_place(world, camera, rng, asset, scale, _ANOMALY_DISTANCE, whole_in_view=True)
+        obj = try_place(world, camera, rng, asset, scale, _ANOMALY_DISTANCE, whole_in_view=True)
         if obj is None:
             return None
         placed.append({**obj, "role": "anomaly"})
@@ -150,34 +108,54 @@ def _place_known(world: _World, camera: Camera, rng: np.random.Generator) -> lis
     placed = []
     for _ in range(int(rng.integers(_KNOWN_COUNT[0], _KNOWN_COUNT[1] + 1))):
         asset = KNOWN_OBJECTS[int(rng.integers(len(KNOWN_OBJECTS)))]
-        obj = _try_place(world, camera, rng, asset, 1.0, _KNOWN_DISTANCE, whole_in_view=False)
+        obj = try_place(world, camera, rng, asset, 1.0, _KNOWN_DISTANCE, whole_in_view=False)
         if obj is not None:
             placed.append({**obj, "role": "known"})
     return placed
 
 
-def _compose(world: _World, split: str, rng: np.random.Generator) -> tuple[Camera, list[dict[str, Any]]]:
+def _compose(world: _World, split: str, rng: np.random.Generator, world_name: str
+             ) -> tuple[Camera, list[dict[str, Any]]]:
     """Draw a camera and place the frame's objects (anomalies first: they are mandatory in val/test)."""
+    reserved = split == "reserved"
     for _ in range(_SCENE_TRIES):
         world.clear()
+        if world_name == "planetary":
+            camera = planetary.sample_camera(rng)
+            assets = list(RESERVED_OBJECTS) if reserved else [_random_urdf(n) for n in ANOMALY_OBJECTS]
+            anomalies = [] if split == "train" else planetary.place_anomalies(world, camera, rng, assets)
+            if anomalies is not None:
+                return camera, anomalies + planetary.place_known(world, camera, rng)
+            continue
         camera = _sample_camera(rng)
-        anomalies = [] if split == "train" else _place_anomalies(world, camera, rng)
+        anomalies = [] if split == "train" else _place_anomalies(world, camera, rng, reserved)
         if anomalies is not None:
             return camera, anomalies + _place_known(world, camera, rng)
     raise RuntimeError(f"could not place the anomalies of a {split} frame after {_SCENE_TRIES} cameras")
 
 
-def render_frame(split: str, index: int, seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Render frame ``index`` of ``split``: RGB (HxWx3 uint8), label (HxW uint8 0/1) and metadata.
+def _client(world_name: str) -> _World:
+    _check_split(world_name, WORLDS)
+    if world_name == "planetary":
+        return _world(world_name, planetary.build_static)
+    return _world()
 
-    The result depends only on (seed, split, index), so splits can be generated in any order or in parallel.
+
+def render_frame(split: str, index: int, seed: int, world: str = "courtyard"
+                 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Render frame ``index`` of ``split`` in ``world``: RGB (HxWx3 uint8), label (HxW uint8 0/1), metadata.
+
+    The result depends only on (seed, split, index, world), so splits can be generated in any order
+    or in parallel.
     """
     _check_split(split, SPLITS)
-    world = _world()
-    rng = _rng(seed, split, index)
-    camera, objects = _compose(world, split, rng)
-    light = _sample_light(rng)
-    rgb, body_ids = world.render(camera, light)
+    client = _client(world)
+    rng = _rng(seed, split, index, world)
+    camera, objects = _compose(client, split, rng, world)
+    light = planetary.sample_light(rng) if world == "planetary" else _sample_light(rng)
+    rgb, body_ids = client.render(camera, light)
+    if world == "planetary":
+        rgb = planetary.paint_sky(rgb, body_ids, camera)
     anomaly_bodies = [o["body"] for o in objects if o["role"] == "anomaly"]
     label = np.where(np.isin(body_ids, anomaly_bodies), np.uint8(ANOMALY), np.uint8(INLIER))
     for obj in objects:
@@ -185,6 +163,7 @@ def render_frame(split: str, index: int, seed: int) -> tuple[np.ndarray, np.ndar
     anomaly_pixels = int(np.count_nonzero(label == ANOMALY))
     meta = {
         "id": _frame_id(split, index),
+        "world": world,
         "split": split,
         "seed": seed,
         "index": index,
@@ -224,7 +203,7 @@ def render_cutout(index: int, seed: int) -> tuple[Cutout, dict[str, Any]]:
     scale = _OE_LARGEST_SIDE / float((hi - lo).max())
     yaw = float(rng.uniform(0.0, 2 * math.pi))
     centre = np.array([0.0, 0.0, _OE_ALTITUDE])
-    body = world.add(asset.path, centre - _yaw_matrix(yaw) @ ((lo + hi) / 2 * scale), yaw, scale)
+    body = world.add(asset.path, centre - yaw_matrix(yaw) @ ((lo + hi) / 2 * scale), yaw, scale)
     radius = float(np.linalg.norm(hi - lo)) / 2 * scale
     direction = _unit(rng.uniform(0.0, 2 * math.pi), math.radians(rng.uniform(*_OE_ELEVATION_DEG)))
     distance = 1.1 * radius / math.sin(math.radians(_OE_VFOV_DEG) / 2)

@@ -1,9 +1,10 @@
-"""The PyBullet courtyard every benchmark frame and cut-out is rendered in.
+"""The PyBullet client every benchmark frame and cut-out is rendered in (one per world and process).
 
 Why this exists: real road-anomaly benchmarks cannot be downloaded here, so the project renders
 its own with a third-party simulator, following /work/shared/reference/sim-benchmark.md. This
 module owns everything that talks to pybullet: the asset catalogue (``plane.urdf`` +
-``samurai.urdf`` as the static courtyard; table, tray, kiva shelf and r2d2 as known inlier
+``samurai.urdf`` as the static courtyard (other worlds bring their own static scene, see
+sim/planetary.py); table, tray, kiva shelf and r2d2 as known inlier
 objects; ``random_urdfs/500..999`` reserved for val/test anomalies and ``000..499`` for the
 outlier-exposure bank), asset bounds, free-floor ray tests, TinyRenderer rendering with a
 segmentation buffer, and the one client per process. The renderer is history-free (per-frame
@@ -22,13 +23,13 @@ import math
 import os
 import sys
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from flowclas_ros.sim.camera import Camera
 
-__all__ = ["ANOMALY_OBJECTS", "KNOWN_OBJECTS", "OE_OBJECTS"]
+__all__ = ["ANOMALY_OBJECTS", "KNOWN_OBJECTS", "OE_OBJECTS", "RESERVED_OBJECTS"]
 
 ANOMALY_OBJECTS = range(500, 1000)  # random_urdfs reserved for val/test anomalies
 OE_OBJECTS = range(0, 500)  # random_urdfs reserved for outlier exposure
@@ -53,6 +54,21 @@ KNOWN_OBJECTS: tuple[_Asset, ...] = (
 )
 
 
+# Named pybullet_data objects the benchmark never trains or pastes: the generalisation split's
+# obstacles (sim-benchmark.md: ducks, teddies, balls, mugs, lego, jenga, cubes, spheres).
+RESERVED_OBJECTS: tuple[_Asset, ...] = (
+    _Asset("duck_vhacd.urdf", "duck_vhacd.urdf"),
+    _Asset("teddy_vhacd.urdf", "teddy_vhacd.urdf"),
+    _Asset("soccerball.urdf", "soccerball.urdf"),
+    _Asset("objects/mug.urdf", "objects/mug.urdf"),
+    _Asset("lego/lego.urdf", "lego/lego.urdf"),
+    _Asset("jenga/jenga.urdf", "jenga/jenga.urdf"),
+    _Asset("cube.urdf", "cube.urdf"),
+    _Asset("sphere2red.urdf", "sphere2red.urdf"),
+    _Asset("sphere2.urdf", "sphere2.urdf"),
+)
+
+
 def _random_urdf(number: int) -> _Asset:
     return _Asset(f"random_urdfs/{number:03d}", f"random_urdfs/{number:03d}/{number:03d}.urdf")
 
@@ -72,24 +88,34 @@ def _quiet_stdout() -> Iterator[None]:
         os.close(saved)
 
 
+def _courtyard(world: _World) -> int:
+    """The courtyard's static scene (plane + monastery); returns the ground body."""
+    plane = world.client.loadURDF("plane.urdf")
+    world.client.loadURDF("samurai.urdf")
+    return plane
+
+
+StaticScene = Callable[["_World"], int]  # loads a world's static bodies, returns the ground's id
+
+
 class _World:
-    """One pybullet DIRECT client per process: the static courtyard is loaded once,
+    """One pybullet DIRECT client per world and process: the static scene is loaded once,
     per-frame bodies are added and removed (body ids are reused, so ids and
     renders do not depend on what was rendered before)."""
 
-    def __init__(self) -> None:
+    def __init__(self, static_scene: StaticScene = _courtyard) -> None:
         import pybullet
         import pybullet_data
         from pybullet_utils.bullet_client import BulletClient
 
         self.pb = pybullet
+        self.render_options: dict[str, Any] = {}  # extra getCameraImage arguments a world sets
+        self._bodies: list[int] = []
+        self._bounds: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         with _quiet_stdout():
             self.client = BulletClient(connection_mode=pybullet.DIRECT)
             self.client.setAdditionalSearchPath(pybullet_data.getDataPath())
-            self.plane = self.client.loadURDF("plane.urdf")
-            self.client.loadURDF("samurai.urdf")
-        self._bodies: list[int] = []
-        self._bounds: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+            self.plane = static_scene(self)
 
     def _load(self, path: str, position: np.ndarray, yaw: float, scale: float) -> int:
         orientation = self.pb.getQuaternionFromEuler((0.0, 0.0, yaw))
@@ -125,6 +151,20 @@ class _World:
         self._bodies.append(body)
         return body
 
+    def add_shape(self, visual: int, collision: int, position: np.ndarray, yaw: float,
+                  rgba: tuple[float, float, float, float]) -> int:
+        """A static per-frame body from shapes the world created once (e.g. procedural rocks)."""
+        orientation = self.pb.getQuaternionFromEuler((0.0, 0.0, yaw))
+        body = self.client.createMultiBody(0.0, collision, visual, position.tolist(), orientation)
+        self.client.changeVisualShape(body, -1, rgbaColor=list(rgba))
+        self._bodies.append(body)
+        return body
+
+    def recolour(self, body: int, rgba: tuple[float, float, float, float]) -> None:
+        """Paint every link of ``body`` one colour, texture removed (low-contrast obstacles)."""
+        for link in range(-1, self.client.getNumJoints(body)):
+            self.client.changeVisualShape(body, link, rgbaColor=list(rgba), textureUniqueId=-1)
+
     def clear(self) -> None:
         """Remove every per-frame body, newest first, so the freed ids are reused in order."""
         while self._bodies:
@@ -153,6 +193,7 @@ class _World:
             lightDirection=light,
             renderer=self.pb.ER_TINY_RENDERER,
             flags=self.pb.ER_SEGMENTATION_MASK_OBJECT_AND_LINKINDEX,
+            **self.render_options,
         )
         rgba = np.asarray(rgba, dtype=np.uint8).reshape(camera.height, camera.width, 4)
         seg = np.asarray(seg, dtype=np.int32).reshape(camera.height, camera.width)
@@ -160,12 +201,11 @@ class _World:
         return np.ascontiguousarray(rgba[..., :3]), body_ids
 
 
-_WORLD: _World | None = None
+_WORLDS: dict[str, _World] = {}
 
 
-def _world() -> _World:
-    """The process's client, created on first use (in a worker: in that worker)."""
-    global _WORLD
-    if _WORLD is None:
-        _WORLD = _World()
-    return _WORLD
+def _world(name: str = "courtyard", static_scene: StaticScene = _courtyard) -> _World:
+    """The process's client of world ``name``, created on first use (in a worker: in that worker)."""
+    if name not in _WORLDS:
+        _WORLDS[name] = _World(static_scene)
+    return _WORLDS[name]

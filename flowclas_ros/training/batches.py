@@ -58,12 +58,14 @@ class TrainingFrames:
         self.source_p = np.array(list(weights.values()), np.float64) / max(sum(weights.values()), 1e-12)
         self.bank: Optional[CutoutBank] = CutoutBank.from_dir(oe.bank) if "cutouts" in weights else None
         self.paste_cfg = PasteConfig(probability=oe.probability, count=tuple(oe.count),
-                                     scale=tuple(oe.scale)) if self.bank is not None else None
+                                     scale=tuple(oe.scale), size_sampling=oe.size_sampling
+                                     ) if self.bank is not None else None
         pr = oe.procedural
         self.procedural_cfg = ProceduralConfig(
             probability=1.0, count=tuple(pr.count), scale=tuple(pr.scale), coverage=tuple(pr.coverage),
             opacity=tuple(pr.opacity), min_change=pr.min_change, octaves=pr.octaves,
-            frequency=tuple(pr.frequency), fills=dataclasses.asdict(pr.fills)) if "procedural" in weights else None
+            frequency=tuple(pr.frequency), fills=dataclasses.asdict(pr.fills), size_sampling=oe.size_sampling,
+        ) if "procedural" in weights else None
         aug = cfg.augmentation
         self.camera = (CameraModel.from_mapping(dataclasses.asdict(aug.camera))
                        if aug.probability > 0 else None)

@@ -144,6 +144,9 @@ class OutlierExposureConfig:
     # how pasted sizes (cut-outs and procedural blobs) are drawn from their scale range:
     # uniform | log_uniform (as many small, far-looking outliers per octave as large ones)
     size_sampling: str = "uniform"
+    # share of pasted cut-outs recoloured with a colour of the frame they go into, shading kept:
+    # obstacles that differ from the scene by shape alone (data.outliers.camouflage)
+    camouflage: float = 0.0
     sources: OESourcesConfig = field(default_factory=OESourcesConfig)
     procedural: ProceduralOEConfig = field(default_factory=ProceduralOEConfig)
     flow_negatives: FlowNegativesOEConfig = field(default_factory=FlowNegativesOEConfig)
@@ -245,7 +248,8 @@ class Config:
 
 # Keys added after configs were first hashed: omitted from the hash while at their defaults.
 _ADDED_LATER: dict[str, tuple[type, tuple[str, ...]]] = {
-    "outlier_exposure": (OutlierExposureConfig, ("sources", "procedural", "flow_negatives", "size_sampling")),
+    "outlier_exposure": (OutlierExposureConfig, ("sources", "procedural", "flow_negatives", "size_sampling",
+                                                 "camouflage")),
     "model": (ModelConfig, ("score_guided_radius", "score_guided_eps")),
     "model.backbone": (BackboneConfig, ("int8_features", "int8_calibration_frames")),
 }

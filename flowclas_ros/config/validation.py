@@ -54,6 +54,7 @@ def _validate(cfg: Config) -> None:
          "must be [min, max] with 0 < min <= max <= 1")
     need(oe.size_sampling in ("uniform", "log_uniform"), "outlier_exposure.size_sampling",
          "must be uniform or log_uniform")
+    need(0.0 <= oe.camouflage <= 1.0, "outlier_exposure.camouflage", "must be in [0, 1]")
     weights = dataclasses.asdict(oe.sources)
     for name, w in weights.items():
         need(w >= 0, f"outlier_exposure.sources.{name}", "must be >= 0")

@@ -25,6 +25,7 @@ __all__ = [
     "CutoutBank",
     "PasteConfig",
     "anomaly_fraction",
+    "camouflage",
     "load_cutout",
     "paste_cutout",
     "paste_outliers",
@@ -151,6 +152,7 @@ class PasteConfig:
     scale: tuple[float, float] = (0.1, 0.4)
     rotate: bool = True
     size_sampling: str = "uniform"  # or log_uniform (see draw_scale)
+    camouflage: float = 0.0  # share of cut-outs recoloured from the frame (see camouflage)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.probability <= 1.0:
@@ -162,6 +164,8 @@ class PasteConfig:
         scale = as_pair(self.scale, "PasteConfig.scale")
         if not 0.0 < scale[0] <= scale[1] <= 1.0:
             raise ValueError(f"PasteConfig.scale must satisfy 0 < low <= high <= 1, got {self.scale!r}")
+        if isinstance(self.camouflage, bool) or not 0.0 <= self.camouflage <= 1.0:
+            raise ValueError(f"PasteConfig.camouflage must be in [0, 1], got {self.camouflage!r}")
         if self.size_sampling not in SIZE_SAMPLINGS:
             raise ValueError(f"PasteConfig.size_sampling must be one of {SIZE_SAMPLINGS}, got {self.size_sampling!r}")
         if not isinstance(self.rotate, bool):
@@ -179,6 +183,24 @@ def random_orientation(cutout: Cutout, rng: np.random.Generator) -> Cutout:
     if flip:
         rgb, mask = rgb[:, ::-1], mask[:, ::-1]
     return Cutout(np.ascontiguousarray(rgb), np.ascontiguousarray(mask))
+
+
+def camouflage(cutout: Cutout, image: np.ndarray, rng: np.random.Generator) -> Cutout:
+    """The cut-out's shading in a colour taken from the frame it goes into.
+
+    Why: a bank of colourful objects teaches "colourful = obstacle", and the obstacles a detector
+    misses are the grey box on a grey floor or the rock-coloured crate on regolith. Keeping the
+    object's luminance structure (edges, shading) but giving it the colour of a random pixel of
+    the frame makes outlier exposure cover obstacles that differ from the scene by shape and
+    shading alone.
+    """
+    height, width = image.shape[:2]
+    colour = image[int(rng.integers(height)), int(rng.integers(width))].astype(np.float32)
+    luminance = cutout.rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    mean = float(luminance[cutout.mask].mean()) if cutout.mask.any() else 128.0
+    shading = luminance / max(mean, 1.0)
+    rgb = np.clip(shading[..., None] * colour[None, None, :] * rng.uniform(0.8, 1.2), 0, 255)
+    return Cutout(rgb.astype(np.uint8), cutout.mask)
 
 
 def resize_cutout(cutout: Cutout, long_side: float, max_hw: tuple[int, int]) -> Cutout:
@@ -242,6 +264,8 @@ def paste_outliers(
         cutout = bank.sample(rng)
         if cfg.rotate:
             cutout = random_orientation(cutout, rng)
+        if cfg.camouflage > 0 and rng.random() < cfg.camouflage:
+            cutout = camouflage(cutout, image, rng)
         cutout = resize_cutout(cutout, draw_scale(rng, cfg.scale, cfg.size_sampling) * min(height, width),
                                (height, width))
         h, w = cutout.mask.shape

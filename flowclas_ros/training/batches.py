@@ -58,7 +58,8 @@ class TrainingFrames:
         self.source_p = np.array(list(weights.values()), np.float64) / max(sum(weights.values()), 1e-12)
         self.bank: Optional[CutoutBank] = CutoutBank.from_dir(oe.bank) if "cutouts" in weights else None
         self.paste_cfg = PasteConfig(probability=oe.probability, count=tuple(oe.count),
-                                     scale=tuple(oe.scale), size_sampling=oe.size_sampling
+                                     scale=tuple(oe.scale), size_sampling=oe.size_sampling,
+                                     camouflage=oe.camouflage
                                      ) if self.bank is not None else None
         pr = oe.procedural
         self.procedural_cfg = ProceduralConfig(

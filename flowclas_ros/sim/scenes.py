@@ -125,6 +125,9 @@ def _try_place(
             "yaw_deg": round(math.degrees(yaw), 4),
             "scale": round(scale, 6),
             "size_m": round(float((hi - lo).max()), 4),
+            # the object's box in the world (its own AABB turned by yaw_deg): where its points lie
+            "box_centre_m": [round(float(v), 6) for v in corners.mean(axis=0)],
+            "box_size_m": [round(float(v), 6) for v in hi - lo],
             "distance_m": round(float(range_m), 4),
         }
     return None
@@ -167,8 +170,9 @@ def _compose(world: _World, split: str, rng: np.random.Generator) -> tuple[Camer
     raise RuntimeError(f"could not place the anomalies of a {split} frame after {_SCENE_TRIES} cameras")
 
 
-def render_frame(split: str, index: int, seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Render frame ``index`` of ``split``: RGB (HxWx3 uint8), label (HxW uint8 0/1) and metadata.
+def render_frame(split: str, index: int, seed: int, with_depth: bool = False) -> tuple:
+    """Render frame ``index`` of ``split``: RGB (HxWx3 uint8), label (HxW uint8 0/1) and metadata,
+    and with ``with_depth`` a fourth item: the aligned z-depth (HxW float32 metres, inf = sky).
 
     The result depends only on (seed, split, index), so splits can be generated in any order or in parallel.
     """
@@ -177,7 +181,7 @@ def render_frame(split: str, index: int, seed: int) -> tuple[np.ndarray, np.ndar
     rng = _rng(seed, split, index)
     camera, objects = _compose(world, split, rng)
     light = _sample_light(rng)
-    rgb, body_ids = world.render(camera, light)
+    rgb, body_ids, depth = world.render_with_depth(camera, light)
     anomaly_bodies = [o["body"] for o in objects if o["role"] == "anomaly"]
     label = np.where(np.isin(body_ids, anomaly_bodies), np.uint8(ANOMALY), np.uint8(INLIER))
     for obj in objects:
@@ -195,7 +199,7 @@ def render_frame(split: str, index: int, seed: int) -> tuple[np.ndarray, np.ndar
         "anomaly_pixels": anomaly_pixels,
         "all_occluded": bool(anomaly_bodies) and anomaly_pixels == 0,
     }
-    return rgb, label, meta
+    return (rgb, label, meta, depth) if with_depth else (rgb, label, meta)
 
 
 # ---------------------------------------------------------------- outlier-exposure cut-outs

@@ -52,10 +52,8 @@ from flowclas_ros.runtime.node_interface import (
 from flowclas_ros.runtime.obstacles3d import (
     CameraIntrinsics,
     DepthError,
-    back_project,
     depth_from_fields,
-    obstacle_boxes,
-    obstacle_markers,
+    frame_obstacles,
 )
 from flowclas_ros.runtime.pipeline import decode_compressed_frame, decode_image_fields, run_frame, stamp_ns
 from flowclas_ros.runtime.scene_alarm import ERROR, OK, alarm_level, describe, flagged_share
@@ -275,12 +273,12 @@ class DetectorNode(Node):
             depth_m = depth_from_fields(depth.data, depth.height, depth.width, depth.encoding,
                                         depth.step, bool(depth.is_bigendian), self.depth_scale)
             intrinsics = CameraIntrinsics.from_k(info.k, info.width, info.height)
-            if "points" in wanted:
-                points = back_project(det.mask, depth_m, intrinsics, det.heatmap, self.max_points)
+            points, markers = frame_obstacles(det.mask, det.heatmap, depth_m, intrinsics, self.max_points,
+                                              points="points" in wanted, markers="markers" in wanted)
+            if points is not None:
                 wanted["points"].publish(cloud_msg(points, header))
-            if "markers" in wanted:
-                boxes = obstacle_boxes(det.mask, depth_m, intrinsics, det.heatmap)
-                wanted["markers"].publish(marker_array_msg(obstacle_markers(boxes), header))
+            if markers is not None:
+                wanted["markers"].publish(marker_array_msg(markers, header))
         except DepthError as exc:
             self._bad_input(exc.kind, str(exc))
             return

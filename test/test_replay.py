@@ -24,12 +24,21 @@ from flowclas_ros.data.rosbag import COMPRESSED_IMAGE, IMAGE, BagError, typestor
 from flowclas_ros.eval.evaluate import evaluate
 from flowclas_ros.eval.replay import replay
 from flowclas_ros.runtime.detector import Detector
-from flowclas_ros.runtime.node_interface import NODE_NAME, output_topics
+from flowclas_ros.runtime.node_interface import NODE_NAME, output_topics, output_topics_3d
+from flowclas_ros.runtime.obstacles3d import (
+    CUBE,
+    DELETEALL,
+    CameraIntrinsics,
+    back_project,
+    cloud_points,
+    depth_from_fields,
+)
 from flowclas_ros.runtime.pipeline import stamp_ns
 from flowclas_ros.runtime.processing import threshold_components
-from flowclas_ros.sim.topics import FRAME_ID, GT_TOPIC, IMAGE_TOPIC
+from flowclas_ros.sim.topics import CAMERA_INFO_TOPIC, DEPTH_TOPIC, FRAME_ID, GT_TOPIC, IMAGE_TOPIC
 
 OUT = output_topics()
+OUT3D = output_topics_3d()
 ENCODINGS = {"heatmap": "32FC1", "mask": "mono8", "overlay": "bgr8"}
 
 
@@ -75,11 +84,12 @@ def test_output_bag_has_the_input_and_three_outputs_per_frame_at_the_input_stamp
                    "overlay": "/flowclas_detector/overlay"}
     assert output_topics("/robot1/")["mask"] == "/robot1/flowclas_detector/obstacle_mask"
     src, got = read_bag(sim / "bag"), read_bag(out)
-    assert set(got) == {IMAGE_TOPIC, GT_TOPIC, *OUT.values()}
+    assert set(got) == {IMAGE_TOPIC, GT_TOPIC, DEPTH_TOPIC, CAMERA_INFO_TOPIC, *OUT.values(),
+                        *OUT3D.values()}
     times = [t for t, _ in src[IMAGE_TOPIC]]
     stamps = [stamp_ns(m) for _, m in src[IMAGE_TOPIC]]
     assert len(stamps) == 6 == r["frames"] and r["skipped"] == {} and r["unmatched_frames"] == 0
-    for topic in (IMAGE_TOPIC, GT_TOPIC):  # copied verbatim
+    for topic in (IMAGE_TOPIC, GT_TOPIC, DEPTH_TOPIC):  # copied verbatim
         assert [t for t, _ in got[topic]] == [t for t, _ in src[topic]]
         for (_, a), (_, b) in zip(got[topic], src[topic]):
             assert (a.encoding, stamp_ns(a)) == (b.encoding, stamp_ns(b))
@@ -98,8 +108,38 @@ def test_output_bag_has_the_input_and_three_outputs_per_frame_at_the_input_stamp
     np.testing.assert_array_equal(to_array(got[OUT["mask"]][0][1]),
                                   threshold_components(heat0, det.threshold, 50)[0])
     with Reader(out) as reader:  # metadata and summary written: a complete MCAP bag
-        assert reader.message_count == 5 * 6
+        assert reader.message_count == 9 * 6
     assert [p.suffix for p in out.iterdir() if p.name != "metadata.yaml"] == [".mcap"]
+
+
+def test_obstacle_points_and_boxes_from_the_bags_depth(replayed, sim):
+    """The 3D outputs of every frame: the output mask's pixels back-projected with the bag's own
+    depth and CameraInfo, decimated as the node does; boxes after a DELETEALL; same headers."""
+    r, out, _ = replayed
+    assert r["obstacles3d"]["depth_topic"] == DEPTH_TOPIC
+    assert r["obstacles3d"]["camera_info_topic"] == CAMERA_INFO_TOPIC
+    assert (r["obstacles3d"]["frames_with_3d"], r["obstacles3d"]["problems"]) == (6, {})
+    src, got = read_bag(sim / "bag"), read_bag(out)
+    info = src[CAMERA_INFO_TOPIC][0][1]
+    k = CameraIntrinsics.from_k(info.k, info.width, info.height)
+    depth = {stamp_ns(m): depth_from_fields(m.data, m.height, m.width, m.encoding, m.step)
+             for _, m in src[DEPTH_TOPIC]}
+    times = [t for t, _ in src[IMAGE_TOPIC]]
+    assert [t for t, _ in got[OUT3D["points"]]] == times == [t for t, _ in got[OUT3D["markers"]]]
+    n_points = 0
+    for (_, mask_msg), (_, heat_msg), (_, cloud), (_, markers) in zip(
+            got[OUT["mask"]], got[OUT["heatmap"]], got[OUT3D["points"]], got[OUT3D["markers"]]):
+        st = stamp_ns(mask_msg)
+        assert stamp_ns(cloud) == st and cloud.header.frame_id == FRAME_ID
+        assert [f.name for f in cloud.fields] == ["x", "y", "z", "score"] and cloud.point_step == 16
+        expected = back_project(to_array(mask_msg), depth[st], k, to_array(heat_msg), 5000)
+        np.testing.assert_array_equal(cloud_points(cloud.data, cloud.width), expected)
+        n_points += cloud.width
+        assert markers.markers[0].action == DELETEALL
+        cubes = [m for m in markers.markers if m.type == CUBE and m.action != DELETEALL]
+        assert all(m.header.frame_id == FRAME_ID and stamp_ns(m) == st for m in markers.markers)
+        assert all(m.pose.position.z > 0 for m in cubes)
+    assert n_points > 0
 
 
 def _same(a, b, path=""):
@@ -176,7 +216,9 @@ def test_cli_json_and_force(replayed, sim, trained, tmp_path, capfd):
     assert cli.main(plain + ["--force", "--report", str(rep)]) == 0
     text = capfd.readouterr().out
     assert "replayed 6 frames of /camera/image_raw" in text and "frames/s" in text
-    assert set(read_bag(out)) == {IMAGE_TOPIC, *OUT.values()}
+    assert f"3D outputs from {DEPTH_TOPIC} + {CAMERA_INFO_TOPIC}: 6 frames" in text
+    assert set(read_bag(out)) == {IMAGE_TOPIC, DEPTH_TOPIC, CAMERA_INFO_TOPIC, *OUT.values(),
+                                  *OUT3D.values()}
     # without ground truth: scores over time and per-frame CSV, no metrics or montages
     assert sorted(p.name for p in rep.iterdir()) == ["frames.csv", "metrics.json",
                                                      "scores_over_time.png"]
@@ -196,6 +238,8 @@ def test_cli_json_and_force(replayed, sim, trained, tmp_path, capfd):
 def test_missing_topics_name_the_topics_that_exist(sim, trained, tmp_path):
     out = tmp_path / "o"
     listing = (r"/camera/anomaly_gt \(sensor_msgs/msg/Image\), "
+               r"/camera/camera_info \(sensor_msgs/msg/CameraInfo\), "
+               r"/camera/depth/image_raw \(sensor_msgs/msg/Image\), "
                r"/camera/image_raw \(sensor_msgs/msg/Image\)")
     with pytest.raises(BagError, match=r"image topic /front/image is not in bag .*" + listing):
         replay(sim / "bag", out, trained["onnx"], image_topic="/front/image", progress=False)
@@ -203,6 +247,9 @@ def test_missing_topics_name_the_topics_that_exist(sim, trained, tmp_path):
         replay(sim / "bag", out, trained["onnx"], gt_topic="/gt", progress=False)
     with pytest.raises(BagError, match=r"2 image topics .*--image-topic"):
         replay(sim / "bag", out, trained["onnx"], progress=False)
+    with pytest.raises(BagError, match=r"depth topic /front/depth is not in bag"):
+        replay(sim / "bag", out, trained["onnx"], gt_topic=GT_TOPIC, depth_topic="/front/depth",
+               progress=False)
     with pytest.raises(BagError, match="does not exist"):
         replay(tmp_path / "nobag", out, trained["onnx"], progress=False)
     assert not out.exists()

@@ -17,7 +17,13 @@ from flowclas_ros.data.outliers import load_cutout  # noqa: E402
 from flowclas_ros.sim.camera import HEIGHT, WIDTH  # noqa: E402
 from flowclas_ros.sim.generate import _SplitStats, build_oe_bank, generate_split  # noqa: E402
 from flowclas_ros.sim.scenes import render_frame  # noqa: E402
-from flowclas_ros.sim.topics import FRAME_ID, GT_TOPIC, IMAGE_TOPIC  # noqa: E402
+from flowclas_ros.sim.topics import (  # noqa: E402
+    CAMERA_INFO_TOPIC,
+    DEPTH_TOPIC,
+    FRAME_ID,
+    GT_TOPIC,
+    IMAGE_TOPIC,
+)
 from flowclas_ros.sim.world import KNOWN_OBJECTS, _world  # noqa: E402
 
 N_VAL, N_TRAIN, N_OE = 4, 3, 4
@@ -173,12 +179,13 @@ def test_bag_has_one_image_and_gt_per_frame_with_shared_stamps(val_set):
     typestore = get_typestore(Stores.ROS2_JAZZY)
     by_topic: dict[str, list] = {IMAGE_TOPIC: [], GT_TOPIC: []}
     with Reader(root / "bag") as reader:
-        assert {c.topic for c in reader.connections} == set(by_topic)
+        assert {c.topic for c in reader.connections} == {*by_topic, DEPTH_TOPIC, CAMERA_INFO_TOPIC}
         for connection, t_ns, raw in reader.messages():
             msg = typestore.deserialize_cdr(raw, connection.msgtype)
-            by_topic[connection.topic].append((t_ns, msg))
+            by_topic.setdefault(connection.topic, []).append((t_ns, msg))
     metas = _frames(root)
     assert all(len(messages) == len(metas) for messages in by_topic.values())
+    assert len(by_topic) == 4  # + depth and CameraInfo (test_sim_depth.py checks their contents)
     images = sorted(by_topic[IMAGE_TOPIC], key=lambda m: m[0])
     truths = sorted(by_topic[GT_TOPIC], key=lambda m: m[0])
     for meta, (t_image, image), (t_gt, gt) in zip(metas, images, truths):

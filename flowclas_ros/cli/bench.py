@@ -23,6 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--node-rate", type=float, default=30.0, help="camera rate for the node run")
     p.add_argument("--node-param", action="append", default=[], metavar="KEY=VALUE",
                    help="a node parameter for the node run, e.g. intra_op_spinning=false")
+    p.add_argument("--node-depth", action="store_true",
+                   help="node run with use_depth: the camera also publishes aligned depth (16UC1) "
+                   "and CameraInfo, ~/obstacle_points and ~/obstacles are subscribed, and latency "
+                   "is taken at ~/obstacles")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=run)
 
@@ -44,7 +48,12 @@ def run(a: argparse.Namespace) -> int:
         for item in a.node_param:
             key, _, value = item.partition("=")
             params[key.strip()] = value.strip()
+        depth = None
+        if a.node_depth:
+            from flowclas_ros.tools.bench import sample_depth
+
+            depth = sample_depth(h, w)
         result.update(node_benchmark(Path(result["model"]), sample_frame(h, w), a.node_rate, a.node_seconds,
-                                     params=params))
+                                     params=params, depth=depth))
     print(json.dumps(result) if a.json else format_table(result, sizes))
     return 0

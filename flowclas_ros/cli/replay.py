@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from flowclas_ros.cli.arguments import int_at_least
+from flowclas_ros.runtime.node_interface import default
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("replay", help="run the detector over a recorded rosbag2 into an output "
@@ -24,6 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--providers", default="cpu", help="preference list, e.g. tensorrt,cuda,cpu")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime CPU threads, as the "
                    "node's intra_op_threads (0: all cores)")
+    p.add_argument("--depth-topic", help="aligned depth image (16UC1 mm / 32FC1 m) for the 3D "
+                   "outputs (default: the bag's only Image topic with 'depth' in its name)")
+    p.add_argument("--camera-info-topic", help="CameraInfo for the 3D outputs (default: the "
+                   "bag's only CameraInfo topic)")
+    p.add_argument("--max-points", type=int_at_least(1), default=default("max_obstacle_points"),
+                   help="most points per obstacle cloud, as the node's max_obstacle_points "
+                   f"({default('max_obstacle_points')})")
     p.add_argument("--force", action="store_true", help="replace an existing output bag")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -39,6 +49,7 @@ def run(a: argparse.Namespace) -> int:
                     report=a.report, force=a.force,
                     providers=[p for p in a.providers.split(",") if p], progress=not a.quiet,
                     namespace=a.namespace, threshold=a.threshold, min_area=a.min_area,
-                    threads=a.threads)
+                    threads=a.threads, depth_topic=a.depth_topic,
+                    camera_info_topic=a.camera_info_topic, max_points=a.max_points)
     print(to_json(result) if a.json else format_summary(result))
     return 0

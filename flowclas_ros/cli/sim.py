@@ -8,7 +8,7 @@ from flowclas_ros.cli.arguments import int_at_least
 
 def register(sub: argparse._SubParsersAction) -> None:
     from flowclas_ros.sim.scenes import SPLITS, WORLDS
-    from flowclas_ros.sim.topics import GT_TOPIC, IMAGE_TOPIC
+    from flowclas_ros.sim.topics import CAMERA_INFO_TOPIC, DEPTH_TOPIC, GT_TOPIC, IMAGE_TOPIC
 
     s = sub.add_parser("sim", help="render the PyBullet obstacle benchmark (frames, or the OE cut-out bank)")
     s.add_argument("--split", required=True, choices=(*SPLITS, "oe"),
@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", required=True, help="output directory")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--bag", action="store_true",
-                   help=f"also write a rosbag2 (MCAP) with {IMAGE_TOPIC} and {GT_TOPIC} to OUT/bag")
+                   help=f"also write a rosbag2 (MCAP) with {IMAGE_TOPIC}, {GT_TOPIC}, the aligned depth "
+                   f"{DEPTH_TOPIC} (32FC1 m) and {CAMERA_INFO_TOPIC} to OUT/bag")
     s.add_argument("--workers", type=int_at_least(1), default=1, help="rendering processes")
     s.add_argument("--camera", choices=("clean", "robot"), default="clean",
                    help="camera model applied to every frame: clean (the fixed benchmark renders) or "

@@ -29,6 +29,13 @@ import numpy as np
 from flowclas_ros.data.files import DatasetError, PathLike
 from flowclas_ros.data.mcap_salvage import McapScan
 from flowclas_ros.runtime.images import image_msg_fields
+from flowclas_ros.runtime.obstacles3d import (
+    CameraIntrinsics,
+    MarkerSpec,
+    camera_info_fields,
+    cloud_msg_fields,
+    split_seconds,
+)
 from flowclas_ros.runtime.pipeline import decode_compressed_frame, decode_image_fields
 
 log = logging.getLogger(__name__)
@@ -36,6 +43,9 @@ log = logging.getLogger(__name__)
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 IMAGE_MSGTYPES: tuple[str, ...] = (IMAGE, COMPRESSED_IMAGE)
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+POINT_CLOUD2 = "sensor_msgs/msg/PointCloud2"
+MARKER_ARRAY = "visualization_msgs/msg/MarkerArray"
 
 
 class BagError(DatasetError):
@@ -92,6 +102,49 @@ def image_message(array: np.ndarray, encoding: str, header: Any) -> Any:
     fields = image_msg_fields(array, encoding)
     fields["data"] = np.frombuffer(fields["data"], np.uint8)  # rosbags serialises arrays
     return typestore().types[IMAGE](header=header, **fields)
+
+
+def camera_info_message(intrinsics: CameraIntrinsics, header: Any) -> Any:
+    """A rosbags sensor_msgs/CameraInfo of an undistorted pinhole camera."""
+    t = typestore().types
+    f = camera_info_fields(intrinsics)
+    for key in ("d", "k", "r", "p"):
+        f[key] = np.asarray(f[key], np.float64)
+    roi = t["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
+                                                 do_rectify=False)
+    return t[CAMERA_INFO](header=header, roi=roi, **f)
+
+
+def cloud_message(points: np.ndarray, header: Any) -> Any:
+    """A rosbags sensor_msgs/PointCloud2 of N x 4 (x, y, z, score) points, as the node publishes it."""
+    t = typestore().types
+    f = cloud_msg_fields(points)
+    fields = [t["sensor_msgs/msg/PointField"](name=n, offset=o, datatype=d, count=c)
+              for n, o, d, c in f.pop("fields")]
+    f["data"] = np.frombuffer(f["data"], np.uint8)
+    return t[POINT_CLOUD2](header=header, fields=fields, **f)
+
+
+def marker_array_message(specs: Iterable[MarkerSpec], header: Any) -> Any:
+    """A rosbags visualization_msgs/MarkerArray of the runtime's marker contents (as the node's)."""
+    t = typestore().types
+    markers = []
+    for m in specs:
+        sec, nanosec = split_seconds(m.lifetime_s)
+        markers.append(t["visualization_msgs/msg/Marker"](
+            header=header, ns=m.ns, id=m.id, type=m.type, action=m.action,
+            pose=t["geometry_msgs/msg/Pose"](
+                position=t["geometry_msgs/msg/Point"](x=m.position[0], y=m.position[1], z=m.position[2]),
+                orientation=t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0)),
+            scale=t["geometry_msgs/msg/Vector3"](x=m.scale[0], y=m.scale[1], z=m.scale[2]),
+            color=t["std_msgs/msg/ColorRGBA"](r=m.rgba[0], g=m.rgba[1], b=m.rgba[2], a=m.rgba[3]),
+            lifetime=t["builtin_interfaces/msg/Duration"](sec=sec, nanosec=nanosec),
+            frame_locked=False, points=[], colors=[], texture_resource="",
+            texture=t[COMPRESSED_IMAGE](header=header, format="", data=np.zeros(0, np.uint8)),
+            uv_coordinates=[], text=m.text, mesh_resource="",
+            mesh_file=t["visualization_msgs/msg/MeshFile"](filename="", data=np.zeros(0, np.uint8)),
+            mesh_use_embedded_materials=False))
+    return t[MARKER_ARRAY](markers=markers)
 
 
 def jpeg_message(rgb: np.ndarray, quality: int, header: Any) -> tuple[Any, np.ndarray]:

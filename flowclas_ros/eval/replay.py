@@ -10,7 +10,10 @@ Output bag (rosbag2, MCAP storage), for ``ros2 bag play`` + RViz or Foxglove:
 * the input image topic, copied verbatim (and the ground-truth topic when given);
 * ``<namespace>/flowclas_detector/anomaly_heatmap`` (32FC1), ``.../obstacle_mask`` (mono8 0/255)
   and ``.../overlay`` (bgr8): the node's own output names (namespace "" by default, as when the
-  node is launched without one, so ``config/detector.rviz`` shows them unchanged).
+  node is launched without one, so ``config/detector.rviz`` shows them unchanged);
+* when the bag has an aligned depth topic and CameraInfo (as ``sim --bag`` writes them): both
+  copied, and ``.../obstacle_points`` (PointCloud2) and ``.../obstacles`` (MarkerArray) from the
+  runtime's ``obstacles3d.frame_obstacles``, the function the node publishes them with.
 
 Each output message carries the input's header (stamp AND frame_id) and is written at the input
 message's bag time. The output is written as frames are processed and closed in a ``finally``:
@@ -42,7 +45,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from flowclas_ros.eval.replay_report import merge_metrics, write_report
-from flowclas_ros.runtime.node_interface import OUTPUTS, default, output_topics
+from flowclas_ros.runtime.node_interface import OUTPUTS, default, output_topics, output_topics_3d
 from flowclas_ros.runtime.scene_alarm import flagged_share, scene_summary
 
 # numpy, rosbags, onnxruntime and matplotlib are imported inside the functions: the `flowclas-ros`
@@ -93,6 +96,124 @@ def _decode_label(msg: Any) -> Any:
                                      f"{msg.header.stamp.nanosec:09d}")
 
 
+class _Obstacles3D:
+    """The node's 3D outputs for a replayed bag: colour frames, depth frames and CameraInfo come
+    in bag order, in any order for one stamp; a frame's points and boxes are written once its
+    depth (same header stamp) and a CameraInfo are there. Waiting frames and depths are bounded
+    (:data:`PENDING`); a frame whose depth never comes is counted ``depth_unmatched``."""
+
+    PENDING = 64
+
+    def __init__(self, writer: Any, topics: dict[str, str], max_points: int, depth_scale: float) -> None:
+        from flowclas_ros.data.rosbag import MARKER_ARRAY, POINT_CLOUD2, typestore
+
+        self.writer, self.ts = writer, typestore()
+        self.conn = {"points": writer.add_connection(topics["points"], POINT_CLOUD2, typestore=self.ts),
+                     "markers": writer.add_connection(topics["markers"], MARKER_ARRAY, typestore=self.ts)}
+        self.max_points, self.depth_scale = max_points, depth_scale
+        self.intrinsics: Any = None
+        self.frames: dict[int, dict] = {}  # stamp -> {t, header, mask, heat, depth}
+        self.depths: dict[int, Any] = {}  # stamp -> depth (m) that came before its frame
+        self.written = 0
+        self.problems: Counter[str] = Counter()
+
+    def camera_info(self, msg: Any) -> None:
+        from flowclas_ros.runtime.obstacles3d import CameraIntrinsics, DepthError
+
+        try:
+            self.intrinsics = CameraIntrinsics.from_k(msg.k, msg.width, msg.height)
+        except DepthError as exc:
+            self.problems[exc.kind] += 1
+            return
+        for stamp in [s for s, f in self.frames.items() if f["depth"] is not None]:
+            self._emit(stamp)
+
+    def depth(self, msg: Any) -> None:
+        from flowclas_ros.runtime.images import ImageError
+        from flowclas_ros.runtime.obstacles3d import DepthError, depth_from_fields
+        from flowclas_ros.runtime.pipeline import stamp_ns
+
+        try:
+            depth_m = depth_from_fields(msg.data, msg.height, msg.width, msg.encoding, msg.step,
+                                        bool(msg.is_bigendian), self.depth_scale)
+        except DepthError as exc:
+            self.problems[exc.kind] += 1
+            return
+        except ImageError as exc:
+            self.problems[f"depth_{exc.kind}"] += 1
+            return
+        stamp = stamp_ns(msg)
+        if stamp in self.frames:
+            self.frames[stamp]["depth"] = depth_m
+            self._emit(stamp)
+        else:
+            self.depths[stamp] = depth_m
+            if len(self.depths) > self.PENDING:
+                self.depths.pop(next(iter(self.depths)))
+
+    def frame(self, t: int, stamp: int, header: Any, mask: Any, heat: Any) -> None:
+        self.frames[stamp] = {"t": t, "header": header, "mask": mask, "heat": heat,
+                              "depth": self.depths.pop(stamp, None)}
+        if self.frames[stamp]["depth"] is not None:
+            self._emit(stamp)
+        if len(self.frames) > self.PENDING:
+            self.frames.pop(next(iter(self.frames)))
+            self.problems["depth_unmatched"] += 1
+
+    def _emit(self, stamp: int) -> None:
+        from flowclas_ros.data.rosbag import MARKER_ARRAY, POINT_CLOUD2, cloud_message, marker_array_message
+        from flowclas_ros.runtime.obstacles3d import DepthError, frame_obstacles
+
+        if self.intrinsics is None:
+            return  # written when a CameraInfo comes
+        f = self.frames.pop(stamp)
+        try:
+            points, markers = frame_obstacles(f["mask"], f["heat"], f["depth"], self.intrinsics,
+                                              self.max_points)
+        except DepthError as exc:
+            self.problems[exc.kind] += 1
+            return
+        self.writer.write(self.conn["points"], f["t"],
+                          self.ts.serialize_cdr(cloud_message(points, f["header"]), POINT_CLOUD2))
+        self.writer.write(self.conn["markers"], f["t"],
+                          self.ts.serialize_cdr(marker_array_message(markers, f["header"]), MARKER_ARRAY))
+        self.written += 1
+
+    def finish(self) -> dict:
+        waiting = len(self.frames)
+        if waiting:
+            self.problems["no_camera_info" if self.intrinsics is None and any(
+                f["depth"] is not None for f in self.frames.values()) else "depth_unmatched"] += waiting
+        return {"frames_with_3d": self.written, "problems": dict(self.problems)}
+
+
+def _depth_topics(src: Any, depth_topic: Optional[str], camera_info_topic: Optional[str],
+                  exclude: set) -> tuple[Optional[str], Optional[str]]:
+    """(depth topic, CameraInfo topic) to replay the 3D outputs from, or (None, None): given ones
+    are checked; otherwise the bag's only CameraInfo topic and its only Image topic with "depth"
+    in its name. Naming one of them and not finding the other is an error."""
+    from flowclas_ros.data.rosbag import CAMERA_INFO, IMAGE, BagError
+
+    asked = depth_topic is not None or camera_info_topic is not None
+    if depth_topic is not None:
+        src.require_topic(depth_topic, types=(IMAGE,), what="depth topic")
+    if camera_info_topic is not None:
+        src.require_topic(camera_info_topic, types=(CAMERA_INFO,), what="CameraInfo topic")
+    if depth_topic is None:
+        found = [t for t, ty in src.topics.items() if ty == IMAGE and "depth" in t and t not in exclude]
+        depth_topic = found[0] if len(found) == 1 else None
+    if camera_info_topic is None:
+        found = [t for t, ty in src.topics.items() if ty == CAMERA_INFO]
+        camera_info_topic = found[0] if len(found) == 1 else None
+    if depth_topic is not None and camera_info_topic is not None:
+        return depth_topic, camera_info_topic
+    if asked:
+        raise BagError(f"3D outputs need a depth topic and a CameraInfo topic; found "
+                       f"{depth_topic or 'no depth topic'} and {camera_info_topic or 'no CameraInfo'}; "
+                       f"name both with --depth-topic / --camera-info-topic. Topics: {src.describe_topics()}")
+    return None, None  # a bag without depth: no 3D outputs
+
+
 class _Bar:
     """tqdm progress bar with ETA on stderr when available and wanted; a no-op otherwise."""
 
@@ -121,14 +242,22 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
            providers: Sequence[str] = ("cpu",), progress: bool = True, namespace: str = "",
            threshold: Optional[float] = None, min_area: int = default("min_obstacle_area"),
            overlay_alpha: float = default("overlay_alpha"),
-           threads: int = 0, min_pred_area: int = 50, min_gt_area: int = 10) -> dict:
+           threads: int = 0, min_pred_area: int = 50, min_gt_area: int = 10,
+           depth_topic: Optional[str] = None, camera_info_topic: Optional[str] = None,
+           max_points: int = default("max_obstacle_points"),
+           depth_scale: float = default("depth_scale")) -> dict:
     """Replay ``bag`` through the detector into the output bag ``out``; returns a summary dict.
 
     ``image_topic``: default the bag's only image topic (other than ``gt_topic`` and detector
     outputs). ``gt_topic``: mono8 labels for metrics (the evaluator's keys). ``report``: a
     report directory. ``threshold`` / ``min_area`` / ``overlay_alpha``: as the node's parameters
     (None: the model's calibrated threshold). ``min_pred_area`` / ``min_gt_area``: the
-    evaluator's component filters. Keys always present: ``frames`` (frames processed),
+    evaluator's component filters. ``depth_topic`` / ``camera_info_topic``: the aligned depth and
+    CameraInfo the node's 3D outputs (``obstacle_points``, ``obstacles``) are written from (by
+    default the bag's only CameraInfo topic and its only Image topic with "depth" in its name;
+    none: no 3D outputs), matched by header stamp, with ``max_points`` and ``depth_scale`` as the
+    node's parameters; the key ``obstacles3d`` then says how many frames got them and why
+    others did not. Keys always present: ``frames`` (frames processed),
     ``skipped`` (reason -> frames not processed), ``ms_per_frame`` (median decode + pipeline),
     ``fps``, ``per_frame``, ``output_topics``; with ``gt_topic`` also the evaluator's metrics,
     ``scored_frames``, ``unmatched_frames``, ``gt_skipped`` and ``worst_frames``.
@@ -155,10 +284,15 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
     outs = output_topics(namespace)
     if gt_topic is not None:
         src.require_topic(gt_topic, types=(IMAGE,), what="ground-truth topic")
-    topic = src.pick_image_topic(image_topic, exclude={gt_topic, *outs.values()},
+    outs3d = output_topics_3d(namespace)
+    depth_topic, info_topic = _depth_topics(src, depth_topic, camera_info_topic,
+                                            exclude={gt_topic, image_topic, *outs.values()})
+    topic = src.pick_image_topic(image_topic, exclude={gt_topic, depth_topic, *outs.values()},
                                  how_to_choose="choose one with --image-topic")
     if topic == gt_topic:
         raise BagError(f"the image topic and the ground-truth topic are both {topic}")
+    if depth_topic is not None and topic == depth_topic:
+        raise BagError(f"the image topic and the depth topic are both {topic}")
     if set(outs.values()) & {topic, gt_topic}:
         raise BagError(f"{topic} is a detector output topic; replay its input topic instead")
     out_path = _prepare_output(Path(out), src.path, force)
@@ -210,8 +344,22 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
             conn_gt = (writer.add_connection(gt_topic, IMAGE, typestore=ts)
                        if gt_topic is not None else None)
             conn_out = {k: writer.add_connection(t, IMAGE, typestore=ts) for k, t in outs.items()}
-            for message in src.messages([topic] + ([gt_topic] if gt_topic else [])):
+            extra = [x for x in (depth_topic, info_topic) if x is not None]
+            conn_extra = {x: writer.add_connection(x, src.topics[x], typestore=ts) for x in extra}
+            obstacles = (_Obstacles3D(writer, outs3d, max_points, depth_scale)
+                         if depth_topic is not None else None)
+            for message in src.messages([topic] + ([gt_topic] if gt_topic else []) + extra):
                 t = message.log_time_ns
+                if message.topic in conn_extra:  # depth and CameraInfo: copied, then used
+                    try:
+                        msg = deserialize(message)
+                    except BagFrameError as exc:
+                        obstacles.problems[f"{'depth' if message.topic == depth_topic else 'camera_info'}"
+                                           f"_{exc.kind}"] += 1
+                        continue
+                    writer.write(conn_extra[message.topic], t, message.raw)
+                    (obstacles.depth if message.topic == depth_topic else obstacles.camera_info)(msg)
+                    continue
                 if message.topic == gt_topic:
                     try:
                         msg = deserialize(message)
@@ -247,6 +395,8 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
                     writer.write(conn_out[key], t,
                                  ts.serialize_cdr(image_message(array, encoding, msg.header), IMAGE))
                 st = stamp_ns(msg)
+                if obstacles is not None:
+                    obstacles.frame(t, st, msg.header, d.mask, d.heatmap)
                 pipeline_ms.append(ms)
                 rows.append({"index": len(rows), "id": f"{st // 10**9}.{st % 10**9:09d}",
                              "stamp_ns": st, "log_time_ns": t,
@@ -279,6 +429,15 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
             gt_skipped[src.loss_reason or "unreadable"] += src.lost(gt_topic)
         result = _summary(src, out_path, topic, gt_topic, outs, det, rows, skipped, gt_skipped,
                           pipeline_ms, wall, threshold=det.threshold, min_area=min_area)
+        result["obstacles3d"] = None
+        if obstacles is not None:
+            result["obstacles3d"] = {"depth_topic": depth_topic, "camera_info_topic": info_topic,
+                                     "output_topics": outs3d, "max_points": max_points,
+                                     **obstacles.finish()}
+            if result["obstacles3d"]["problems"]:
+                result["warnings"].append(
+                    f"{len(rows) - obstacles.written} frames without 3D outputs; problems: "
+                    + ", ".join(f"{k} {v}" for k, v in sorted(obstacles.problems.items())))
         if ev is not None:
             result["unmatched_frames"] = len(rows) - len(scored_rows)
             result["gt_without_frame"] = len(pending_label)

@@ -99,6 +99,10 @@ def format_summary(r: dict) -> str:
              f"outputs: {', '.join(r['output_topics'].values())}",
              f"{fmt_number(r['fps'], '.1f')} frames/s overall, {fmt_number(r['ms_per_frame'])} ms/frame "
              f"pipeline (median)"]
+    o3d = r.get("obstacles3d")
+    if o3d:
+        lines.append(f"3D outputs from {o3d['depth_topic']} + {o3d['camera_info_topic']}: "
+                     f"{o3d['frames_with_3d']} frames, {', '.join(o3d['output_topics'].values())}")
     if r["skipped"]:
         lines.append("skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(r["skipped"].items())))
     lines += [f"note: {n}" for n in r["notes"]]

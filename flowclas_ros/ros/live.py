@@ -46,7 +46,9 @@ class NodeRunner:
 
     def __init__(self, model_path: Path, namespace: str, params: Optional[dict[str, Any]] = None) -> None:
         cmd = [sys.executable, "-m", "flowclas_ros.ros.node", "--ros-args", "-r", f"__ns:={namespace}",
-               "-r", f"image:={namespace}/camera/image_raw", "-p", f"model_path:={model_path}"]
+               "-r", f"image:={namespace}/camera/image_raw",
+               "-r", f"depth/image:={namespace}/camera/depth/image_raw",
+               "-r", f"camera_info:={namespace}/camera/camera_info", "-p", f"model_path:={model_path}"]
         for k, v in (params or {}).items():
             cmd += ["-p", f"{k}:={v}"]
         self.proc = subprocess.Popen(cmd, env=isolate_dds(), stdout=subprocess.PIPE,

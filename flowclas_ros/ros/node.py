@@ -6,6 +6,11 @@ same one the replay tool and the evaluator use, so a frame gives the same heatma
 Threading: the subscription callback only stores the newest message (a one-slot mailbox); a
 separate inference thread takes it, so when inference is slower than the camera the node works on
 the newest frame and counts the replaced ones as dropped, instead of queueing (bounded latency).
+
+With `use_depth`, depth frames are kept in a small cache keyed by header stamp and the latest
+CameraInfo is kept; after inference the colour frame's depth is looked up by stamp, waiting at
+most `depth_wait` from the colour frame's receipt (depth usually arrives while the model runs).
+A frame without its depth gets no 3D outputs and is counted (`depth_unmatched`).
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+from collections import OrderedDict
 from typing import Any, Optional
 
 import rclpy
@@ -23,26 +29,39 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from visualization_msgs.msg import MarkerArray
 
-from flowclas_ros.ros.messages import array_to_image_msg
+from flowclas_ros.ros.messages import array_to_image_msg, cloud_msg, marker_array_msg
 from flowclas_ros.ros.qos import INPUT_RELIABILITY, input_subscriptions, output_qos, overridable
 from flowclas_ros.ros.stats import NodeStats, Throttle
 from flowclas_ros.runtime.detector import Detector
 from flowclas_ros.runtime.images import ImageError
 from flowclas_ros.runtime.model_info import ModelFileError
 from flowclas_ros.runtime.node_interface import (
+    CAMERA_INFO_TOPIC,
     COMPRESSED_INPUT_TOPIC,
+    DEPTH_TOPIC,
     DIAGNOSTICS_TOPIC,
     INPUT_TOPIC,
     NODE_NAME,
     OUTPUTS,
+    OUTPUTS_3D,
     PARAMETERS,
+)
+from flowclas_ros.runtime.obstacles3d import (
+    CameraIntrinsics,
+    DepthError,
+    depth_from_fields,
+    frame_obstacles,
 )
 from flowclas_ros.runtime.pipeline import decode_compressed_frame, decode_image_fields, run_frame, stamp_ns
 from flowclas_ros.runtime.scene_alarm import ERROR, OK, alarm_level, describe, flagged_share
 
 STOP_POLL_S = 0.1  # longest wait between a stop request and the start of the shutdown
+DEPTH_CACHE = 30  # depth frames kept for matching: about 1 s of a 30 Hz camera
+DEPTH_QOS_DEPTH = 5
+_3D_TYPES = {"points": PointCloud2, "markers": MarkerArray}
 
 
 def _descriptor(name: str, description: str, read_only: bool, rng: Optional[tuple]) -> ParameterDescriptor:
@@ -92,6 +111,10 @@ class DetectorNode(Node):
                                  min_area=p["min_obstacle_area"], threads=p["intra_op_threads"],
                                  spinning=p["intra_op_spinning"])
         self.alpha = float(p["overlay_alpha"])
+        self.depth_scale = float(p["depth_scale"])
+        self.depth_tolerance = float(p["depth_sync_tolerance"])
+        self.depth_wait = float(p["depth_wait"])
+        self.max_points = int(p["max_obstacle_points"])
         self.scene_levels = (p["scene_warn_share"], p["scene_error_share"])
         self.stats = NodeStats()
         self.throttle = Throttle(p["log_throttle_period"])
@@ -111,6 +134,19 @@ class DetectorNode(Node):
                      for k, (qos, options) in enumerate(input_subscriptions(p["input_reliability"],
                                                                             p["qos_depth"]))]
         self.sub = self.subs[0]
+        self.pub3d: dict[str, Any] = {}
+        self._depth: OrderedDict[int, Any] = OrderedDict()  # header stamp (ns) -> depth Image
+        self._depth_cv = threading.Condition()
+        self._camera_info: Optional[CameraInfo] = None
+        if p["use_depth"]:
+            self.pub3d = {key: self.create_publisher(_3D_TYPES[key], f"~/{topic}", qos_out,
+                                                     qos_overriding_options=overridable())
+                          for key, topic, _ in OUTPUTS_3D}
+            both = input_subscriptions(p["input_reliability"], DEPTH_QOS_DEPTH)
+            self.subs += [self.create_subscription(Image, DEPTH_TOPIC, self._on_depth, qos)
+                          for qos, _ in both]
+            self.subs += [self.create_subscription(CameraInfo, CAMERA_INFO_TOPIC, self._on_camera_info,
+                                                   qos) for qos, _ in both]
 
         self._slot: Optional[tuple[Any, float]] = None
         self._cv = threading.Condition()
@@ -136,6 +172,16 @@ class DetectorNode(Node):
             self._cv.notify()
         self.stats.on_received(replaced)
 
+    def _on_depth(self, msg: Image) -> None:
+        with self._depth_cv:
+            self._depth[stamp_ns(msg)] = msg  # the same frame via both subscriptions: kept once
+            while len(self._depth) > DEPTH_CACHE:
+                self._depth.popitem(last=False)
+            self._depth_cv.notify_all()
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._camera_info = msg  # intrinsics do not change per frame: the latest is used
+
     # -- inference thread ------------------------------------------------------------------
     def _run(self) -> None:
         while True:
@@ -158,7 +204,8 @@ class DetectorNode(Node):
 
     def _process(self, msg: Any, received: float) -> None:
         wanted = self._wanted()
-        if not wanted:  # outputs nobody subscribes to are not computed
+        wanted3d = {k: pub for k, pub in self.pub3d.items() if pub.get_subscription_count() > 0}
+        if not wanted and not wanted3d:  # outputs nobody subscribes to are not computed
             with self.stats.lock:
                 self.stats.skipped_no_subscribers += 1
             return
@@ -179,8 +226,66 @@ class DetectorNode(Node):
             wanted["mask"].publish(array_to_image_msg(det.mask, "mono8", header))
         if "overlay" in wanted:
             wanted["overlay"].publish(array_to_image_msg(out.overlay, "bgr8", header))
+        if wanted3d:
+            self._publish_3d(wanted3d, det, header, stamp_ns(msg), received)
         age_ms = (self.get_clock().now().nanoseconds - stamp_ns(msg)) / 1e6
         self.stats.on_processed((time.monotonic() - received) * 1e3, age_ms, flagged_share(det.heatmap, self.detector.threshold))
+
+    def _match_depth(self, stamp: int, received: float) -> Optional[Image]:
+        """The cached depth frame of `stamp` (nearest within the tolerance), waiting until
+        `depth_wait` after the colour frame's receipt; None when it does not come."""
+        deadline = received + self.depth_wait
+        tolerance = int(self.depth_tolerance * 1e9)
+        with self._depth_cv:
+            while True:
+                if stamp in self._depth:
+                    return self._depth[stamp]
+                if tolerance and self._depth:
+                    near = min(self._depth, key=lambda t: abs(t - stamp))
+                    if abs(near - stamp) <= tolerance:
+                        return self._depth[near]
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stop:
+                    return None
+                self._depth_cv.wait(min(left, STOP_POLL_S))
+
+    def _publish_3d(self, wanted: dict[str, Any], det: Any, header: Any, stamp: int,
+                    received: float) -> None:
+        """Obstacle points and boxes of a processed frame, when its depth and a CameraInfo are
+        there; every reason for leaving them out is counted and logged (throttled)."""
+        t0 = time.monotonic()
+        depth = self._match_depth(stamp, received)
+        if depth is None:
+            self.stats.on_depth(False)
+            with self._depth_cv:
+                cached = len(self._depth)
+            if self.throttle.allow("depth_unmatched")[0]:
+                self.get_logger().warning(
+                    f"no depth frame with stamp {stamp / 1e9:.6f} within {self.depth_wait:g} s "
+                    f"(tolerance {self.depth_tolerance:g} s, {cached} cached): no 3D outputs for "
+                    "this frame; is the depth topic aligned to the colour camera and remapped?")
+            return
+        info = self._camera_info
+        if info is None:
+            self._warn("no_camera_info", f"no CameraInfo received on {CAMERA_INFO_TOPIC} yet: no 3D outputs")
+            return
+        try:
+            depth_m = depth_from_fields(depth.data, depth.height, depth.width, depth.encoding,
+                                        depth.step, bool(depth.is_bigendian), self.depth_scale)
+            intrinsics = CameraIntrinsics.from_k(info.k, info.width, info.height)
+            points, markers = frame_obstacles(det.mask, det.heatmap, depth_m, intrinsics, self.max_points,
+                                              points="points" in wanted, markers="markers" in wanted)
+            if points is not None:
+                wanted["points"].publish(cloud_msg(points, header))
+            if markers is not None:
+                wanted["markers"].publish(marker_array_msg(markers, header))
+        except DepthError as exc:
+            self._bad_input(exc.kind, str(exc))
+            return
+        except ImageError as exc:
+            self._bad_input(f"depth_{exc.kind}", f"depth image: {exc}")
+            return
+        self.stats.on_depth(True, (time.monotonic() - t0) * 1e3)
 
     def _bad_input(self, kind: str, message: str) -> None:
         self.stats.on_bad_input(kind)
@@ -208,12 +313,18 @@ class DetectorNode(Node):
                     updates["min_area"] = int(prm.value)
                 elif prm.name == "overlay_alpha":
                     updates["alpha"] = _number("overlay_alpha", prm.value)
+                elif prm.name == "depth_sync_tolerance":
+                    updates["depth_tolerance"] = _number(prm.name, prm.value)
+                elif prm.name == "depth_wait":
+                    updates["depth_wait"] = _number(prm.name, prm.value)
+                elif prm.name == "max_obstacle_points":
+                    updates["max_points"] = int(prm.value)
                 elif isinstance(PARAMETERS.get(prm.name, (None,))[0], float):
                     _number(prm.name, prm.value)  # read-only floats: type-checked all the same
             except ValueError as exc:
                 return SetParametersResult(successful=False, reason=str(exc))
         for key, value in updates.items():
-            target = self if key == "alpha" else self.detector
+            target = self if key in ("alpha", "depth_tolerance", "depth_wait", "max_points") else self.detector
             setattr(target, key, value)
             self.get_logger().info(f"{key} set to {value:g}")
         return SetParametersResult(successful=True)
@@ -226,6 +337,8 @@ class DetectorNode(Node):
             level, summary = DiagnosticStatus.WARN, "bad input frames seen"
         if s["received"] and not s["processed"] and not s["skipped_no_subscribers"]:
             level, summary = DiagnosticStatus.WARN, "receiving but no frame processed yet"
+        if s["depth_unmatched"] and not s["depth_matched"]:
+            level, summary = DiagnosticStatus.WARN, "no colour frame has matched a depth frame yet"
         if s["flagged_share_mean"] is not None:
             scene = alarm_level(s["flagged_share_mean"], self.scene_levels[0], self.scene_levels[1])
             if scene != OK:

@@ -80,6 +80,9 @@ class NodeStats:
         self.flagged = FlaggedShareWindow()  # the domain-shift alarm's input (runtime/scene_alarm.py)
         self.processing_ms = LatencyWindow()  # receipt -> outputs published
         self.stamp_age_ms = LatencyWindow()  # header stamp -> outputs published
+        self.depth_matched = 0  # frames whose depth was found (3D outputs published)
+        self.depth_unmatched = 0  # frames whose depth did not come within depth_wait
+        self.obstacles3d_ms = LatencyWindow()  # depth match + 3D outputs, per frame
 
     def on_received(self, replaced_unprocessed: bool) -> None:
         with self.lock:
@@ -96,6 +99,15 @@ class NodeStats:
             self.processing_ms.add(processing_ms)
             self.stamp_age_ms.add(age_ms)
 
+    def on_depth(self, matched: bool, ms: Optional[float] = None) -> None:
+        with self.lock:
+            if matched:
+                self.depth_matched += 1
+                if ms is not None:
+                    self.obstacles3d_ms.add(ms)
+            else:
+                self.depth_unmatched += 1
+
     def on_bad_input(self, kind: str) -> None:
         with self.lock:
             self.bad_input[kind] += 1
@@ -110,6 +122,8 @@ class NodeStats:
                 "processing_ms_p95": self.processing_ms.percentile(95),
                 "latency_ms_p50": self.stamp_age_ms.percentile(50),
                 "latency_ms_p95": self.stamp_age_ms.percentile(95),
+                "depth_matched": self.depth_matched, "depth_unmatched": self.depth_unmatched,
+                "obstacles3d_ms_p50": self.obstacles3d_ms.percentile(50),
                 "flagged_share_mean": self.flagged.mean if self.flagged.shares else None,
                 "flagged_share_frames": len(self.flagged.shares),
                 "bad_input": dict(self.bad_input),

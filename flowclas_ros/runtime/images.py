@@ -84,7 +84,7 @@ _LAYOUTS: dict[str, _Layout] = {
     "32FC1": _Layout(_F32, 1),  # intensity in [0, 1]
 }
 SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_LAYOUTS)
-PUBLISHABLE_ENCODINGS: tuple[str, ...] = ("bgr8", "rgb8", "mono8", "mono16", "32FC1")
+PUBLISHABLE_ENCODINGS: tuple[str, ...] = ("bgr8", "rgb8", "mono8", "mono16", "16UC1", "32FC1")
 
 # cv2 conversion to RGB, applied after 16-bit/float data is scaled to 8 bits (rgb8 needs none).
 _TO_RGB_CODES: dict[str, int] = {
@@ -170,6 +170,7 @@ def image_from_fields(
     encoding: str,
     step: int,
     is_bigendian: bool = False,
+    unit_float: bool = True,
 ) -> np.ndarray:
     """Array view of a sensor_msgs/Image, validated before anything is read.
 
@@ -178,7 +179,8 @@ def image_from_fields(
     beyond ``width * bytes_per_pixel`` is sliced off, so it may not be
     contiguous, and it is read-only when ``data`` is ``bytes``), except for
     multi-byte data whose byte order is not native, which is byte-swapped into
-    a copy. 32FC1 images must be finite and within [0, 1].
+    a copy. 32FC1 images must be finite and within [0, 1] (``unit_float``; a depth image in
+    metres is read with ``unit_float=False``).
     """
     layout = _layout(encoding)
     if height == 0 or width == 0:
@@ -213,7 +215,7 @@ def image_from_fields(
     image = rows.reshape(height, width, layout.channels) if layout.channels > 1 else rows
     if not wire_dtype.isnative:
         image = image.astype(layout.dtype)
-    if layout.dtype == _F32:
+    if layout.dtype == _F32 and unit_float:
         _check_unit_float(image, encoding)
     return image
 
@@ -362,7 +364,7 @@ def to_msg_fields(image: np.ndarray, encoding: str) -> tuple[bytes, int]:
 
     Returns ``bytes`` because assigning an ndarray to an rclpy message field
     costs ~50 ms per frame (element-wise conversion) while bytes take ~0.06 ms.
-    Supports bgr8, rgb8, mono8, mono16 and 32FC1; multi-byte data is written
+    Supports bgr8, rgb8, mono8, mono16, 16UC1 (depth in mm) and 32FC1; multi-byte data is written
     little-endian. Values are published as they are (32FC1 is not range-checked).
     """
     layout = _check_array(image, encoding, PUBLISHABLE_ENCODINGS)

@@ -12,11 +12,18 @@ from typing import Any, Optional
 NODE_NAME = "flowclas_detector"
 INPUT_TOPIC = "image"  # sensor_msgs/Image (input_transport raw)
 COMPRESSED_INPUT_TOPIC = "image/compressed"  # sensor_msgs/CompressedImage (input_transport compressed)
+DEPTH_TOPIC = "depth/image"  # sensor_msgs/Image 16UC1 (mm) or 32FC1 (m), aligned to the colour frame
+CAMERA_INFO_TOPIC = "camera_info"  # sensor_msgs/CameraInfo of the colour camera
 DIAGNOSTICS_TOPIC = "/diagnostics"
 OUTPUTS: tuple[tuple[str, str, str], ...] = (  # (key, private topic name, encoding)
     ("heatmap", "anomaly_heatmap", "32FC1"),
     ("mask", "obstacle_mask", "mono8"),
     ("overlay", "overlay", "bgr8"),
+)
+# The 3D outputs (use_depth): (key, private topic name, message type)
+OUTPUTS_3D: tuple[tuple[str, str, str], ...] = (
+    ("points", "obstacle_points", "sensor_msgs/msg/PointCloud2"),
+    ("markers", "obstacles", "visualization_msgs/msg/MarkerArray"),
 )
 
 # name: (default, description, read_only, range)  -- the single source of the node's parameters
@@ -42,6 +49,16 @@ PARAMETERS: dict[str, tuple[Any, str, bool, Optional[tuple]]] = {
                          "frames exceeds this (the scene may be unlike the training data)", True, (0.0, 1.0)),
     "scene_error_share": (0.2, "diagnostics ERROR above this mean flagged share: the mask is mostly "
                           "noise, retrain on this robot's logs", True, (0.0, 1.0)),
+    "use_depth": (False, "subscribe `depth/image` (aligned to the colour frame) and `camera_info` and "
+                  "publish ~/obstacle_points (PointCloud2) and ~/obstacles (MarkerArray)", True, None),
+    "depth_scale": (0.001, "metres per unit of a 16UC1 depth image (32FC1 is in metres)", True,
+                    (1e-6, 1.0)),
+    "depth_sync_tolerance": (0.0, "seconds a depth stamp may differ from the colour stamp and "
+                             "still match (0: the same stamp, as aligned depth has)", False, (0.0, 1.0)),
+    "depth_wait": (0.1, "seconds to wait for the matching depth frame after the colour frame "
+                   "arrived; a frame without one gets no 3D outputs and is counted", False, (0.0, 2.0)),
+    "max_obstacle_points": (5000, "most points in one ~/obstacle_points cloud (evenly decimated)",
+                            False, (1, 10_000_000)),
     "diagnostics_period": (1.0, "seconds between /diagnostics messages", True, (0.05, 60.0)),
     "log_throttle_period": (5.0, "seconds between repeated log lines of one problem", True, (0.0, 3600.0)),
 }
@@ -52,8 +69,16 @@ def default(name: str) -> Any:
     return PARAMETERS[name][0]
 
 
+def _prefix(namespace: str) -> str:
+    ns = namespace.strip("/")
+    return f"/{ns}/{NODE_NAME}" if ns else f"/{NODE_NAME}"
+
+
 def output_topics(namespace: str = "") -> dict[str, str]:
     """{'heatmap', 'mask', 'overlay'} -> topic, as the node names them in ``namespace``."""
-    ns = namespace.strip("/")
-    prefix = f"/{ns}/{NODE_NAME}" if ns else f"/{NODE_NAME}"
-    return {key: f"{prefix}/{name}" for key, name, _ in OUTPUTS}
+    return {key: f"{_prefix(namespace)}/{name}" for key, name, _ in OUTPUTS}
+
+
+def output_topics_3d(namespace: str = "") -> dict[str, str]:
+    """{'points', 'markers'} -> topic of the 3D outputs, as the node names them in ``namespace``."""
+    return {key: f"{_prefix(namespace)}/{name}" for key, name, _ in OUTPUTS_3D}

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from flowclas_ros.runtime.obstacles3d import CameraIntrinsics
+
 __all__ = ["FAR", "HEIGHT", "NEAR", "VFOV_DEG", "WIDTH", "Camera"]
 
 WIDTH, HEIGHT = 640, 480
@@ -73,6 +75,32 @@ class Camera:
         col = 0.5 * self.width + self.focal_px * (rel @ right) / depth
         row = 0.5 * self.height - self.focal_px * (rel @ up) / depth
         return bool(np.all((col >= 0) & (col < self.width) & (row >= 0) & (row < self.height)))
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any]) -> Camera:
+        """The camera a frame's ``camera`` metadata describes (pose rounded as stored)."""
+        cam = cls.from_yaw_pitch(tuple(meta["position"]), meta["yaw_deg"], meta["pitch_deg"])
+        return cls(cam.eye, cam.forward, meta["vfov_deg"], meta["width"], meta["height"],
+                   meta["near"], meta["far"])
+
+    def intrinsics(self) -> CameraIntrinsics:
+        """K as a ROS CameraInfo states it: pixel (u, v) is the centre of column u, row v, so
+        the image centre, at width / 2 in the renderer's pixel-edge coordinates, is at
+        (width - 1) / 2."""
+        f = self.focal_px
+        return CameraIntrinsics(f, f, (self.width - 1) / 2, (self.height - 1) / 2, self.width, self.height)
+
+    def world_to_optical(self, points: np.ndarray) -> np.ndarray:
+        """World points (N x 3) in the camera's ROS optical frame: x right, y down, z forward."""
+        forward, right, up = self._basis()
+        rel = np.atleast_2d(points) - np.asarray(self.eye)
+        return np.stack([rel @ right, -(rel @ up), rel @ forward], axis=1)
+
+    def optical_to_world(self, points: np.ndarray) -> np.ndarray:
+        """Optical-frame points (N x 3) back into the world."""
+        forward, right, up = self._basis()
+        p = np.atleast_2d(points)
+        return np.asarray(self.eye) + p[:, :1] * right - p[:, 1:2] * up + p[:, 2:3] * forward
 
     def metadata(self) -> dict[str, Any]:
         """Pose and intrinsics, so a frame can be re-rendered or its pixels back-projected."""

@@ -27,8 +27,9 @@ from flowclas_ros.data.files import DatasetError
 from flowclas_ros.data.generic import write_sample
 from flowclas_ros.data.outliers import save_cutout
 from flowclas_ros.runtime.labels import VOID
+from flowclas_ros.sim.camera import Camera
 from flowclas_ros.sim.scenes import SPLITS, WORLDS, _check_split, render_cutout, render_frame
-from flowclas_ros.sim.topics import FRAME_ID, GT_TOPIC, IMAGE_TOPIC
+from flowclas_ros.sim.topics import CAMERA_INFO_TOPIC, DEPTH_TOPIC, FRAME_ID, GT_TOPIC, IMAGE_TOPIC
 
 __all__ = ["build_oe_bank", "generate_split"]
 
@@ -60,15 +61,18 @@ def _check_counts(n: int, workers: int) -> None:
 
 @contextlib.contextmanager
 def _bag_writer(path: Path, jpeg_quality: Optional[int] = None
-                ) -> Iterator[Callable[[int, np.ndarray, np.ndarray], np.ndarray]]:
-    """A rosbag2 (MCAP) writer of (stamp_ns, rgb, label) -> the RGB frame the bag holds. Image and
-    ground truth share stamp and frame; with ``jpeg_quality`` the image topic is a JPEG
-    CompressedImage (as robots log), and the frame returned is the JPEG's decoded pixels."""
+                ) -> Iterator[Callable[[int, np.ndarray, np.ndarray, np.ndarray, Camera], np.ndarray]]:
+    """A rosbag2 (MCAP) writer of (stamp_ns, rgb, label, depth, camera) -> the RGB frame the bag
+    holds. Image, ground truth, aligned depth (32FC1 metres, inf = sky) and CameraInfo share
+    stamp and frame, as an RGB-D camera publishes them; with ``jpeg_quality`` the image topic is a
+    JPEG CompressedImage (as robots log), and the frame returned is the JPEG's decoded pixels."""
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     from flowclas_ros.data.rosbag import (
+        CAMERA_INFO,
         COMPRESSED_IMAGE,
         IMAGE,
+        camera_info_message,
         header_message,
         image_message,
         jpeg_message,
@@ -80,8 +84,11 @@ def _bag_writer(path: Path, jpeg_quality: Optional[int] = None
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         image_conn = writer.add_connection(IMAGE_TOPIC, image_type, typestore=store)
         gt_conn = writer.add_connection(GT_TOPIC, IMAGE, typestore=store)
+        depth_conn = writer.add_connection(DEPTH_TOPIC, IMAGE, typestore=store)
+        info_conn = writer.add_connection(CAMERA_INFO_TOPIC, CAMERA_INFO, typestore=store)
 
-        def write(stamp_ns: int, rgb: np.ndarray, label: np.ndarray) -> np.ndarray:
+        def write(stamp_ns: int, rgb: np.ndarray, label: np.ndarray, depth: np.ndarray,
+                  camera: Camera) -> np.ndarray:
             header = header_message(stamp_ns, FRAME_ID)
             if jpeg_quality is None:
                 msg = image_message(rgb, "rgb8", header)
@@ -89,6 +96,9 @@ def _bag_writer(path: Path, jpeg_quality: Optional[int] = None
                 msg, rgb = jpeg_message(rgb, jpeg_quality, header)
             writer.write(image_conn, stamp_ns, store.serialize_cdr(msg, image_type))
             writer.write(gt_conn, stamp_ns, store.serialize_cdr(image_message(label, "mono8", header), IMAGE))
+            writer.write(depth_conn, stamp_ns, store.serialize_cdr(image_message(depth, "32FC1", header), IMAGE))
+            info = camera_info_message(camera.intrinsics(), header)
+            writer.write(info_conn, stamp_ns, store.serialize_cdr(info, CAMERA_INFO))
             return rgb
 
         yield write
@@ -147,14 +157,14 @@ def generate_split(
     out.mkdir(parents=True, exist_ok=True)
     stats = _SplitStats()
     start = time.perf_counter()
-    job = functools.partial(render_frame, split, seed=seed, world=world)
+    job = functools.partial(render_frame, split, seed=seed, world=world, with_depth=bag)
     with open(out / "frames.jsonl", "w", encoding="utf-8") as frames_file, contextlib.ExitStack() as stack:
         write_bag = stack.enter_context(_bag_writer(out / "bag", bag_jpeg)) if bag else None
-        for index, (rgb, label, meta) in enumerate(_ordered_map(job, n, workers, progress, f"sim {split}")):
+        for index, (rgb, label, meta, *depth) in enumerate(_ordered_map(job, n, workers, progress, f"sim {split}")):
             if camera is not None:
                 rgb = camera.apply(rgb, np.random.default_rng([seed, SPLITS.index(split), index, CAMERA_STREAM]))
             if write_bag is not None:
-                rgb = write_bag(meta["stamp_ns"], rgb, label)
+                rgb = write_bag(meta["stamp_ns"], rgb, label, depth[0], Camera.from_metadata(meta["camera"]))
             write_sample(out, meta["id"], rgb, label)
             frames_file.write(json.dumps(meta) + "\n")
             stats.add(label, meta)

@@ -77,6 +77,9 @@ def try_place(
             "yaw_deg": round(math.degrees(yaw), 4),
             "scale": round(scale, 6),
             "size_m": round(float((hi - lo).max()), 4),
+            # the object's box in the world (its own AABB turned by yaw_deg): where its points lie
+            "box_centre_m": [round(float(v), 6) for v in corners.mean(axis=0)],
+            "box_size_m": [round(float(v), 6) for v in hi - lo],
             "distance_m": round(float(range_m), 4),
         }
     return None

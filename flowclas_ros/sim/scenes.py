@@ -141,9 +141,9 @@ def _client(world_name: str) -> _World:
     return _world()
 
 
-def render_frame(split: str, index: int, seed: int, world: str = "courtyard"
-                 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Render frame ``index`` of ``split`` in ``world``: RGB (HxWx3 uint8), label (HxW uint8 0/1), metadata.
+def render_frame(split: str, index: int, seed: int, world: str = "courtyard", with_depth: bool = False) -> tuple:
+    """Render frame ``index`` of ``split`` in ``world``: RGB (HxWx3 uint8), label (HxW uint8 0/1) and
+    metadata, and with ``with_depth`` a fourth item: the aligned z-depth (HxW float32 metres, inf = sky).
 
     The result depends only on (seed, split, index, world), so splits can be generated in any order
     or in parallel.
@@ -153,7 +153,7 @@ def render_frame(split: str, index: int, seed: int, world: str = "courtyard"
     rng = _rng(seed, split, index, world)
     camera, objects = _compose(client, split, rng, world)
     light = planetary.sample_light(rng) if world == "planetary" else _sample_light(rng)
-    rgb, body_ids = client.render(camera, light)
+    rgb, body_ids, depth = client.render_with_depth(camera, light)
     if world == "planetary":
         rgb = planetary.paint_sky(rgb, body_ids, camera)
     anomaly_bodies = [o["body"] for o in objects if o["role"] == "anomaly"]
@@ -174,7 +174,7 @@ def render_frame(split: str, index: int, seed: int, world: str = "courtyard"
         "anomaly_pixels": anomaly_pixels,
         "all_occluded": bool(anomaly_bodies) and anomaly_pixels == 0,
     }
-    return rgb, label, meta
+    return (rgb, label, meta, depth) if with_depth else (rgb, label, meta)
 
 
 # ---------------------------------------------------------------- outlier-exposure cut-outs

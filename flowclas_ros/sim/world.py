@@ -181,11 +181,18 @@ class _World:
 
     def render(self, camera: Camera, light: list[float]) -> tuple[np.ndarray, np.ndarray]:
         """RGB (HxWx3 uint8) and per-pixel body ids (-1 = nothing) from TinyRenderer."""
+        rgb, body_ids, _ = self.render_with_depth(camera, light)
+        return rgb, body_ids
+
+    def render_with_depth(self, camera: Camera, light: list[float]
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """RGB, body ids and z-depth (HxW float32 metres along the optical axis, +inf where
+        nothing was drawn: the sky), as an aligned depth camera gives it (REP 118)."""
         target = np.add(camera.eye, camera.forward).tolist()
         view = self.client.computeViewMatrix(list(camera.eye), target, [0.0, 0.0, 1.0])
         aspect = camera.width / camera.height
         projection = self.client.computeProjectionMatrixFOV(camera.vfov_deg, aspect, camera.near, camera.far)
-        _, _, rgba, _, seg = self.client.getCameraImage(
+        _, _, rgba, depth, seg = self.client.getCameraImage(
             camera.width,
             camera.height,
             view,
@@ -198,7 +205,11 @@ class _World:
         rgba = np.asarray(rgba, dtype=np.uint8).reshape(camera.height, camera.width, 4)
         seg = np.asarray(seg, dtype=np.int32).reshape(camera.height, camera.width)
         body_ids = np.where(seg < 0, -1, seg & 0xFFFFFF)  # link index lives in the top byte
-        return np.ascontiguousarray(rgba[..., :3]), body_ids
+        buffer = np.asarray(depth, dtype=np.float64).reshape(camera.height, camera.width)
+        n, f = camera.near, camera.far  # the OpenGL depth buffer is non-linear in z
+        z = (f * n / (f - (f - n) * buffer)).astype(np.float32)
+        z[(buffer >= 1.0) | (seg < 0)] = np.inf
+        return np.ascontiguousarray(rgba[..., :3]), body_ids, z
 
 
 _WORLDS: dict[str, _World] = {}

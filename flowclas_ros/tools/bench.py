@@ -19,8 +19,32 @@ from flowclas_ros.deploy.torch_backend import open_detector
 from flowclas_ros.runtime.detector import Detector
 from flowclas_ros.runtime.images import image_from_fields, to_msg_fields, to_rgb8
 from flowclas_ros.runtime.model_info import resolve_model_path
+from flowclas_ros.runtime.obstacles3d import CameraIntrinsics
 from flowclas_ros.runtime.processing import heatmap_to_source, threshold_components
 from flowclas_ros.runtime.visualize import render_overlay
+
+
+def sample_depth(h: int, w: int, seed: int = 7) -> tuple[np.ndarray, CameraIntrinsics]:
+    """The aligned depth (metres) and intrinsics of :func:`sample_frame`'s frame, for the node's
+    3D outputs; a ground plane seen from 1 m when pybullet is not installed."""
+    import cv2
+
+    try:
+        from flowclas_ros.sim.camera import Camera
+        from flowclas_ros.sim.scenes import render_frame
+
+        _, _, meta, depth = render_frame("test", 0, seed=seed, with_depth=True)
+        k = Camera.from_metadata(meta["camera"]).intrinsics()
+    except ImportError:
+        f = 0.5 * h / np.tan(np.radians(30.0))
+        rows = np.arange(h, dtype=np.float32) - (h - 1) / 2
+        ground = np.where(rows > 0, f / np.maximum(rows, 1e-3), np.inf).astype(np.float32)
+        return np.repeat(ground[:, None], w, axis=1), CameraIntrinsics(f, f, (w - 1) / 2, (h - 1) / 2, w, h)
+    if depth.shape[:2] != (h, w):
+        sx, sy = w / depth.shape[1], h / depth.shape[0]
+        depth = cv2.resize(depth, (w, h), interpolation=cv2.INTER_NEAREST)
+        k = CameraIntrinsics(k.fx * sx, k.fy * sy, (k.cx + 0.5) * sx - 0.5, (k.cy + 0.5) * sy - 0.5, w, h)
+    return depth, k
 
 
 def sample_frame(h: int, w: int, seed: int = 7) -> np.ndarray:
@@ -318,6 +342,12 @@ def format_table(result: dict, sizes: Sequence[tuple[int, int]]) -> str:
                      f"node RSS {result['node_rss_mb_start']:.0f} -> {result['node_rss_mb_end']:.0f} MB, "
                      f"node CPU {result['node_cpu_percent']:.0f} % of one core"
                      + (f" (params {result['node_params']})" if result.get("node_params") else ""))
+        if result.get("node_depth"):
+            lines.append(f"  with depth, latency taken at ~/obstacles: {result['node_3d_received']} 3D frames "
+                         f"received, depth matched {result['node_depth_matched']} / unmatched "
+                         f"{result['node_depth_unmatched']}, 3D outputs {result['node_obstacles3d_ms_p50']:.1f} "
+                         f"ms p50 in the node; heatmap latency p50 {result['node_heatmap_latency_ms_p50']:.1f} "
+                         f"p95 {result['node_heatmap_latency_ms_p95']:.1f} ms")
     h, w = sizes[0]
     for name in ("ort", "ort_nospin"):
         if f"{name}_paced30_cpu_percent_{w}x{h}" in result:

@@ -64,11 +64,10 @@ def _bag_writer(path: Path, jpeg_quality: Optional[int] = None
     """A rosbag2 (MCAP) writer of (stamp_ns, rgb, label) -> the RGB frame the bag holds. Image and
     ground truth share stamp and frame; with ``jpeg_quality`` the image topic is a JPEG
     CompressedImage (as robots log), and the frame returned is the JPEG's decoded pixels."""
-    from rosbags.rosbag2 import StoragePlugin, Writer
-
     from flowclas_ros.data.rosbag import (
         COMPRESSED_IMAGE,
         IMAGE,
+        chunk_crc_writer,
         header_message,
         image_message,
         jpeg_message,
@@ -77,7 +76,7 @@ def _bag_writer(path: Path, jpeg_quality: Optional[int] = None
 
     store = typestore()
     image_type = IMAGE if jpeg_quality is None else COMPRESSED_IMAGE
-    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+    with chunk_crc_writer(path) as writer:
         image_conn = writer.add_connection(IMAGE_TOPIC, image_type, typestore=store)
         gt_conn = writer.add_connection(GT_TOPIC, IMAGE, typestore=store)
 

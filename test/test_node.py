@@ -225,7 +225,8 @@ def test_compressed_input_and_corrupt_frames(trained, peer, frames):
             m.data = data
             return m
 
-        for payload in (jpg.tobytes()[:200], b"\x00garbage" * 50):  # truncated jpeg, garbage
+        cut_and_ended = jpg.tobytes()[: len(jpg) // 2] + b"\xff\xd9"  # re-terminated JPEG
+        for payload in (jpg.tobytes()[:200], b"\x00garbage" * 50, cut_and_ended):
             def logged(before=proc.log.count("corrupt_compressed")):
                 pub.publish(comp(payload, 11))  # re-sent: best effort, and newest-frame-wins
                 return proc.log.count("corrupt_compressed") > before

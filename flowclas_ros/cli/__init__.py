@@ -26,10 +26,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from flowclas_ros.runtime.images import ImageError
     from flowclas_ros.runtime.model_info import ModelFileError
     from flowclas_ros.runtime.quantization import QuantizeError
-    from flowclas_ros.training.checkpoint import CheckpointError
+    from flowclas_ros.training.checkpoint import CheckpointError, TrainingError
 
     return (ConfigError, DatasetError, ImageError, ModelFileError, CheckpointError,
-            QuantizeError, FileNotFoundError)
+            QuantizeError, TrainingError, FileNotFoundError)
 
 
 def build_parser() -> argparse.ArgumentParser:

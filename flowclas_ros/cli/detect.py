@@ -23,8 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
-    """One JSON line per image; an image that cannot be read is one error line on stderr and the
-    others are still processed (exit status 2 when any failed)."""
+    """One JSON line per image; an image that cannot be read (damaged, or larger than
+    runtime.images.MAX_DECODED_PIXELS, 7680x4320, which its header says before decoding) is one
+    error line on stderr and the others are still processed (exit status 2 when any failed).
+    Memory: about 17 bytes a pixel at the size limit (~0.6 GB at 8K, with or without --out)."""
     import cv2
 
     from flowclas_ros.data.files import DatasetError, read_image_rgb

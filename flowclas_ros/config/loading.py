@@ -9,10 +9,9 @@ import typing
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import yaml
-
 from flowclas_ros.config.schema import Config, ConfigError
 from flowclas_ros.config.validation import _validate
+from flowclas_ros.data import bounded_yaml
 
 _CHOICES = {
     "model.resize_policy": ("stretch", "letterbox"),
@@ -124,38 +123,14 @@ def config_from_dict(data: Any, base_dir: Path | str = ".") -> Config:
 
 
 MAX_CONFIG_BYTES = 1 << 20  # a training config is a few KiB; anything near this is not one
-MAX_DEPTH = 16  # the schema nests 4 deep
-
-
-class _NoAliasLoader(yaml.SafeLoader):
-    """safe_load without anchors and aliases: a config needs neither, and aliases can expand a
-    small file into gigabytes ("billion laughs")."""
-
-    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.YAMLError(f"aliases are not allowed (line {event.start_mark.line + 1})")
-        return super().compose_node(parent, index)
 
 
 def parse_yaml(text: str, what: str) -> Any:
-    """A YAML document with the limits a config file needs: no aliases, bounded nesting."""
+    """A YAML document with the limits a config needs (no aliases, bounded nesting)."""
     try:
-        data = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{what}: not valid YAML: {str(exc)[:300]}") from None
-    except RecursionError:
-        raise ConfigError(f"{what}: nested too deeply") from None
-    if _depth(data) > MAX_DEPTH:
-        raise ConfigError(f"{what}: nested deeper than {MAX_DEPTH} levels")
-    return data
-
-
-def _depth(value: Any, level: int = 0) -> int:
-    if level > MAX_DEPTH:
-        return level
-    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-    return max((_depth(v, level + 1) for v in children), default=level)
+        return bounded_yaml.parse_yaml(text, what)
+    except bounded_yaml.YamlLimitError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _shown(value: Any) -> str:
@@ -167,21 +142,12 @@ def _shown(value: Any) -> str:
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Load, override (`key.path=value`), type-check and range-check a training config."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"cannot read config file {path}: "
-                          + ("not a regular file" if path.exists() else "no such file"))
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)
+        data = bounded_yaml.read_yaml_file(path, MAX_CONFIG_BYTES, "config file")
+    except bounded_yaml.YamlLimitError as exc:
+        raise ConfigError(str(exc)) from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a training config")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    data = parse_yaml(text, str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -51,8 +51,10 @@ def dataset_images(images_dir: Path, what: str) -> dict[str, Path]:
     return images
 
 
-def generic_layout(root: PathLike, require_labels: bool = False) -> list[Sample]:
-    """List the samples of a generic-layout dataset, sorted by id."""
+def generic_layout(root: PathLike, require_labels: bool = False, coding: str = "generic") -> list[Sample]:
+    """List the samples of a generic-layout dataset, sorted by id. ``coding``: the value coding of
+    the label files, a key of :data:`~flowclas_ros.data.labels.LABEL_DECODERS` (default generic
+    0/1/255; ``mask_0_255`` for binary masks, `--layout-opt coding=mask_0_255`)."""
     root = Path(root)
     require_dir(root, "dataset root")
     images = dataset_images(root / "images", "images directory")
@@ -64,7 +66,7 @@ def generic_layout(root: PathLike, require_labels: bool = False) -> list[Sample]
             if require_labels:
                 raise DatasetError(f"image id {sample_id!r} has no label: expected {label_path}")
             label_path = None
-        samples.append(Sample(sample_id, images[sample_id], label_path))
+        samples.append(Sample(sample_id, images[sample_id], label_path, coding))
     return samples
 
 

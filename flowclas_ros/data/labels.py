@@ -92,6 +92,7 @@ def value_map_decoder(coding: str, mapping: dict[int, int]) -> LabelDecoder:
 
 
 _BINARY_VOID = {0: INLIER, 1: ANOMALY, 255: VOID}
+_MASK_0_255 = {0: INLIER, 255: ANOMALY}  # the common binary-mask convention (no void)
 
 #: Label coding name -> decoder: every coding a layout of this package uses.
 LABEL_DECODERS: dict[str, LabelDecoder] = {
@@ -101,7 +102,10 @@ LABEL_DECODERS: dict[str, LabelDecoder] = {
     "fishyscapes_static": value_map_decoder("fishyscapes_static", {0: INLIER, 1: ANOMALY, 2: VOID}),
     # Anomaly-wise every Cityscapes class is an inlier; only unlabelled pixels (255) are void.
     "cityscapes_trainids": value_map_decoder("cityscapes_trainids", {**{t: INLIER for t in range(19)}, 255: VOID}),
-    "mvtec_mask": value_map_decoder("mvtec_mask", {0: INLIER, 255: ANOMALY}),
+    "mvtec_mask": value_map_decoder("mvtec_mask", _MASK_0_255),
+    # Any dataset's 0/255 masks (generic layout option `coding=mask_0_255`): read as the generic
+    # 0/1/255 coding, every anomaly pixel would be void.
+    "mask_0_255": value_map_decoder("mask_0_255", _MASK_0_255),
 }
 
 

@@ -17,7 +17,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from flowclas_ros.data.files import decode_file, write_png
+from flowclas_ros.data.files import DatasetError, decode_file, write_png
 from flowclas_ros.runtime.labels import ANOMALY, VOID
 
 __all__ = [
@@ -96,14 +96,7 @@ class CutoutBank:
     @classmethod
     def from_dir(cls, path: PathLike) -> CutoutBank:
         """Load every ``*.png`` in ``path`` (sorted, so indices are reproducible)."""
-        path = Path(path)
-        if not path.is_dir():
-            problem = "is not a directory" if path.exists() else "does not exist"
-            raise ValueError(f"cut-out directory {path} {problem}")
-        files = sorted(path.glob("*.png"))
-        if not files:
-            raise ValueError(f"cut-out directory {path} contains no *.png files")
-        return cls([load_cutout(f) for f in files])
+        return cls([load_cutout(f) for f in cutout_files(path)])
 
     def __len__(self) -> int:
         return len(self._cutouts)
@@ -128,6 +121,20 @@ def draw_scale(rng: np.random.Generator, scale: tuple[float, float], sampling: s
     if sampling == "log_uniform":
         return float(np.exp(rng.uniform(np.log(scale[0]), np.log(scale[1]))))
     return float(rng.uniform(*scale))
+
+
+def cutout_files(path: PathLike) -> list[Path]:
+    """The ``*.png`` cut-outs of a bank directory, sorted; a DatasetError naming the directory
+    when it is missing, not a directory or empty. Cheap, so training checks the bank before the
+    long steps (extracting frames from bags) rather than failing after them."""
+    path = Path(path)
+    if not path.is_dir():
+        problem = "is not a directory" if path.exists() else "does not exist"
+        raise DatasetError(f"outlier_exposure.bank: cut-out directory {path} {problem}")
+    files = sorted(path.glob("*.png"))
+    if not files:
+        raise DatasetError(f"outlier_exposure.bank: cut-out directory {path} contains no *.png files")
+    return files
 
 
 def as_pair(value: Sequence, what: str) -> tuple:

@@ -26,6 +26,7 @@ from typing import Any, Iterable, Iterator, Optional
 import cv2
 import numpy as np
 
+from flowclas_ros.data.bounded_yaml import YamlLimitError, YamlSyntaxError, read_yaml_file
 from flowclas_ros.data.files import DatasetError, PathLike
 from flowclas_ros.data.mcap_salvage import McapScan
 from flowclas_ros.runtime.images import image_msg_fields
@@ -46,6 +47,9 @@ IMAGE_MSGTYPES: tuple[str, ...] = (IMAGE, COMPRESSED_IMAGE)
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 POINT_CLOUD2 = "sensor_msgs/msg/PointCloud2"
 MARKER_ARRAY = "visualization_msgs/msg/MarkerArray"
+# A rosbag2 metadata.yaml is a few KiB per topic and split file; one this large is not one, and
+# is refused before rosbags (which reads it whole, aliases and all) sees it.
+MAX_METADATA_BYTES = 4 << 20
 
 
 class BagError(DatasetError):
@@ -168,6 +172,75 @@ def decode_frame(msgtype: str, msg: Any) -> np.ndarray:
                                bool(msg.is_bigendian))
 
 
+# ---------------------------------------------------------------- topics
+
+# Words in a topic name (split at "/", "_", "-") that mark an image topic as something other than
+# the camera: ground truth, masks, depth, or a detector's own outputs.
+_NOT_CAMERA_WORDS: dict[str, str] = {
+    **dict.fromkeys(("gt", "groundtruth", "label", "labels", "annotation", "annotations"),
+                    "its name says it holds ground-truth labels"),
+    **dict.fromkeys(("mask", "masks", "seg", "segmentation", "semantic"),
+                    "its name says it holds masks or segmentation"),
+    **dict.fromkeys(("depth", "disparity"), "its name says it holds depth"),
+    **dict.fromkeys(("heatmap", "overlay"), "its name says it holds detector output"),
+}
+
+
+def not_a_camera(topic: str) -> Optional[str]:
+    """Why an image topic is not taken as the camera by default (None: it may be the camera):
+    the explicit name rule behind :meth:`Bag.pick_image_topic`."""
+    name = topic.lower().replace("ground_truth", "groundtruth").replace("ground-truth", "groundtruth")
+    words = [w for part in name.split("/") for w in part.replace("-", "_").split("_") if w]
+    for w in words:
+        if w in _NOT_CAMERA_WORDS:
+            return f"{_NOT_CAMERA_WORDS[w]} ('{w}')"
+    return None
+
+
+# ---------------------------------------------------------------- writing
+
+
+def chunk_crc_writer(path: PathLike) -> Any:
+    """A rosbags rosbag2 ``Writer`` (MCAP storage, format version 9, not yet opened) whose chunks
+    carry their CRC-32, so a reader can tell a chunk damaged on disk from a good one.
+
+    Why: rosbags writes every chunk's CRC as 0 ("not computed"), and a bit flipped inside an
+    uncompressed chunk then reads back as a valid frame with wrong pixels. Every bag this package
+    writes (``flowclas-ros sim --bag``, replay's output) goes through here.
+    """
+    from rosbags.rosbag2 import StoragePlugin
+
+    return _crc_writer_class()(Path(path), version=9, storage_plugin=StoragePlugin.MCAP)
+
+
+@functools.lru_cache(maxsize=1)
+def _crc_writer_class() -> type:
+    import struct
+    import zlib
+
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.rosbag2.storage_mcap import McapWriter
+
+    class CrcMcapWriter(McapWriter):
+        """rosbags' MCAP storage writer, then the chunk's CRC patched into its header.
+        Chunk record: opcode u8, length u64, start time u64, end time u64, uncompressed size u64,
+        uncompressed CRC u32 (MCAP spec); the chunk index rosbags keeps holds its offset."""
+
+        def close_chunk(self) -> None:
+            crc = zlib.crc32(self.chunk.bio.getbuffer())
+            super().close_chunk()
+            chunk_start = struct.unpack_from("<Q", self.chunks[-1].getbuffer(), 16)[0]
+            end = self.bio.tell()
+            self.bio.seek(chunk_start + 9 + 24)
+            self.bio.write(struct.pack("<I", crc))
+            self.bio.seek(end)
+
+    class CrcWriter(Writer):
+        STORAGE_PLUGINS = {**Writer.STORAGE_PLUGINS, StoragePlugin.MCAP: CrcMcapWriter}
+
+    return CrcWriter
+
+
 # ---------------------------------------------------------------- Bag
 
 
@@ -176,7 +249,9 @@ class Bag:
 
     ``topics``: topic -> message type; ``expected``: topic -> message count where the metadata
     or the index says so; after :meth:`messages`: ``delivered`` counts per topic, :meth:`lost`,
-    ``notes`` (one line per problem) and ``loss_reason`` (``truncated`` or ``corrupt``).
+    ``notes`` (one line per problem), ``loss_reason`` (``truncated`` or ``corrupt``) and
+    ``corrupt_chunks`` (MCAP chunks skipped because their CRC, size or records are wrong: their
+    messages are counted as lost, never delivered).
     """
 
     def __init__(self, path: PathLike) -> None:
@@ -186,9 +261,11 @@ class Bag:
         self.notes: list[str] = []
         self.delivered: Counter[str] = Counter()
         self.loss_reason: Optional[str] = None
+        self.corrupt_chunks = 0  # chunks skipped by the last messages(): bad CRC, size, records
         self.expected: dict[str, int] = {}
         self.topics: dict[str, str] = {}
         self._whole = False  # rosbags reads the whole bag
+        self._meta = self._read_metadata()  # refuses hostile metadata before rosbags reads it
         try:
             from rosbags.rosbag2 import Reader
 
@@ -199,7 +276,7 @@ class Bag:
             self._whole = True
             return
         except Exception as exc:  # noqa: BLE001 - ReaderError, yaml, OSError, struct errors...
-            why = f"{type(exc).__name__}: {exc}"
+            why = f"{type(exc).__name__}: {str(exc)[:300]}"
         self.files = self._storage_files()
         if not self.files:
             raise BagError(f"{self.path} is not a rosbag2 bag: rosbags cannot open it ({why}) and "
@@ -216,29 +293,48 @@ class Bag:
         if self.path.is_file():
             return [self.path] if self.path.suffix in (".mcap", ".db3") else []
         listed = []
-        meta = self._metadata()
-        for name in (meta or {}).get("relative_file_paths") or []:
+        for name in (self._meta or {}).get("relative_file_paths") or []:
             p = self.path / Path(str(name)).name
             if p.is_file() and p.suffix in (".mcap", ".db3"):
                 listed.append(p)
         return listed or sorted(p for p in self.path.iterdir()
                                 if p.is_file() and p.suffix in (".mcap", ".db3"))
 
-    def _metadata(self) -> Optional[dict]:
+    def _read_metadata(self) -> Optional[dict]:
+        """The ``rosbag2_bagfile_information`` of a bag directory's metadata.yaml, read with
+        limits (:data:`MAX_METADATA_BYTES`, no aliases, bounded nesting) and its file list
+        checked; a BagError for a hostile file, None for a missing or merely damaged one (the
+        storage files still hold the messages)."""
         meta = self.path / "metadata.yaml" if self.path.is_dir() else None
-        if meta is None or not meta.is_file():
+        if meta is None or not (meta.exists() or meta.is_symlink()):
             return None
         try:
-            import yaml
-
-            data = yaml.safe_load(meta.read_text())
-            return data.get("rosbag2_bagfile_information") if isinstance(data, dict) else None
-        except Exception:  # noqa: BLE001 - a damaged metadata file only loses the counts
+            data = read_yaml_file(meta, MAX_METADATA_BYTES, "bag metadata")
+        except YamlSyntaxError as exc:
+            self.notes.append(str(exc))
             return None
+        except YamlLimitError as exc:
+            raise BagError(f"{exc}; refusing to read the bag") from None
+        except OSError as exc:
+            self.notes.append(f"cannot read {meta}: {exc.strerror}")
+            return None
+        info = data.get("rosbag2_bagfile_information") if isinstance(data, dict) else None
+        if not isinstance(info, dict):
+            return None
+        names = info.get("relative_file_paths")
+        if not isinstance(names, list):
+            info["relative_file_paths"] = []
+            names = []
+        for name in names:
+            if not isinstance(name, str) or Path(name).is_absolute() or ".." in Path(name).parts:
+                raise BagError(f"bag metadata {meta}: storage file {str(name)[:200]!r} is not "
+                               "inside the bag directory; refusing to read the bag")
+        return info
 
     def _metadata_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for entry in (self._metadata() or {}).get("topics_with_message_count") or []:
+        entries = (self._meta or {}).get("topics_with_message_count")
+        for entry in entries if isinstance(entries, list) else []:
             try:
                 counts[str(entry["topic_metadata"]["name"])] = int(entry["message_count"])
             except (KeyError, TypeError, ValueError):
@@ -259,10 +355,13 @@ class Bag:
         return McapScan(f).topics()
 
     # -- topics ----------------------------------------------------------------------------
-    def describe_topics(self) -> str:
+    def describe_topics(self, limit: int = 20) -> str:
+        """The topics and their types for an error line, at most ``limit`` of them."""
         if not self.topics:
             return "the bag has no readable topic"
-        return ", ".join(f"{t} ({ty})" for t, ty in sorted(self.topics.items()))
+        shown = [f"{t[:120]} ({ty[:80]})" for t, ty in sorted(self.topics.items())]
+        more = f", ... ({len(shown) - limit} more)" if len(shown) > limit else ""
+        return ", ".join(shown[:limit]) + more
 
     def image_topics(self) -> list[str]:
         return sorted(t for t, ty in self.topics.items() if ty in IMAGE_MSGTYPES)
@@ -282,16 +381,24 @@ class Bag:
 
     def pick_image_topic(self, topic: Optional[str] = None, exclude: Iterable[str] = (),
                          how_to_choose: str = "choose one with the topic option") -> str:
-        """``topic`` if given (checked), else the only image topic not in ``exclude``."""
+        """``topic`` if given (checked), else the only camera topic: an image topic not in
+        ``exclude`` whose name does not say it holds labels, masks, depth or detector output
+        (:func:`not_a_camera`). Why by rule: a bag whose camera topic has an unknown or damaged
+        type still has its mono8 ground-truth Image topic, and taking that as the camera would
+        score labels as if they were frames."""
         if topic is not None:
             return self.require_topic(topic, what="image topic")
         excluded = set(exclude)
-        candidates = [t for t in self.image_topics() if t not in excluded]
+        images = [t for t in self.image_topics() if t not in excluded]
+        candidates = [t for t in images if not_a_camera(t) is None]
         if len(candidates) == 1:
             return candidates[0]
         if not candidates:
-            raise BagError(f"bag {self.path} has no image topic ({' or '.join(IMAGE_MSGTYPES)}) "
-                           f"to read; topics: {self.describe_topics()}")
+            set_aside = "".join(f"; {t[:120]} is not taken as the camera: {not_a_camera(t)}"
+                                for t in images[:5])
+            raise BagError(f"bag {self.path} has no image topic "
+                           f"({' or '.join(IMAGE_MSGTYPES)}) to read as the camera{set_aside}; topics: "
+                           f"{self.describe_topics()}; {how_to_choose}")
         raise BagError(f"bag {self.path} has {len(candidates)} image topics "
                        f"({', '.join(candidates)}); {how_to_choose}")
 
@@ -302,6 +409,7 @@ class Bag:
         want = set(topics)
         self.delivered = Counter()
         self.loss_reason = None
+        self.corrupt_chunks = 0
         done: Counter[tuple[str, int]] = Counter()  # (topic, log time) delivered by rosbags
         if self._whole:
             from rosbags.rosbag2 import Reader
@@ -317,7 +425,7 @@ class Bag:
             except Exception as exc:  # noqa: BLE001 - a damaged chunk mid-way
                 self.notes.append(f"rosbags stopped reading {self.path} after "
                                   f"{sum(self.delivered.values())} messages "
-                                  f"({type(exc).__name__}: {exc}); salvaging the rest")
+                                  f"({type(exc).__name__}: {str(exc)[:300]}); salvaging the rest")
                 self.files = self._storage_files()
                 if not self.expected:
                     self.expected = self._metadata_counts()
@@ -348,6 +456,7 @@ class Bag:
         for topic, msgtype, t, raw in scan.messages(want):
             yield BagMessage(topic, msgtype, t, raw)
         self.notes.extend(scan.problems)
+        self.corrupt_chunks += scan.corrupt_chunks
         if scan.truncated:
             self.loss_reason = "truncated"
         elif scan.corrupt_chunks:

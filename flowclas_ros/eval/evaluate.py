@@ -179,6 +179,7 @@ class Evaluation:
         self.image = ImageMetrics(top_k=image_top_k)  # image scores from the float32 heatmaps
         self.sizes = SizeRecall(detector.threshold)  # recall at the model threshold by obstacle size
         self.flagged_shares: list[float] = []  # the node's domain-shift alarm input, per frame
+        self.void_frames = 0  # frames with void pixels: with no anomaly pixel, a coding mix-up
         self.image_score = image_score
         self.image_rows: list[Optional[dict]] = []
         self.ids: list[str] = []
@@ -209,6 +210,7 @@ class Evaluation:
         self.pixel.update(heat, label)
         self.sizes.update(heat, label)
         self.flagged_shares.append(flagged_share(heat, self.detector.threshold))
+        self.void_frames += bool(np.any(label == VOID))
         self.image_rows.append(self.image.update(heat, label))
         h16 = heat.astype(np.float16)  # float32 only if a finite score overflows float16
         overflow = np.count_nonzero(np.isfinite(h16)) != np.count_nonzero(np.isfinite(heat))
@@ -235,6 +237,7 @@ class Evaluation:
             raise ValueError("no frames to evaluate")
         det = self.detector
         pix = self.pixel.result()
+        _check_label_coding(pix["counts"], self.void_frames, desc)
         at_model = pix["at_thresholds"][0]
 
         comp_threshold, comp_source = pix["best_f1_threshold"], "pixel_best_f1"
@@ -277,6 +280,20 @@ class Evaluation:
             raise RuntimeError("write_report needs finish() first")
         write_report(out_dir, result, self.pixel, self.per_frame, read_rgb, self.cached,
                      self.detector.threshold, self.min_pred_area)
+
+
+def _check_label_coding(counts: dict, void_frames: int, desc: str) -> None:
+    """Refuse a split with void pixels but not one anomaly pixel: the signature of 0/255 binary
+    masks read in the 0/1/255 coding, where every anomaly becomes void and the metrics would
+    silently describe the inliers alone."""
+    from flowclas_ros.data.files import DatasetError
+
+    if counts["positives"] == 0 and counts["void"] > 0:
+        raise DatasetError(
+            f"{desc}: no anomaly pixel (1) in {counts['frames']} frames, but {counts['void']} void "
+            f"(255) pixels in {void_frames} of them: labels coded 0/255 (the binary-mask "
+            "convention) read as 0 inlier / 1 anomaly / 255 void turn every anomaly into void. "
+            "Read them with --layout-opt coding=mask_0_255 (evaluate), or recode 255 to 1")
 
 
 def _frame_f1(c: dict[str, int]) -> float:

@@ -259,11 +259,11 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
     node's parameters; the key ``obstacles3d`` then says how many frames got them and why
     others did not. Keys always present: ``frames`` (frames processed),
     ``skipped`` (reason -> frames not processed), ``ms_per_frame`` (median decode + pipeline),
-    ``fps``, ``per_frame``, ``output_topics``; with ``gt_topic`` also the evaluator's metrics,
+    ``fps``, ``per_frame``, ``output_topics``, ``corrupt_chunks`` (MCAP chunks whose CRC or size
+    did not match: skipped, their frames counted in ``skipped``); with ``gt_topic`` also the evaluator's metrics,
     ``scored_frames``, ``unmatched_frames``, ``gt_skipped`` and ``worst_frames``.
     """
     import numpy as np
-    from rosbags.rosbag2 import StoragePlugin, Writer
 
     from flowclas_ros.data.files import DatasetError
     from flowclas_ros.data.rosbag import (
@@ -271,6 +271,7 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
         Bag,
         BagError,
         BagFrameError,
+        chunk_crc_writer,
         decode_frame,
         deserialize,
         image_message,
@@ -336,7 +337,7 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
             ev.add(rows[row]["id"], heat, label, ms)
             scored_rows.append(row)
 
-        writer = Writer(out_path, version=9, storage_plugin=StoragePlugin.MCAP)
+        writer = chunk_crc_writer(out_path)
         writer.open()
         bar = _Bar(src.expected.get(topic), progress)
         try:
@@ -462,6 +463,9 @@ def _summary(src: Any, out: Path, topic: str, gt_topic: Optional[str], outs: dic
     import numpy as np
 
     warnings = []
+    if src.corrupt_chunks:
+        warnings.append(f"{src.corrupt_chunks} corrupt chunks in the bag (CRC, size or record "
+                        "mismatch): their messages were not used")
     if skipped:
         warnings.append(f"{sum(skipped.values())} frames skipped: "
                         + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())))
@@ -475,7 +479,7 @@ def _summary(src: Any, out: Path, topic: str, gt_topic: Optional[str], outs: dic
         "bag": str(src.path), "out": str(out), "image_topic": topic, "gt_topic": gt_topic,
         "output_topics": outs,
         "frames": len(rows), "skipped": dict(skipped), "skipped_frames": sum(skipped.values()),
-        "gt_skipped": dict(gt_skipped),
+        "gt_skipped": dict(gt_skipped), "corrupt_chunks": src.corrupt_chunks,
         "ms_per_frame": float(statistics.median(pipeline_ms)) if pipeline_ms else float("nan"),
         "ms_per_frame_p95": float(np.percentile(pipeline_ms, 95)) if pipeline_ms else float("nan"),
         "fps": len(rows) / wall if wall > 0 else float("nan"), "wall_s": wall,

@@ -12,7 +12,11 @@ Malformed input never gets "fixed": it raises :class:`ImageError`, whose
 from __future__ import annotations
 
 import array
-from typing import NamedTuple, Union
+import os
+import sys
+import tempfile
+import threading
+from typing import IO, NamedTuple, Optional, Union
 
 import cv2
 import numpy as np
@@ -24,6 +28,7 @@ __all__ = [
     "ImageError",
     "bytes_per_pixel",
     "decode_compressed",
+    "imdecode_checked",
     "image_from_fields",
     "image_msg_fields",
     "to_msg_fields",
@@ -318,13 +323,73 @@ def oversized_header(buf: np.ndarray) -> tuple[int, int] | None:
     return size if size is not None and size[0] * size[1] > MAX_DECODED_PIXELS else None
 
 
+# What libjpeg(-turbo) prints for damaged entropy-coded data (its JWRN_* warnings): it then goes
+# on and returns a picture, grey or garbled where the data was bad, and cv2 reports success.
+_LIBJPEG_CORRUPTION = (b"Corrupt JPEG data", b"Premature end of JPEG file",
+                       b"Invalid SOS parameters", b"Inconsistent progression sequence")
+_stderr_lock = threading.Lock()
+_stderr_sink: Optional[IO[bytes]] = None
+
+
+def imdecode_checked(buf: np.ndarray, flags: int) -> tuple[Optional[np.ndarray], Optional[str]]:
+    """``cv2.imdecode(buf, flags)``, and for a JPEG the corruption warning libjpeg printed (None
+    when it printed none): (image or None, warning).
+
+    Why: a JPEG with flipped bytes, or cut and re-terminated with an end-of-image marker, decodes
+    "successfully" to a partly grey or garbled frame; the only sign is a libjpeg warning on the
+    process's stderr, which OpenCV neither returns nor counts. So a JPEG is decoded with file
+    descriptor 2 pointed at a private file, the warning is read back, and whatever else was written
+    to stderr meanwhile (another thread's log line) is passed on. JPEG decodes are serialised by a
+    lock while stderr is redirected; other codecs decode directly.
+
+    Limit: JPEG has no checksum. Damage that makes libjpeg meet a marker early or late (a cut
+    closed with an end marker, bytes erased to 0xFF, most multi-byte damage) is seen; a few bytes
+    changed inside the Huffman data often resynchronise and leave no sign at all.
+    """
+    if buf[:2].tobytes() != _JPEG_SOI:
+        return cv2.imdecode(buf, flags), None
+    global _stderr_sink
+    with _stderr_lock:
+        try:
+            if _stderr_sink is None:
+                _stderr_sink = tempfile.TemporaryFile()
+            sink = _stderr_sink
+            sink.seek(0)
+            sink.truncate()
+            saved = os.dup(2)
+        except OSError:  # no stderr to redirect: decode unchecked rather than not at all
+            return cv2.imdecode(buf, flags), None
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+        os.dup2(sink.fileno(), 2)
+        try:
+            image = cv2.imdecode(buf, flags)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        sink.seek(0)
+        text = sink.read(1 << 16)
+    warning, others = None, []
+    for line in text.splitlines(keepends=True):
+        if warning is None and line.startswith(_LIBJPEG_CORRUPTION):
+            warning = line.decode("ascii", "replace").strip()[:200]
+        else:
+            others.append(line)
+    if others:
+        os.write(2, b"".join(others))
+    return image, warning
+
+
 def decode_compressed(data: ImageBytes, format: str) -> tuple[np.ndarray, str]:
     """Decode a sensor_msgs/CompressedImage into (array, encoding).
 
     The encoding is read from what cv2 decoded (bgr8, bgra8, mono8 or mono16),
     not trusted from ``format``, which only selects an accepted codec. A JPEG
     without its end-of-image marker is rejected even where the cv2 build would
-    return a partially decoded frame.
+    return a partially decoded frame, and so is one whose decoding makes libjpeg
+    warn of corrupt data (:func:`imdecode_checked`).
     """
     codec = _check_codec(format)
     buf = _byte_view(data)
@@ -350,11 +415,17 @@ def decode_compressed(data: ImageBytes, format: str) -> tuple[np.ndarray, str]:
             f"corrupt compressed image: {buf.size} bytes of format {format!r} are a JPEG "
             "without its end-of-image marker (truncated)",
         )
-    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    image, warning = imdecode_checked(buf, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ImageError(
             "corrupt_compressed",
             f"corrupt compressed image: cv2.imdecode failed on {buf.size} bytes of format {format!r}",
+        )
+    if warning is not None:
+        raise ImageError(
+            "corrupt_compressed",
+            f"corrupt compressed image: {buf.size} bytes of format {format!r} decode with a "
+            f"libjpeg warning ({warning}): damaged data, part of the frame would be made up",
         )
     return image, _decoded_encoding(image, format)
 

@@ -126,9 +126,14 @@ def threshold_components(heatmap: np.ndarray, threshold: float,
         if area < min_area:
             drop[k] = True
             continue
-        box = heatmap[y:y + h, x:x + w][labels[y:y + h, x:x + w] == k]
-        obstacles.append(Obstacle(x, y, w, h, area, float(box.max()), float(box.mean())))
+        # Reduced under a mask, not copied out: a frame-sized component (8K: 33 M pixels) would
+        # otherwise cost a float32 copy of itself.
+        sub, inside = heatmap[y:y + h, x:x + w], labels[y:y + h, x:x + w] == k
+        peak = float(np.max(sub, where=inside, initial=-np.inf))
+        mean = float(np.sum(sub, where=inside, dtype=np.float64)) / area
+        obstacles.append(Obstacle(x, y, w, h, area, peak, mean))
     if drop.any():
         binary[drop[labels]] = 0
     obstacles.sort(key=lambda o: -o.peak_score)
-    return binary * np.uint8(255), obstacles
+    binary *= np.uint8(255)
+    return binary, obstacles

@@ -15,6 +15,18 @@ def colorize(heatmap: np.ndarray, vmax: float) -> np.ndarray:
     return cv2.applyColorMap(scaled, cv2.COLORMAP_TURBO)
 
 
+_BAND_ROWS = 256
+
+
+def _blend(bgr: np.ndarray, heat: np.ndarray, t: float, alpha: float) -> np.ndarray:
+    """bgr8 pixels (Nx3 or HxWx3) blended with the colour-mapped score (N or HxW)."""
+    weight = (alpha * np.clip(heat / t - 0.5, 0.0, 1.0))[..., None]
+    color = colorize(heat[..., None] if heat.ndim == 1 else heat, 2.0 * t).astype(np.float32)
+    if heat.ndim == 1:
+        color = color[:, 0]
+    return (bgr.astype(np.float32) * (1 - weight) + color * weight).astype(np.uint8)
+
+
 def render_overlay(rgb: np.ndarray, heatmap: np.ndarray, mask: np.ndarray, threshold: float,
                    alpha: float = 0.45) -> np.ndarray:
     """bgr8 overlay: the frame, the colour-mapped score blended where the score is above half the
@@ -28,16 +40,13 @@ def render_overlay(rgb: np.ndarray, heatmap: np.ndarray, mask: np.ndarray, thres
     n = int(np.count_nonzero(sel))
     if alpha > 0 and n:
         # Few pixels: blend just those; once they are a sizeable part of the frame, gathering them
-        # costs more than a full-frame blend. Both branches give identical pixels.
-        sparse = n < sel.size // 8
-        h = heatmap[sel][:, None] if sparse else heatmap
-        weight = (alpha * np.clip(h / t - 0.5, 0.0, 1.0))[..., None]
-        color = colorize(h, 2.0 * t).astype(np.float32)
-        if sparse:
-            out[sel] = (out[sel].astype(np.float32) * (1 - weight[:, 0]) + color[:, 0] * weight[:, 0]
-                        ).astype(np.uint8)
+        # costs more than a full-frame blend, done in bands of rows so that an 8K frame needs
+        # megabytes of float temporaries, not gigabytes. Both branches give identical pixels.
+        if n < sel.size // 8:
+            out[sel] = _blend(out[sel], heatmap[sel], t, alpha)
         else:
-            out = (out.astype(np.float32) * (1 - weight) + color * weight).astype(np.uint8)
+            for r in range(0, out.shape[0], _BAND_ROWS):
+                out[r:r + _BAND_ROWS] = _blend(out[r:r + _BAND_ROWS], heatmap[r:r + _BAND_ROWS], t, alpha)
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(out, contours, -1, (255, 255, 255), 2)
     return out

@@ -66,13 +66,12 @@ def _bag_writer(path: Path, jpeg_quality: Optional[int] = None
     holds. Image, ground truth, aligned depth (32FC1 metres, inf = sky) and CameraInfo share
     stamp and frame, as an RGB-D camera publishes them; with ``jpeg_quality`` the image topic is a
     JPEG CompressedImage (as robots log), and the frame returned is the JPEG's decoded pixels."""
-    from rosbags.rosbag2 import StoragePlugin, Writer
-
     from flowclas_ros.data.rosbag import (
         CAMERA_INFO,
         COMPRESSED_IMAGE,
         IMAGE,
         camera_info_message,
+        chunk_crc_writer,
         header_message,
         image_message,
         jpeg_message,
@@ -81,7 +80,7 @@ def _bag_writer(path: Path, jpeg_quality: Optional[int] = None
 
     store = typestore()
     image_type = IMAGE if jpeg_quality is None else COMPRESSED_IMAGE
-    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+    with chunk_crc_writer(path) as writer:
         image_conn = writer.add_connection(IMAGE_TOPIC, image_type, typestore=store)
         gt_conn = writer.add_connection(GT_TOPIC, IMAGE, typestore=store)
         depth_conn = writer.add_connection(DEPTH_TOPIC, IMAGE, typestore=store)

@@ -51,12 +51,13 @@ class TrainingFrames:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.samples = [s for src in cfg.data.train for s in source_samples(src)]
         oe = cfg.outlier_exposure
         weights = oe.source_weights()
         self.sources = list(weights)
         self.source_p = np.array(list(weights.values()), np.float64) / max(sum(weights.values()), 1e-12)
+        # The bank before the samples: listing a bag source extracts its frames (minutes).
         self.bank: Optional[CutoutBank] = CutoutBank.from_dir(oe.bank) if "cutouts" in weights else None
+        self.samples = [s for src in cfg.data.train for s in source_samples(src)]
         self.paste_cfg = PasteConfig(probability=oe.probability, count=tuple(oe.count),
                                      scale=tuple(oe.scale), size_sampling=oe.size_sampling,
                                      camouflage=oe.camouflage

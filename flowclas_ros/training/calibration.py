@@ -6,6 +6,7 @@ else the first training source), scored exactly as the exported graph scores the
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -19,11 +20,13 @@ from flowclas_ros.data.labels import Sample, read_label_or_inlier
 from flowclas_ros.data.layouts import evenly_spaced, source_samples
 from flowclas_ros.model.flowclas import FlowCLAS
 from flowclas_ros.model.score import normalisation_from_inliers
-from flowclas_ros.runtime.labels import INLIER
+from flowclas_ros.runtime.labels import ANOMALY, INLIER
 from flowclas_ros.runtime.processing import label_to_input, preprocess
-from flowclas_ros.training.checkpoint import load_checkpoint, save_checkpoint
+from flowclas_ros.training.checkpoint import TrainingError, load_checkpoint, save_checkpoint
 from flowclas_ros.training.devices import pick_device
 from flowclas_ros.training.int8_features import int8_features_for
+
+log = logging.getLogger("flowclas_ros.train")
 
 
 def calibration_samples(cfg: Config) -> tuple[list[Sample], str]:
@@ -55,9 +58,12 @@ def calibrate(model: FlowCLAS, cfg: Config, device: torch.device,
     m = cfg.model
     mean, std = model.backbone.mean, model.backbone.std
     values = []
+    unlabelled = anomaly_frames = 0
     for s in samples:
         rgb = read_image_rgb(s.image_path)
         label = read_label_or_inlier(s, rgb.shape[:2])
+        unlabelled += not s.has_label
+        anomaly_frames += s.has_label and bool(np.any(label == ANOMALY))
         x, geom = preprocess(rgb, m.input_size, mean, std, m.resize_policy)
         images = torch.from_numpy(x[None]).to(device)
         score = model.score_from_features(extract(images), images)[0, 0].cpu().numpy()
@@ -65,11 +71,44 @@ def calibrate(model: FlowCLAS, cfg: Config, device: torch.device,
         values.append(inl[:: max(1, inl.size // 20000)])
     pooled = np.concatenate(values).astype(np.float64)
     fpr = cfg.calibration.inlier_fpr
+    if pooled.size == 0:
+        raise TrainingError(f"calibration: the {len(samples)} calibration frames of {root} have no "
+                            "inlier pixel; no model written")
+    bad = int(pooled.size - np.count_nonzero(np.isfinite(pooled)))
+    if bad:
+        raise TrainingError(f"calibration: {bad} of {pooled.size} inlier-pixel scores are NaN or "
+                            f"infinite (a diverged flow); no model written; lower train.lr "
+                            f"(now {cfg.train.lr:g})")
     offset, scale = normalisation_from_inliers(pooled, fpr)
+    if not (np.isfinite(offset) and np.isfinite(scale) and scale > 0):
+        raise TrainingError(f"calibration: non-finite score normalisation (offset {offset}, scale "
+                            f"{scale}); no model written")
     model.train()
+    caveats = calibration_caveats(cfg.data.val is None, len(samples), unlabelled, anomaly_frames)
+    for c in caveats:
+        log.warning("calibration on %s: %s", root, c)
+    rule = f"inlier-pixel FPR {100 * fpr:g}% on {len(samples)} frames of {root}"
     return {"score_offset": offset, "score_scale": scale, "threshold": 1.0,
-            "threshold_rule": f"inlier-pixel FPR {100 * fpr:g}% on {len(samples)} frames of {root}",
+            "threshold_rule": "; ".join([rule, *caveats]), "caveats": caveats,
             "frames": len(samples), "inlier_pixels": int(pooled.size)}
+
+
+def calibration_caveats(from_training: bool, frames: int, unlabelled: int,
+                        anomaly_frames: int) -> list[str]:
+    """What the threshold could not take into account, in words for the training log and the
+    model's threshold rule: a threshold set on training frames, or on frames taken as inliers
+    for want of labels, is not the held-out, labelled calibration the rule assumes."""
+    caveats = []
+    if from_training:
+        caveats.append("set on TRAINING frames (no data.val configured): false alarms on new "
+                       "scenes will be higher than this FPR")
+    if unlabelled:
+        caveats.append(f"{unlabelled} of {frames} calibration frames have no labels and were taken "
+                       "as all inlier (obstacles in them raise the threshold)")
+    if unlabelled < frames and anomaly_frames == 0:
+        caveats.append("no anomaly pixel in the labelled calibration frames: the threshold was "
+                       "not checked against obstacles")
+    return caveats
 
 
 # Keys that only change post-processing / calibration: editable on a trained checkpoint.

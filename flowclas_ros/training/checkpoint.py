@@ -22,6 +22,12 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, not ours, or unfinished."""
 
 
+class TrainingError(ValueError):
+    """A training or calibration run that cannot give a usable model (a non-finite loss, weights
+    or calibration): raised before the finished checkpoint is written, so no model that scores
+    NaN ever reaches export or a robot."""
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write atomically: a crash mid-write never leaves a truncated checkpoint behind."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,7 @@ from flowclas_ros.training.calibration import calibrate, feature_extractor
 from flowclas_ros.training.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_NAME,
+    TrainingError,
     load_checkpoint,
     save_checkpoint,
 )
@@ -158,6 +159,10 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False,
         neg_head = model.head if generator_head is None else generator_head
 
         def snapshot(step: int, calibration: Optional[dict] = None) -> None:
+            if not all(torch.isfinite(p).all() for p in model.head.parameters()):
+                raise TrainingError(f"training diverged: non-finite flow weights at step {step}; "
+                                    f"no checkpoint written{_kept(ckpt_path)}; lower train.lr "
+                                    f"(now {cfg.train.lr:g}) or model.flow.clamp")
             if rank == 0:
                 save_checkpoint(ckpt_path, {
                     "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(),
@@ -180,8 +185,10 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False,
                                                           step_generator(cfg, step, rank, stream=11))
                 total, ml, con = loss_mod(feats, cells, step_generator(cfg, step, rank), n_neg)
                 if not torch.isfinite(total):
-                    raise FloatingPointError(f"non-finite loss at step {step} (ml={ml.item()}, "
-                                             f"con={con.item()}); lower train.lr or model.flow.clamp")
+                    raise TrainingError(f"training diverged: non-finite loss at step {step} "
+                                        f"(ml={ml.item():.4g}, con={con.item():.4g}); no model "
+                                        f"written{_kept(ckpt_path)}; lower train.lr (now "
+                                        f"{cfg.train.lr:g}) or model.flow.clamp")
                 opt.zero_grad(set_to_none=True)
                 total.backward()
                 if cfg.train.grad_clip > 0:
@@ -222,6 +229,13 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False,
         if world > 1:
             dist.barrier()
     return ckpt_path
+
+
+def _kept(ckpt_path: Path) -> str:
+    """What an aborted run leaves: an earlier unfinished checkpoint (no calibration, so export
+    refuses it) stays for inspection."""
+    return (f" ({ckpt_path} is an earlier unfinished checkpoint: not exportable)"
+            if ckpt_path.is_file() else "")
 
 
 @torch.no_grad()

@@ -161,7 +161,7 @@ class FlowPatchesOEConfig:
     # when the patch's bits/dim under the patch flow lies in [q, q + border_width], q = the held-out
     # inlier patches' `border_quantile` bits/dim at the same size: just outside the inlier set, not
     # noise (training/patch_negatives.py)
-    temperature: list[float] = field(default_factory=lambda: [1.0, 1.3])
+    temperature: list[float] = field(default_factory=lambda: [1.0, 1.2])
     border_quantile: float = 0.9
     border_width: float = 0.75  # bits per dimension
     sizes: list[int] = field(default_factory=lambda: [32, 64, 128])  # bank patch sides (px)
@@ -171,9 +171,10 @@ class FlowPatchesOEConfig:
     levels: int = 3
     steps: int = 4  # flow steps per level
     hidden_channels: int = 48
+    clamp: float = 1.0  # soft clamp of the couplings' log-scales: 1 keeps sampling stable (README)
     crop: int = 32  # training crop side (px)
     frame_scales: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
-    iterations: int = 1500
+    iterations: int = 3000
     batch_size: int = 32
     lr: float = 1.0e-3
     max_frames: int = 800  # frames read (evenly spaced) when the source holds more

@@ -103,6 +103,7 @@ def _validate(cfg: Config) -> None:
     need(fp.bank_size >= len(fp.sizes), f"{key}.bank_size", "must be >= the number of sizes")
     need(fp.steps >= 1, f"{key}.steps", "must be >= 1")
     need(fp.hidden_channels >= 1, f"{key}.hidden_channels", "must be >= 1")
+    need(fp.clamp > 0, f"{key}.clamp", "must be > 0")
     need(fp.crop >= multiple and fp.crop % multiple == 0, f"{key}.crop",
          f"must be a multiple of 2**levels = {multiple}")
     need(len(fp.frame_scales) >= 1 and all(s >= 1 for s in fp.frame_scales), f"{key}.frame_scales",

@@ -60,7 +60,7 @@ CACHE_VERSION = 1  # bump when training or sampling changes what a cached entry 
 MIN_FRAMES = 16
 POOL_CROPS = 16384  # training crops cut once from the frames (uint8; 50 MB at 32x32)
 EVAL_CROPS = 256  # held-out inlier crops per bank side, for the border band
-GENERATOR_KEYS = ("levels", "steps", "hidden_channels", "crop", "frame_scales", "iterations",
+GENERATOR_KEYS = ("levels", "steps", "hidden_channels", "clamp", "crop", "frame_scales", "iterations",
                   "batch_size", "lr", "max_frames")
 # Torch threads while the generator trains and samples: its convolutions are small, and on the
 # 2-core CPU this was measured on, one thread ran an iteration 3.4x faster than two (0.058 vs
@@ -183,7 +183,7 @@ def train_patch_flow(pool: np.ndarray, cfg: Config, progress: bool = False,
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng([cfg.seed, 15])
-    flow = PatchFlow(fp.levels, fp.steps, fp.hidden_channels, seed=cfg.seed).to(device)
+    flow = PatchFlow(fp.levels, fp.steps, fp.hidden_channels, clamp=fp.clamp, seed=cfg.seed).to(device)
     flow.train()
     with torch.no_grad():  # ActNorm's data-dependent init on a larger first batch
         init = pool[rng.choice(len(pool), min(len(pool), 256), replace=False)]
@@ -239,27 +239,32 @@ def sample_border(flow: PatchFlow, side: int, n: int, band: tuple[float, float],
     ``band`` (module docstring); returns (uint8 [n, side, side, 3], statistics)."""
     chunk = max(4, min(128, 131072 // (side * side)))
     kept: list[np.ndarray] = []
-    spare: list[tuple[float, np.ndarray]] = []  # rejected draws and their distance to the band
+    spare: list[tuple[float, np.ndarray]] = []  # rejected finite draws and their distance to the band
     drawn, bpds = 0, []
     while sum(len(k) for k in kept) < n and drawn < 8 * n:
         x = flow.sample(chunk, (side, side), temperature, generator)
         patches = x.permute(0, 2, 3, 1).cpu().numpy()
-        bpd = bits_per_dim(flow, patches, generator)
+        bpd = np.nan_to_num(bits_per_dim(flow, patches, generator), nan=np.inf)  # overflowed: far out
         drawn += chunk
         bpds.append(bpd)
         inside = (bpd >= band[0]) & (bpd <= band[1])
         kept.append(patches[inside])
         distance = np.maximum(band[0] - bpd, bpd - band[1])
-        spare.extend((float(d), p) for d, p in zip(distance[~inside], patches[~inside]))
+        out = ~inside & np.isfinite(bpd)
+        spare.extend((float(d), p) for d, p in zip(distance[out], patches[out]))
     accepted = np.concatenate(kept)[:n]
     short = n - len(accepted)
-    if short > 0:
+    if short > 0 and spare:
         spare.sort(key=lambda t: t[0])
         accepted = np.concatenate([accepted, np.stack([p for _, p in spare[:short]])])
+    if len(accepted) == 0:
+        raise FloatingPointError(f"patch flow: no finite sample at {side} px in {drawn} draws; lower "
+                                 "outlier_exposure.flow_patches.temperature")
     all_bpd = np.concatenate(bpds)
     stats = {"side": side, "drawn": drawn, "in_band": int(sum(len(k) for k in kept)),
              "acceptance": float(np.mean((all_bpd >= band[0]) & (all_bpd <= band[1]))),
-             "filled_nearest": max(0, short), "drawn_bpd_median": float(np.median(all_bpd))}
+             "filled_nearest": len(accepted) - min(n, sum(len(k) for k in kept)),
+             "drawn_bpd_median": float(np.median(all_bpd)), "overflowed": int(np.sum(~np.isfinite(all_bpd)))}
     return np.ascontiguousarray(accepted), stats
 
 
@@ -307,7 +312,7 @@ def _flow_patch_bank(cfg: Config, progress: bool, device: Optional[torch.device]
     pool, held_out = crop_pools(samples, cfg, rng, progress)
     if gen_path.is_file():
         saved = torch.load(gen_path, map_location=device, weights_only=True)
-        flow = PatchFlow(fp.levels, fp.steps, fp.hidden_channels, seed=cfg.seed).to(device)
+        flow = PatchFlow(fp.levels, fp.steps, fp.hidden_channels, clamp=fp.clamp, seed=cfg.seed).to(device)
         flow.load_state_dict(saved["state_dict"])
         flow.eval()
         meta = json.loads((folder / "generator.json").read_text())

@@ -257,3 +257,11 @@ def test_oe_option_switches_sources() -> None:
                      ("cutouts=0", "must be > 0")):
         with pytest.raises(ConfigError, match=msg):
             oe_overrides(bad)
+
+
+def test_model_card_names_flow_patches(toy_world, tmp_path) -> None:
+    from flowclas_ros.deploy.model_card import describe_oe
+
+    cfg = config_from_dict(_cfg(toy_world, tmp_path))
+    line = describe_oe(cfg.outlier_exposure)
+    assert "flow-generated image patches (100% of OE frames" in line and "latent" not in line

@@ -286,7 +286,7 @@ def test_config_takes_bag_sources(tmp_path):
     plain = config_from_dict({**base, "data": {"train": [{"root": "x"}]}}, tmp_path)
     d = plain.to_dict()
     del d["data"]["train"][0]["topic"], d["data"]["train"][0]["stride"]
-    for later in ("sources", "procedural", "flow_negatives"):  # OE options added after these
+    for later in ("sources", "procedural", "flow_negatives", "flow_patches"):  # OE options added later
         del d["outlier_exposure"][later]
     for later in ("score_guided_radius", "score_guided_eps"):  # model options added later
         del d["model"][later]

@@ -8,11 +8,13 @@ What is drawn, and why it lies off the inlier set:
    cut at every ``frame_scales`` downsampling of each frame (1 = source pixels; 8 = a crop spans an
    eighth of the frame), so it learns fine texture and coarse layout alike. One frame in ten
    (at least 4) is held out.
-2. **Temperature**: every latent is drawn from its Gaussian with the std multiplied by
-   ``temperature`` (> 1). A flow's samples at T = 1 lie in its typical set, i.e. look like inlier
-   patches (that is what maximum likelihood fits); T > 1 moves the latent radially outwards, into
-   the thin shell around the typical set, so the decoded patches keep the frames' colours and
-   structures but in combinations and contrasts the frames do not show.
+2. **Temperature**: every latent is drawn from its Gaussian with the std multiplied by T, one T
+   per patch, uniform in ``temperature`` (default [1.0, 1.2]). A flow's samples at T = 1 lie in
+   its typical set (what maximum likelihood fits; a briefly trained flow's T = 1 samples are
+   already less likely than most real patches); T > 1 moves the latent radially outwards, so the
+   decoded patches keep the frames' colours and structures but in combinations and contrasts the
+   frames do not show. Beyond T = 1.2 most draws blow up in the inverse flow (README), which the
+   band rejects anyway.
 3. **Border band (rejection)**: a sample is kept only if its own likelihood under the patch flow,
    in bits/dim, lies in ``[q, q + border_width]``, where ``q`` is the ``border_quantile``
    (default 0.9) bits/dim of HELD-OUT inlier crops of the same size: each kept patch is less likely

@@ -12,6 +12,8 @@ MATCHED="--set outlier_exposure.procedural.count=[1,3] --set outlier_exposure.pr
 LARGE="--set outlier_exposure.procedural.count=[1,3] --set outlier_exposure.procedural.scale=[0.1,0.5]"
 XLARGE="--set outlier_exposure.procedural.count=[2,4] --set outlier_exposure.procedural.scale=[0.15,0.6]"
 PROC="--set outlier_exposure.sources.cutouts=0 --set outlier_exposure.sources.procedural=1"
+# flow_patches (issue 15): the patch generator trains once per data source (cached, see the README)
+FP_LARGE="--set outlier_exposure.flow_patches.count=[1,3] --set outlier_exposure.flow_patches.scale=[0.1,0.5]"
 run() {
   name=$1; shift
   flowclas-ros train --config config/train_sim.yaml --out runs/abl_$name $COMMON "$@" > runs/abl_$name.log 2>&1 || { echo "$name: train failed"; return; }
@@ -35,10 +37,15 @@ row() {
     cutouts_procedural) run cutouts_procedural --set outlier_exposure.sources.procedural=1 ;;
     cutouts_procedural_large) run cutouts_procedural_large --set outlier_exposure.sources.procedural=1 $LARGE ;;
     all)            run all --set outlier_exposure.sources.procedural=1 --set outlier_exposure.sources.flow_negatives=1 ;;
+    flowpatches)    run flowpatches --oe flow_patches ;;
+    flowpatches_large) run flowpatches_large --oe flow_patches $FP_LARGE ;;
+    procedural_flowpatches) run procedural_flowpatches --oe procedural,flow_patches ;;
+    cutouts_flowpatches) run cutouts_flowpatches --oe cutouts,flow_patches ;;
+    cutouts_procedural_flowpatches) run cutouts_procedural_flowpatches --oe cutouts,procedural,flow_patches ;;
     nfonly)         run nfonly --set loss.contrastive_weight=0 --set outlier_exposure.enabled=false ;;
     *) echo "unknown row $1"; exit 2 ;;
   esac
 }
 mkdir -p reports runs
-ROWS=${*:-nfonly cutouts procedural procedural_matched procedural_large procedural_xlarge flownegs flownegs_hinge flownegs_generator cutouts_procedural cutouts_procedural_large all}
+ROWS=${*:-nfonly cutouts procedural procedural_matched procedural_large procedural_xlarge flownegs flownegs_hinge flownegs_generator cutouts_procedural cutouts_procedural_large all flowpatches flowpatches_large procedural_flowpatches cutouts_flowpatches cutouts_procedural_flowpatches}
 for r in $ROWS; do row "$r"; done

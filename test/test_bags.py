@@ -286,7 +286,7 @@ def test_config_takes_bag_sources(tmp_path):
     plain = config_from_dict({**base, "data": {"train": [{"root": "x"}]}}, tmp_path)
     d = plain.to_dict()
     del d["data"]["train"][0]["topic"], d["data"]["train"][0]["stride"]
-    for later in ("sources", "procedural", "flow_negatives", "size_sampling", "camouflage"):  # added later
+    for later in ("sources", "procedural", "flow_negatives", "size_sampling", "camouflage", "flow_patches"):
         del d["outlier_exposure"][later]
     for later in ("score_guided_radius", "score_guided_eps"):  # model options added later
         del d["model"][later]
@@ -375,3 +375,32 @@ def test_train_from_logs_in_one_command(toy_frames, tmp_path, cache, caplog, cap
 
     assert cli_main(["train", "--config", "x.yaml", "--topic", TOPIC]) == 2
     assert "--topic only apply with --bag" in capsys.readouterr().err
+
+
+def test_train_from_logs_with_flow_patches(toy_frames, tmp_path, cache, capsys):
+    """`train --bag LOG --oe flow_patches,procedural`: the patch generator is trained on the log's
+    own frames, cached, and its patches pasted; a log with too few frames is one error line."""
+    from flowclas_ros.cli import main as cli_main
+    from flowclas_ros.training.checkpoint import checkpoint_config, load_checkpoint
+
+    bag = toy_bag(tmp_path / "normal", toy_frames[:20])
+    small = ["--set", "model.input_size=[64,80]", "--set", "train.batch_size=2", "--set",
+             "model.flow.steps=1", "--set", "model.flow.hidden_channels=16", "--set",
+             "loss.samples_per_class=16"]
+    gen = [f"--set=outlier_exposure.flow_patches.{k}={v}" for k, v in (
+        ("levels", 2), ("steps", 1), ("hidden_channels", 8), ("crop", 16), ("frame_scales", "[1]"),
+        ("iterations", 10), ("batch_size", 8), ("sizes", "[16,32]"), ("bank_size", 8))]
+    rc = cli_main(["train", "--bag", str(bag), "--topic", TOPIC, "--oe", "flow_patches,procedural",
+                   "--out", str(tmp_path / "run"), "--max-steps", "2", "--quiet", *small, *gen])
+    assert rc == 0
+    cfg = checkpoint_config(load_checkpoint(tmp_path / "run" / "checkpoint.pt"))
+    assert cfg.outlier_exposure.source_weights() == {"procedural": 1.0, "flow_patches": 1.0}
+    patch_cache = cache.parent / "patch_flows"  # beside the bag cache, under $XDG_CACHE_HOME
+    assert len(list(patch_cache.glob("*/generator.pt"))) == 1 and len(list(patch_cache.glob("*/bank-*.npz"))) == 1
+
+    short = toy_bag(tmp_path / "short", toy_frames[:10])
+    capsys.readouterr()
+    assert cli_main(["train", "--bag", str(short), "--topic", TOPIC, "--oe", "flow_patches",
+                     "--out", str(tmp_path / "run2"), "--max-steps", "1", "--quiet", *small, *gen]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs at least 16 training frames, data.train has 10" in err[0]

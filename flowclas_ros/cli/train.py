@@ -24,6 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "log, else generic)")
     p.add_argument("--bank", help="with --bag: an OE cut-out bank to paste besides the procedural "
                    "anomalies (default: procedural only)")
+    p.add_argument("--oe", metavar="SOURCES", help="outlier-exposure sources, comma-separated, each "
+                   "with an optional weight (default 1); the others are switched off: e.g. "
+                   "'flow_patches,procedural' or 'cutouts=1,procedural=1,flow_patches=1' (sources: "
+                   "cutouts (needs --bank or the config's bank), procedural, flow_patches, "
+                   "flow_negatives); with --bag or --config")
     p.add_argument("--out", help="run directory (default runs/<config name>, runs/<first log name>)")
     p.add_argument("--max-steps", type=int, help="override train.max_steps")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -36,9 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(a: argparse.Namespace) -> int:
     from flowclas_ros.config import ConfigError, load_config
     from flowclas_ros.training.loop import train
-    from flowclas_ros.training.recipes import logs_config
+    from flowclas_ros.training.recipes import logs_config, oe_overrides
 
-    overrides = list(a.set or [])
+    overrides = (oe_overrides(a.oe) if a.oe is not None else []) + list(a.set or [])
     if a.max_steps is not None:
         overrides.append(f"train.max_steps={a.max_steps}")
     if a.config:

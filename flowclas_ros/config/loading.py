@@ -97,6 +97,7 @@ def _resolve_paths(cfg: Config, base: Path) -> None:
         cfg.data.val.root = fix(cfg.data.val.root)
     cfg.outlier_exposure.bank = fix(cfg.outlier_exposure.bank)
     cfg.outlier_exposure.flow_negatives.generator = fix(cfg.outlier_exposure.flow_negatives.generator)
+    cfg.outlier_exposure.flow_patches.cache_dir = fix(cfg.outlier_exposure.flow_patches.cache_dir)
     cfg.model.backbone.weights = fix(cfg.model.backbone.weights)
 
 

@@ -85,12 +85,14 @@ class DataConfig:
 @dataclass
 class OESourcesConfig:
     """Relative weights of the OE sources (0 = off): a frame that receives OE draws ONE source
-    with these weights. cutouts / procedural paste into the image; flow_negatives append a
-    flow-sampled negative copy of the frame's features (train.py)."""
+    with these weights. cutouts / procedural / flow_patches paste into the image; flow_negatives
+    append a flow-sampled negative copy of the frame's features (train.py; measured to hurt on
+    every variant tried, README: kept for ablations, never a default)."""
 
     cutouts: float = 1.0
     procedural: float = 0.0
     flow_negatives: float = 0.0
+    flow_patches: float = 0.0
 
 
 @dataclass
@@ -135,6 +137,51 @@ class FlowNegativesOEConfig:
 
 
 @dataclass
+class FlowPatchShapesConfig:
+    """Relative weights of the mask shapes a flow patch is pasted with (data/flow_patches.py)."""
+
+    ellipse: float = 1.0
+    polygon: float = 1.0
+    blob: float = 1.0
+
+
+@dataclass
+class FlowPatchesOEConfig:
+    """NFlowJS-style negatives drawn in IMAGE space: a multi-scale flow of the training frames' own
+    RGB patches (model/patch_flow.py) is trained once per data source, patches are sampled beyond
+    its inlier set into a cached bank (training/patch_negatives.py) and pasted like cut-outs with
+    random shape masks (data/flow_patches.py)."""
+
+    # Pasting: patches per pasted frame; longest side / shorter image side (the cut-outs' convention)
+    count: list[int] = field(default_factory=lambda: [1, 2])
+    scale: list[float] = field(default_factory=lambda: [0.03, 0.4])
+    shapes: FlowPatchShapesConfig = field(default_factory=FlowPatchShapesConfig)
+    min_change: float = 16.0  # mean grey-level change a paste must make (else moved; 0 = off)
+    # Sampling the bank: latents drawn at T x their std, T uniform in `temperature` per patch, kept
+    # when the patch's bits/dim under the patch flow lies in [q, q + border_width], q = the held-out
+    # inlier patches' `border_quantile` bits/dim at the same size: just outside the inlier set, not
+    # noise (training/patch_negatives.py)
+    temperature: list[float] = field(default_factory=lambda: [1.0, 1.2])
+    border_quantile: float = 0.9
+    border_width: float = 0.75  # bits per dimension
+    sizes: list[int] = field(default_factory=lambda: [32, 64, 128])  # bank patch sides (px)
+    bank_size: int = 384  # patches in the bank, split evenly over `sizes`
+    # The generator (trained by maximum likelihood on random crops of the training frames, at
+    # every `frame_scales` downsampling so large patches have coarse structure)
+    levels: int = 3
+    steps: int = 4  # flow steps per level
+    hidden_channels: int = 48
+    clamp: float = 1.0  # soft clamp of the couplings' log-scales: 1 keeps sampling stable (README)
+    crop: int = 32  # training crop side (px)
+    frame_scales: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    iterations: int = 3000
+    batch_size: int = 32
+    lr: float = 1.0e-3
+    max_frames: int = 800  # frames read (evenly spaced) when the source holds more
+    cache_dir: Optional[str] = None  # None: $XDG_CACHE_HOME/flowclas_ros/patch_flows
+
+
+@dataclass
 class OutlierExposureConfig:
     enabled: bool = True
     bank: Optional[str] = None  # directory of RGBA cut-outs (needed when sources.cutouts > 0)
@@ -150,6 +197,7 @@ class OutlierExposureConfig:
     sources: OESourcesConfig = field(default_factory=OESourcesConfig)
     procedural: ProceduralOEConfig = field(default_factory=ProceduralOEConfig)
     flow_negatives: FlowNegativesOEConfig = field(default_factory=FlowNegativesOEConfig)
+    flow_patches: FlowPatchesOEConfig = field(default_factory=FlowPatchesOEConfig)
 
     def source_weights(self) -> dict[str, float]:
         """The active sources and their weights (empty when OE is disabled)."""
@@ -240,6 +288,9 @@ class Config:
             for key in keys:
                 if values[key] == defaults[key]:
                     del values[key]
+        sources = data["outlier_exposure"].get("sources", {})
+        if sources.get("flow_patches") == 0.0:  # added later than `sources` itself
+            del sources["flow_patches"]
         if data["augmentation"] == dataclasses.asdict(AugmentationConfig()):
             del data["augmentation"]  # added later too: a whole section
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
@@ -249,7 +300,7 @@ class Config:
 # Keys added after configs were first hashed: omitted from the hash while at their defaults.
 _ADDED_LATER: dict[str, tuple[type, tuple[str, ...]]] = {
     "outlier_exposure": (OutlierExposureConfig, ("sources", "procedural", "flow_negatives", "size_sampling",
-                                                 "camouflage")),
+                                                 "camouflage", "flow_patches")),
     "model": (ModelConfig, ("score_guided_radius", "score_guided_eps")),
     "model.backbone": (BackboneConfig, ("int8_features", "int8_calibration_frames")),
 }

@@ -84,6 +84,37 @@ def _validate(cfg: Config) -> None:
     need(0 <= fn.anchor <= 1, "outlier_exposure.flow_negatives.anchor", "must be in [0, 1]")
     need(fn.max_norm_ratio >= 1, "outlier_exposure.flow_negatives.max_norm_ratio", "must be >= 1")
     need(fn.nll_margin >= 0, "outlier_exposure.flow_negatives.nll_margin", "must be >= 0 (0 = off)")
+    fp = oe.flow_patches
+    key = "outlier_exposure.flow_patches"
+    need(len(fp.count) == 2 and 1 <= fp.count[0] <= fp.count[1], f"{key}.count",
+         "must be [min, max] with 1 <= min <= max")
+    need(len(fp.scale) == 2 and 0 < fp.scale[0] <= fp.scale[1] <= 1, f"{key}.scale",
+         "must be [min, max] with 0 < min <= max <= 1")
+    shapes = dataclasses.asdict(fp.shapes)
+    need(all(v >= 0 for v in shapes.values()) and sum(shapes.values()) > 0, f"{key}.shapes",
+         "weights must be >= 0 with a positive sum")
+    need(0 <= fp.min_change <= 128, f"{key}.min_change", "must be in [0, 128] (0 = off)")
+    need(len(fp.temperature) == 2 and 0 < fp.temperature[0] <= fp.temperature[1], f"{key}.temperature",
+         "must be [min, max] with 0 < min <= max (> 1 samples beyond the inlier set)")
+    need(0 <= fp.border_quantile < 1, f"{key}.border_quantile", "must be in [0, 1)")
+    need(fp.border_width > 0, f"{key}.border_width", "must be > 0 (bits per dimension)")
+    need(1 <= fp.levels <= 5, f"{key}.levels", "must be in 1..5")
+    multiple = 2 ** fp.levels
+    need(len(fp.sizes) >= 1 and all(multiple <= s <= 512 and s % multiple == 0 for s in fp.sizes),
+         f"{key}.sizes", f"must be a non-empty list of sides in {multiple}..512, multiples of "
+         f"2**levels = {multiple}")
+    need(fp.bank_size >= len(fp.sizes), f"{key}.bank_size", "must be >= the number of sizes")
+    need(fp.steps >= 1, f"{key}.steps", "must be >= 1")
+    need(fp.hidden_channels >= 1, f"{key}.hidden_channels", "must be >= 1")
+    need(fp.clamp > 0, f"{key}.clamp", "must be > 0")
+    need(fp.crop >= multiple and fp.crop % multiple == 0, f"{key}.crop",
+         f"must be a multiple of 2**levels = {multiple}")
+    need(len(fp.frame_scales) >= 1 and all(s >= 1 for s in fp.frame_scales), f"{key}.frame_scales",
+         "must be a non-empty list of downsampling factors >= 1")
+    need(fp.iterations >= 1, f"{key}.iterations", "must be >= 1")
+    need(fp.batch_size >= 2, f"{key}.batch_size", "must be >= 2")
+    need(fp.lr > 0, f"{key}.lr", "must be > 0")
+    need(fp.max_frames >= 16, f"{key}.max_frames", "must be >= 16")
     need(cfg.loss.contrastive_weight >= 0, "loss.contrastive_weight", "must be >= 0")
     need(cfg.loss.temperature > 0, "loss.temperature", "must be > 0")
     need(cfg.loss.samples_per_class >= 2, "loss.samples_per_class", "must be >= 2")

@@ -36,6 +36,12 @@ def describe_oe(oe: Any) -> str:
             parts.append(f"procedural noise-blob anomalies ({share}; count {pr.count}, scale {pr.scale}, "
                          f"coverage {pr.coverage}, fills texture/colour/geometry "
                          f"{f.texture:g}/{f.colour:g}/{f.geometry:g})")
+        elif name == "flow_patches":
+            fp = oe.flow_patches
+            parts.append(f"flow-generated image patches ({share}; count {fp.count}, scale {fp.scale}; "
+                         f"a {fp.levels}-level patch flow of the training frames, T {fp.temperature}, kept "
+                         f"within {fp.border_width:g} bits/dim beyond the inlier patches' "
+                         f"q{fp.border_quantile:g}; sides {fp.sizes})")
         else:
             fn = oe.flow_negatives
             parts.append(f"flow-sampled latent negatives ({share}; blobs of {fn.cells} cells, shell "

@@ -5,8 +5,10 @@ drawn from an RNG seeded by those three numbers, so `--resume` continues exactly
 different data without a sampler.
 
 Outlier exposure: a frame receives OE with `outlier_exposure.probability`, from ONE source drawn
-with the `outlier_exposure.sources` weights: `cutouts` and `procedural` paste into the image here
-(at source resolution, before the flip and the resize); `flow_negatives` leaves the image alone and
+with the `outlier_exposure.sources` weights: `cutouts`, `procedural` and `flow_patches` (patches
+sampled by a flow of the frames' own pixels, training/patch_negatives.py; its bank is trained or
+read from the cache when the frames are set up) paste into the image here (at source resolution,
+before the flip and the resize); `flow_negatives` leaves the image alone and
 only marks the frame (`TrainingFrame.source`), the training loop appends a flow-sampled negative copy of its
 features. A config with cut-outs as the only source draws exactly the random numbers it drew
 before the other sources existed, so older runs resume on the same batches.
@@ -19,19 +21,24 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from flowclas_ros.config import Config
 from flowclas_ros.data.camera_model import CameraModel
 from flowclas_ros.data.files import read_image_rgb
+from flowclas_ros.data.flow_patches import FlowPatchConfig, PatchBank, paste_flow_patches
 from flowclas_ros.data.labels import read_label_or_inlier
 from flowclas_ros.data.layouts import source_samples
 from flowclas_ros.data.outliers import CutoutBank, PasteConfig, paste_outliers
 from flowclas_ros.data.procedural import ProceduralConfig, paste_procedural
 from flowclas_ros.model.registry import BACKBONES
 from flowclas_ros.runtime.processing import label_to_input, preprocess
+from flowclas_ros.training.patch_negatives import flow_patch_bank
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -42,14 +49,18 @@ class TrainingFrame:
     label: np.ndarray
     key: tuple[int, bool]  # (frame index, flipped): the feature-cache key of unmodified frames
     modified: bool  # pasted OE or camera augmentation: not the stored frame, features not cached
-    source: str = "none"  # OE source: none | cutouts | procedural | flow_negatives
+    source: str = "none"  # OE source: none | cutouts | procedural | flow_patches | flow_negatives
+
+
+PASTED = ("cutouts", "procedural", "flow_patches")  # sources that change the frame's pixels
 
 
 class TrainingFrames:
     """Draws preprocessed frames for a step. Inlier sources may carry labels: anomalous (1) pixels
     of a source frame are kept as anomalies, void (255) stays void."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, progress: bool = False, device: Optional["torch.device"] = None) -> None:
+        """`progress` / `device`: the patch generator's progress bar and device (flow_patches only)."""
         self.cfg = cfg
         oe = cfg.outlier_exposure
         weights = oe.source_weights()
@@ -68,6 +79,13 @@ class TrainingFrames:
             opacity=tuple(pr.opacity), min_change=pr.min_change, octaves=pr.octaves,
             frequency=tuple(pr.frequency), fills=dataclasses.asdict(pr.fills), size_sampling=oe.size_sampling,
         ) if "procedural" in weights else None
+        fp = oe.flow_patches
+        self.patch_bank: Optional[PatchBank] = None
+        self.patch_cfg: Optional[FlowPatchConfig] = None
+        if "flow_patches" in weights:
+            self.patch_bank = flow_patch_bank(cfg, progress, device)
+            self.patch_cfg = FlowPatchConfig(probability=1.0, count=tuple(fp.count), scale=tuple(fp.scale),
+                                             shapes=dataclasses.asdict(fp.shapes), min_change=fp.min_change)
         aug = cfg.augmentation
         self.camera = (CameraModel.from_mapping(dataclasses.asdict(aug.camera))
                        if aug.probability > 0 else None)
@@ -103,12 +121,14 @@ class TrainingFrames:
             rgb, label, _ = paste_outliers(rgb, label, self.bank, always, rng)
         elif source == "procedural":
             rgb, label, _ = paste_procedural(rgb, label, self.procedural_cfg, rng)
+        elif source == "flow_patches":
+            rgb, label, _ = paste_flow_patches(rgb, label, self.patch_bank, self.patch_cfg, rng)
         return rgb, label, source  # flow_negatives: the image is untouched (train.py)
 
     def frame(self, index: int, flip: bool, rng: np.random.Generator) -> TrainingFrame:
         rgb, label = self.read(index)
         rgb, label, source = self.outlier_exposure(rgb, label, rng)
-        modified = source in ("cutouts", "procedural")
+        modified = source in PASTED
         if self.camera is not None and rng.random() < self.cfg.augmentation.probability:
             rgb = self.camera.apply(rgb, rng)  # after the paste: outliers seen by the same camera
             modified = True

@@ -5,6 +5,7 @@ an optional frozen generator flow, and appends the negative copies to a batch.
 """
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 import torch
@@ -14,12 +15,17 @@ from flowclas_ros.model.flowclas import FlowHead
 from flowclas_ros.model.negatives import FlowNegativeConfig, append_negatives, negative_feature_maps
 from flowclas_ros.training.checkpoint import CheckpointError, checkpoint_config, load_checkpoint
 
+log = logging.getLogger("flowclas_ros.train")
+
 
 def flow_negative_config(cfg: Config) -> Optional[FlowNegativeConfig]:
     """The flow-negative sampler of `outlier_exposure.flow_negatives`, None when the source is off."""
     oe = cfg.outlier_exposure
     if "flow_negatives" not in oe.source_weights():
         return None
+    log.warning("outlier_exposure.sources.flow_negatives: latent-space negatives lowered AUPRC in every "
+                "variant measured (README, outlier-source ablation); kept for ablations only. For "
+                "negatives without an object set use flow_patches or procedural")
     fn = oe.flow_negatives
     return FlowNegativeConfig(probability=1.0, cells=tuple(fn.cells), tau=tuple(fn.tau),
                               anchor=fn.anchor, context=fn.context, max_norm_ratio=fn.max_norm_ratio)
@@ -29,7 +35,7 @@ def load_generator_head(cfg: Config, channels: int, device: torch.device) -> Opt
     """The frozen head of `outlier_exposure.flow_negatives.generator` (None when not set): a
     separately trained flow on the same backbone features that draws the negatives."""
     path = cfg.outlier_exposure.flow_negatives.generator
-    if path is None or flow_negative_config(cfg) is None:
+    if path is None or "flow_negatives" not in cfg.outlier_exposure.source_weights():
         return None
     key = "outlier_exposure.flow_negatives.generator"
     try:

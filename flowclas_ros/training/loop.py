@@ -128,7 +128,7 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False,
     with distributed(cfg.train.device) as (rank, world, device):
         torch.manual_seed(cfg.seed)
         model = FlowCLAS(cfg.model, seed=cfg.seed).to(device)
-        frames = TrainingFrames(cfg)
+        frames = TrainingFrames(cfg, progress and rank == 0, device)
         extract = feature_extractor(model, cfg)
         feats_of = FeatureSource(model, device, cfg.train.cache_features, extract)
         opt = make_optimizer(model.head, cfg)

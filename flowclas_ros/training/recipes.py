@@ -7,18 +7,23 @@ a log changes:
 * the training frames are the logs' image topic (every `stride`-th message), decoded as the node
   decodes them (the `rosbag2` layout);
 * outlier exposure needs no extra step: procedural anomalies made from the frames themselves, plus
-  pasted cut-outs when a bank is given (`--bank`);
+  pasted cut-outs when a bank is given (`--bank`); `--oe` picks the sources (e.g.
+  `--oe flow_patches,procedural`: patches drawn by a flow of the log's own frames, see
+  training/patch_negatives.py);
 * the calibration frames are `--val` (a labelled dataset directory, or another log), else the
   first training log; the warnings returned say what the threshold then means.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import yaml
 
 from flowclas_ros.config import Config, ConfigError, apply_override, config_from_dict
+from flowclas_ros.config.schema import OESourcesConfig
 from flowclas_ros.runtime.model_info import shipped_dirs
 
 BASE_RECIPE = "train_sim.yaml"  # the shipped default model's config
@@ -50,6 +55,32 @@ def _source(root: str | Path, topic: Optional[str], stride: int) -> dict[str, An
     if topic:
         src["topic"] = topic
     return src
+
+
+OE_SOURCES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(OESourcesConfig))
+
+
+def oe_overrides(spec: str) -> list[str]:
+    """`--oe flow_patches,procedural` (or with weights, `cutouts=2,flow_patches=1`) -> the
+    `outlier_exposure.sources.*` overrides that switch the named sources on at those weights
+    (default 1) and every other source off; a ConfigError naming `--oe` when it does not parse."""
+    weights = {name: 0.0 for name in OE_SOURCES}
+    named = [item.strip() for item in spec.split(",") if item.strip()]
+    if not named:
+        raise ConfigError(f"--oe: name at least one source ({', '.join(OE_SOURCES)})")
+    for item in named:
+        name, _, raw = item.partition("=")
+        name = name.strip()
+        if name not in weights:
+            raise ConfigError(f"--oe: unknown source {name!r} (known: {', '.join(OE_SOURCES)})")
+        try:
+            weight = float(raw) if raw else 1.0
+        except ValueError:
+            raise ConfigError(f"--oe: weight of {name} must be a number, got {raw!r}") from None
+        if not (weight > 0 and math.isfinite(weight)):
+            raise ConfigError(f"--oe: weight of {name} must be > 0, got {raw}")
+        weights[name] = weight
+    return ["outlier_exposure.enabled=true"] + [f"outlier_exposure.sources.{k}={v}" for k, v in weights.items()]
 
 
 def logs_config(bags: Sequence[str | Path], topic: Optional[str] = None, stride: int = 1,

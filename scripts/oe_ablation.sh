@@ -6,6 +6,9 @@ set -u
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
 COMMON="--set train.max_steps=600 --set model.score_blur_sigma=0 --set model.score_includes_logdet=true"
+# the rows' base is the issue-7 recipe: cut-outs only, no camera augmentation (train_sim.yaml now
+# holds the shipped default's, with procedural blobs and augmentation on); rows switch sources on
+COMMON="$COMMON --set outlier_exposure.sources.procedural=0 --set augmentation.probability=0"
 COMMON="$COMMON --set model.score_guided_radius=2 --set model.score_guided_eps=1e-3 --quiet"
 # procedural blobs drawn with the same count and size range as the pasted cut-outs
 MATCHED="--set outlier_exposure.procedural.count=[1,3] --set outlier_exposure.procedural.scale=[0.03,0.3]"

@@ -21,7 +21,6 @@ the training frames (``augmentation``) applies after the paste, to patches and f
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Mapping
@@ -30,7 +29,14 @@ import cv2
 import numpy as np
 
 from flowclas_ros.data.files import DatasetError, PathLike
-from flowclas_ros.data.outliers import Cutout, as_pair, paste_cutout, random_orientation, start_paste
+from flowclas_ros.data.outliers import (
+    Cutout,
+    as_pair,
+    kind_weights,
+    paste_cutout,
+    random_orientation,
+    start_paste,
+)
 from flowclas_ros.data.procedural import blob_mask
 
 __all__ = ["SHAPE_KINDS", "FlowPatchConfig", "PatchBank", "paste_flow_patches", "shape_mask"]
@@ -102,14 +108,7 @@ class FlowPatchConfig:
         scale = as_pair(self.scale, "FlowPatchConfig.scale")
         if not 0.0 < scale[0] <= scale[1] <= 1.0:
             raise ValueError(f"FlowPatchConfig.scale must satisfy 0 < low <= high <= 1, got {self.scale!r}")
-        items = dict(self.shapes.items() if isinstance(self.shapes, Mapping) else self.shapes)
-        unknown = sorted(set(items) - set(SHAPE_KINDS))
-        if unknown:
-            raise ValueError(f"FlowPatchConfig.shapes: unknown kind(s) {unknown}; expected {SHAPE_KINDS}")
-        weights = tuple((k, float(items.get(k, 0.0))) for k in SHAPE_KINDS)
-        if any(not math.isfinite(v) or v < 0 for _, v in weights) or sum(v for _, v in weights) <= 0:
-            raise ValueError(f"FlowPatchConfig.shapes must be finite weights >= 0 with a positive sum, "
-                             f"got {dict(items)!r}")
+        weights = kind_weights(self.shapes, SHAPE_KINDS, "FlowPatchConfig.shapes")
         if not 0.0 <= float(self.min_change) <= 255.0:
             raise ValueError(f"FlowPatchConfig.min_change must be in [0, 255], got {self.min_change!r}")
         object.__setattr__(self, "count", (int(count[0]), int(count[1])))

@@ -10,9 +10,10 @@ just a directory anyone can fill (COCO instances, toy shapes, ...).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -135,6 +136,20 @@ def cutout_files(path: PathLike) -> list[Path]:
     if not files:
         raise DatasetError(f"outlier_exposure.bank: cut-out directory {path} contains no *.png files")
     return files
+
+
+def kind_weights(value: Mapping[str, float] | tuple, kinds: tuple[str, ...], what: str) -> tuple:
+    """A {kind: weight} mapping (or its tuple-of-pairs form) as ((kind, weight), ...) in ``kinds``
+    order, kinds left out at 0; ValueError naming ``what`` for unknown kinds, negative or
+    non-finite weights, or no positive weight (the form configs keep hashable)."""
+    items = dict(value.items() if isinstance(value, Mapping) else value)
+    unknown = sorted(set(items) - set(kinds))
+    if unknown:
+        raise ValueError(f"{what}: unknown kind(s) {unknown}; expected {kinds}")
+    weights = tuple((k, float(items.get(k, 0.0))) for k in kinds)
+    if any(not math.isfinite(v) or v < 0 for _, v in weights) or sum(v for _, v in weights) <= 0:
+        raise ValueError(f"{what} must be finite weights >= 0 with a positive sum, got {dict(items)!r}")
+    return weights
 
 
 def as_pair(value: Sequence, what: str) -> tuple:

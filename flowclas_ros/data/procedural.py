@@ -45,7 +45,7 @@ from typing import Mapping, Optional
 import cv2
 import numpy as np
 
-from flowclas_ros.data.outliers import SIZE_SAMPLINGS, as_pair, draw_scale, start_paste
+from flowclas_ros.data.outliers import SIZE_SAMPLINGS, as_pair, draw_scale, kind_weights, start_paste
 from flowclas_ros.runtime.labels import ANOMALY
 
 __all__ = [
@@ -325,14 +325,7 @@ class ProceduralConfig:
         if not all(_is_int(f) for f in freq) or not 1 <= freq[0] <= freq[1]:
             raise ValueError(f"ProceduralConfig.frequency must be integers with 1 <= low <= high, "
                              f"got {self.frequency!r}")
-        items = dict(self.fills.items() if isinstance(self.fills, Mapping) else self.fills)
-        unknown = sorted(set(items) - set(FILL_KINDS))
-        if unknown:
-            raise ValueError(f"ProceduralConfig.fills: unknown kind(s) {unknown}; expected {FILL_KINDS}")
-        weights = tuple((k, float(items.get(k, 0.0))) for k in FILL_KINDS)
-        if any(not math.isfinite(v) or v < 0 for _, v in weights) or sum(v for _, v in weights) <= 0:
-            raise ValueError(f"ProceduralConfig.fills must be finite weights >= 0 with a positive sum, "
-                             f"got {dict(items)!r}")
+        weights = kind_weights(self.fills, FILL_KINDS, "ProceduralConfig.fills")
         object.__setattr__(self, "count", (int(count[0]), int(count[1])))
         for name, pair in ranges.items():
             object.__setattr__(self, name, pair)

@@ -65,3 +65,15 @@ def test_evaluate_reports_recall_by_size_at_the_model_threshold(trained, toy_wor
     assert "recall at the model threshold by obstacle size" in format_summary(r)
     rows = (tmp_path / "rep" / "per_frame.csv").read_text().splitlines()
     assert rows[0].split(",")[:3] == ["id", "f1", "f1_model"]
+
+
+def test_model_card_tabulates_recall_by_size_per_split():
+    from flowclas_ros.deploy.model_card import size_table
+
+    by_size = {"<200": {"objects": 3, "pixel_recall": 25.0, "hit_rate": 33.333},
+               ">=5000": {"objects": 1, "pixel_recall": 100.0, "hit_rate": 100.0}}
+    lines = size_table({"val": {"recall_by_size": by_size}, "test": {"auprc": 1.0}})
+    assert "| split | <200 px | >=5000 px |" in lines
+    assert "| val | 25.00 (33.33; 3 obstacles) | 100.00 (100.00; 1 obstacles) |" in lines
+    assert not any(line.startswith("| test") for line in lines)
+    assert size_table({"test": {"auprc": 1.0}}) == []

@@ -108,9 +108,27 @@ def render_card(model: Path, checkpoint: Path, reports: dict[str, Path], command
         at = r.get("at_model_threshold", {})
         lines.append(f"| {split} | {r['frames']} | " + " | ".join(_fmt(r.get(k)) for k, _ in METRIC_ROWS) +
                      f" | {_fmt(at.get('tpr'))} | {_fmt(at.get('fpr'))} | {_fmt(r.get('ms_per_frame'))} |")
+    lines += size_table(metrics)
     if notes:
         lines += ["", notes.strip()]
     return relative_paths("\n".join(lines) + "\n")
+
+
+def size_table(metrics: dict[str, dict[str, Any]]) -> list[str]:
+    """Markdown lines of recall at the model threshold by obstacle size, per split (none when no
+    report has `recall_by_size`): small and far obstacles are where detectors fail first."""
+    sized = {split: r["recall_by_size"] for split, r in metrics.items() if r.get("recall_by_size")}
+    if not sized:
+        return []
+    bins = list(next(iter(sized.values())))
+    lines = ["", "Recall at the model threshold by obstacle size (pixels of a ground-truth component at "
+             "the source resolution): pixel recall, in brackets the share of obstacles hit at all.", "",
+             "| split | " + " | ".join(f"{b} px" for b in bins) + " |", "|---|" + "---|" * len(bins)]
+    for split, by_size in sized.items():
+        cells = [f"{_fmt(by_size[b].get('pixel_recall'))} ({_fmt(by_size[b].get('hit_rate'))}; "
+                 f"{by_size[b].get('objects', 0)} obstacles)" if b in by_size else "" for b in bins]
+        lines.append(f"| {split} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def relative_paths(text: str, base: Optional[Path] = None) -> str:

@@ -120,9 +120,12 @@ class Camera:
         }
 
 
-def _sample_camera(rng: np.random.Generator) -> Camera:
-    eye = (float(rng.uniform(*_CAMERA_XY)), float(rng.uniform(*_CAMERA_XY)), float(rng.uniform(*_CAMERA_HEIGHT)))
-    return Camera.from_yaw_pitch(eye, float(rng.uniform(0.0, 360.0)), float(rng.uniform(*_CAMERA_PITCH_DEG)))
+def _sample_camera(rng: np.random.Generator, xy: tuple[float, float] = _CAMERA_XY,
+                   height: tuple[float, float] = _CAMERA_HEIGHT,
+                   pitch_deg: tuple[float, float] = _CAMERA_PITCH_DEG) -> Camera:
+    """A camera at x, y in ``xy``, ``height`` m up, any yaw, pitched within ``pitch_deg`` (a world's ranges)."""
+    eye = (float(rng.uniform(*xy)), float(rng.uniform(*xy)), float(rng.uniform(*height)))
+    return Camera.from_yaw_pitch(eye, float(rng.uniform(0.0, 360.0)), float(rng.uniform(*pitch_deg)))
 
 
 def _unit(azimuth: float, elevation: float) -> np.ndarray:
@@ -131,8 +134,9 @@ def _unit(azimuth: float, elevation: float) -> np.ndarray:
     )
 
 
-def _sample_light(rng: np.random.Generator) -> list[float]:
-    """A direction towards the sun, somewhere above the horizon."""
+def _sample_light(rng: np.random.Generator,
+                  elevation_deg: tuple[float, float] = _LIGHT_ELEVATION_DEG) -> list[float]:
+    """A direction towards the sun, ``elevation_deg`` above the horizon, from any azimuth."""
     azimuth = rng.uniform(0.0, 2 * math.pi)
-    elevation = math.radians(rng.uniform(*_LIGHT_ELEVATION_DEG))
+    elevation = math.radians(rng.uniform(*elevation_deg))
     return [round(float(v), 6) for v in _unit(azimuth, elevation)]

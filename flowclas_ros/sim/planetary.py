@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from flowclas_ros.sim.camera import Camera, _unit
+from flowclas_ros.sim.camera import Camera, _sample_camera, _sample_light, _unit
 from flowclas_ros.sim.placement import CLEARANCE, sample_range, try_place
 from flowclas_ros.sim.world import _Asset, _World
 
@@ -177,12 +177,15 @@ class _Rocks:
         return self._shapes[key]
 
 
+_ROCKS: dict[int, _Rocks] = {}  # per client (one per world and process, alive as long as the process)
+
+
 def build_static(world: _World) -> int:
     """Load the regolith plain; returns the ground body. Rendering gets cast shadows and a warm sun."""
     ground = world.client.loadURDF(str(_asset_dir() / "ground.urdf"))
     world.render_options = {"shadow": 1, "lightColor": [1.0, 0.93, 0.82], "lightAmbientCoeff": 0.45,
                             "lightDiffuseCoeff": 0.6, "lightSpecularCoeff": 0.05}
-    world.rocks = _Rocks(world)  # type: ignore[attr-defined]
+    _ROCKS[id(world)] = _Rocks(world)
     return ground
 
 
@@ -190,15 +193,12 @@ def build_static(world: _World) -> int:
 
 
 def sample_camera(rng: np.random.Generator) -> Camera:
-    eye = (float(rng.uniform(*_CAMERA_XY)), float(rng.uniform(*_CAMERA_XY)), float(rng.uniform(*_CAMERA_HEIGHT)))
-    return Camera.from_yaw_pitch(eye, float(rng.uniform(0.0, 360.0)), float(rng.uniform(*_CAMERA_PITCH_DEG)))
+    return _sample_camera(rng, _CAMERA_XY, _CAMERA_HEIGHT, _CAMERA_PITCH_DEG)
 
 
 def sample_light(rng: np.random.Generator) -> list[float]:
     """A low sun: long shadows and grazing light, as on a planetary surface."""
-    azimuth = rng.uniform(0.0, 2 * math.pi)
-    elevation = math.radians(rng.uniform(*_LIGHT_ELEVATION_DEG))
-    return [round(float(v), 6) for v in _unit(azimuth, elevation)]
+    return _sample_light(rng, _LIGHT_ELEVATION_DEG)
 
 
 def _rock_colour(rng: np.random.Generator) -> tuple[float, float, float, float]:
@@ -211,7 +211,7 @@ def _rock_colour(rng: np.random.Generator) -> tuple[float, float, float, float]:
 
 def place_rocks(world: _World, camera: Camera, rng: np.random.Generator) -> list[dict[str, Any]]:
     """Inlier clutter: rocks of every size, near and far, each on free ground (none that does not fit)."""
-    rocks: _Rocks = world.rocks  # type: ignore[attr-defined]
+    rocks = _ROCKS[id(world)]
     placed = []
     camera_yaw = math.radians(camera.yaw_deg)
     for _ in range(int(rng.integers(_ROCK_COUNT[0], _ROCK_COUNT[1] + 1))):

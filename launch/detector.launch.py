@@ -11,7 +11,8 @@ ARGUMENTS = [
      "input image topic (with compressed:=true the node subscribes <image_topic>/compressed)"),
     ("params_file", "", "parameters YAML (empty: the installed config/detector.yaml)"),
     ("model", "", "ONNX model path; empty: model_path from the params file, else the shipped model; "
-               "a bare name (flowclas_default_int8.onnx): that shipped model"),
+               "a bare name (flowclas_default_int8.onnx): that shipped model; fast, accurate, planetary, "
+               "planetary_accurate: the shipped model of that role"),
     ("namespace", "", "namespace of the node (outputs are <namespace>/flowclas_detector/...)"),
     ("compressed", "false", "subscribe sensor_msgs/CompressedImage instead of Image"),
     ("use_depth", "false", "also publish obstacle points (PointCloud2) and boxes (MarkerArray) from "

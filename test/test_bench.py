@@ -18,7 +18,7 @@ def test_bench_tiny_setting_reports_all_keys(trained, toy_world, tmp_path, capsy
     full = quantize_flow(trained["onnx"], toy_world / "val", tmp_path / "full.onnx", frames=2,
                          time_it=False, backbone=True, force=True).out
     assert cli_main(["bench", "--model", str(trained["onnx"]), "--checkpoint", str(trained["checkpoint"]),
-                     "--int8-model", int8, "--int8-model", full,
+                     "--int8-model", int8, "--int8-model", full, "--other-model", full,
                      "--sizes", "160x120", "--frames", "3", "--threads", "0,1",
                      "--node-seconds", "2", "--node-rate", "10",
                      "--node-param", "intra_op_spinning=false", "--json"]) == 0
@@ -35,6 +35,8 @@ def test_bench_tiny_setting_reports_all_keys(trained, toy_world, tmp_path, capsy
             pair = f"{row}_vs_{slow}"
             assert r[f"speedup_{pair}_inference_160x120"] > 0 and len(r[f"speedup_{pair}_rounds_160x120"]) == 10
         assert r[f"{row}_inference_ms_p50_160x120"] > 0
+    assert r["other_models"] == {"ort_other": full}  # a fast / accurate pair timed in one run
+    assert r["speedup_ort_vs_ort_other_inference_160x120"] > 0 and r["ort_other_ms_p50_160x120"] > 0
     for name in ("ort", "ort_nospin"):  # the CPU cost at a camera's pace, spinning on and off
         assert r[f"{name}_paced30_cpu_percent_160x120"] > 0 and r[f"{name}_paced30_median_ms_160x120"] > 0
     assert r["ort_nospin_inference_ms_p50_160x120"] > 0

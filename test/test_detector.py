@@ -167,6 +167,17 @@ def test_a_bare_name_is_looked_up_among_the_shipped_models(tmp_path, monkeypatch
         resolve_model_path("sub/no_such_model.onnx")  # a path is taken as given
 
 
+def test_role_names_pick_the_shipped_models(tmp_path, monkeypatch):
+    from flowclas_ros.runtime.model_info import DEFAULT_MODEL_NAME, MODEL_ALIASES, shipped_model_dirs
+
+    monkeypatch.chdir(tmp_path)
+    src_models = shipped_model_dirs()[0]
+    assert MODEL_ALIASES["fast"] == DEFAULT_MODEL_NAME  # the default is the fast model
+    for role, name in MODEL_ALIASES.items():  # every role names a model that is shipped
+        assert resolve_model_path(role) == src_models / name
+    assert Detector("accurate").model_path == src_models / MODEL_ALIASES["accurate"]
+
+
 def test_threshold_override(trained, frame):
     rgb, _ = frame
     low = Detector(trained["onnx"], threshold=-1e9).detect(rgb)

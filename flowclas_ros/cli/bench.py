@@ -13,6 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--int8-model", action="append", default=[], metavar="Q.onnx",
                    help="an int8 model (`flowclas-ros quantize`) to time too; repeatable: rows "
                    "ort_int8, ort_int8_2, ...")
+    p.add_argument("--other-model", action="append", default=[], metavar="M.onnx",
+                   help="another model to time in the same run, e.g. --model fast --other-model "
+                   "accurate; repeatable: rows ort_other, ort_other_2, ...")
     p.add_argument("--sizes", default="640x480", help="WxH list, e.g. 640x480,1280x720")
     p.add_argument("--frames", type=int, default=50)
     p.add_argument("--providers", default="cpu")
@@ -37,7 +40,7 @@ def run(a: argparse.Namespace) -> int:
     sizes = parse_sizes(a.sizes)
     threads = [int(v) for v in a.threads.split(",")]
     result = run_bench(a.model, a.checkpoint, sizes, a.frames, a.providers.split(","), threads,
-                       int8_models=a.int8_model)
+                       int8_models=a.int8_model, other_models=a.other_model)
     if a.checkpoint:
         result.update(backbone_share(a.checkpoint))
     if a.node_seconds > 0:

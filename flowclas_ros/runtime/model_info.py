@@ -18,6 +18,12 @@ from typing import Any, Optional
 
 FORMAT_VERSION = 1
 DEFAULT_MODEL_NAME = "flowclas_default.onnx"
+# Shipped models by role: `model_path` / `model:=` / `--model` take these names as well as file
+# names. `fast` is the default (real time at 30 Hz on a 2-core CPU); `accurate` scores a finer
+# feature grid for small and far obstacles at a lower frame rate (README, Speed and Results).
+MODEL_ALIASES = {"fast": DEFAULT_MODEL_NAME, "accurate": "flowclas_accurate.onnx",
+                 "planetary": "flowclas_planetary.onnx",
+                 "planetary_accurate": "flowclas_planetary_accurate.onnx"}
 # A graph input larger than this is refused at load, before ONNX Runtime allocates for it (the
 # shipped models run at 240x320; 4K frames are 2160x3840).
 MIN_INPUT_SIDE, MAX_INPUT_SIDE = 16, 4096
@@ -166,8 +172,10 @@ def resolve_model_path(path: Optional[str | os.PathLike]) -> Path:
 
     A bare file name that is not a file in the working directory (`flowclas_default_int8.onnx`)
     is looked up among the shipped models, so a launch argument can name one without knowing
-    where the package was installed."""
+    where the package was installed; a role name (`MODEL_ALIASES`: fast, accurate, ...) is that
+    role's shipped file."""
     if path:
+        path = MODEL_ALIASES.get(str(path), path)
         p = Path(path).expanduser()
         if p.is_file():
             return p

@@ -29,7 +29,8 @@ OUTPUTS_3D: tuple[tuple[str, str, str], ...] = (
 # name: (default, description, read_only, range)  -- the single source of the node's parameters
 PARAMETERS: dict[str, tuple[Any, str, bool, Optional[tuple]]] = {
     "model_path": ("", "ONNX model file; empty = the shipped default model; a bare name "
-                   "(flowclas_default_int8.onnx) = that shipped model", True, None),
+                   "(flowclas_default_int8.onnx) = that shipped model; fast, accurate, planetary, "
+                   "planetary_accurate = the shipped model of that role", True, None),
     "providers": (["cpu"], "execution provider preference, e.g. [tensorrt, cuda, cpu]", True, None),
     "intra_op_threads": (0, "ONNX Runtime CPU threads; 0 = all cores", True, (0, 256)),
     "intra_op_spinning": (True, "ONNX Runtime threads busy-wait: lower latency, more CPU", True, None),

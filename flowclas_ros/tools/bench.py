@@ -222,23 +222,33 @@ def _gpu_rows(checkpoint: Optional[str]) -> dict[str, dict]:
     return accelerator_rows(ort.get_available_providers(), torch_cuda, checkpoint is not None)
 
 
-def speedup_pairs(int8_rows: Sequence[str]) -> list[tuple[str, str]]:
-    """(fast, slow) backend pairs whose inference ratio the benchmark reports."""
-    return [("ort", "torch")] + [(r, slow) for r in int8_rows for slow in ("torch", "ort")]
+def speedup_pairs(int8_rows: Sequence[str], other_rows: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """(fast, slow) backend pairs whose inference ratio the benchmark reports: the int8 models
+    against fp32 and torch, the main model against each other model (a `fast` / `accurate` pair)."""
+    return ([("ort", "torch")] + [(r, slow) for r in int8_rows for slow in ("torch", "ort")]
+            + [("ort", r) for r in other_rows])
+
+
+def extra_rows(prefix: str, models: Sequence[str]) -> list[str]:
+    """Row names of extra models: prefix, prefix_2, prefix_3, ..."""
+    return [f"{prefix}_{i + 1}" if i else prefix for i in range(len(models))]
 
 
 def run_bench(model: Optional[str], checkpoint: Optional[str], sizes: Sequence[tuple[int, int]],
               frames: int = 50, providers: Sequence[str] = ("cpu",),
-              threads: Sequence[int] = (0,), int8_models: Sequence[str] = ()) -> dict:
+              threads: Sequence[int] = (0,), int8_models: Sequence[str] = (),
+              other_models: Sequence[str] = ()) -> dict:
     """Per-stage medians for ONNX Runtime (each thread setting), int8 models (from
-    `flowclas-ros quantize`; rows `ort_int8`, `ort_int8_2`, ...) and torch eager (when a
-    checkpoint is given); keys `{backend}_ms_p50_{W}x{H}` are the detect() totals."""
+    `flowclas-ros quantize`; rows `ort_int8`, `ort_int8_2`, ...), other models (rows `ort_other`,
+    `ort_other_2`, ...: e.g. the `accurate` model beside the `fast` one, timed in the same run)
+    and torch eager (when a checkpoint is given); keys `{backend}_ms_p50_{W}x{H}` are the
+    detect() totals."""
     backends: dict[str, Detector] = {}
     for n in threads:
         backends["ort" if n == 0 else f"ort_t{n}"] = Detector(model, providers=providers, threads=n)
     backends["ort_nospin"] = Detector(model, providers=providers, threads=0, spinning=False)
-    int8_rows = [f"ort_int8_{i + 1}" if i else "ort_int8" for i in range(len(int8_models))]
-    for row, path in zip(int8_rows, int8_models):
+    int8_rows, other_rows = extra_rows("ort_int8", int8_models), extra_rows("ort_other", other_models)
+    for row, path in [*zip(int8_rows, int8_models), *zip(other_rows, other_models)]:
         backends[row] = Detector(path, providers=providers, threads=0)
     if checkpoint:
         backends["torch"] = open_detector(checkpoint)
@@ -252,6 +262,7 @@ def run_bench(model: Optional[str], checkpoint: Optional[str], sizes: Sequence[t
     ref = next(iter(backends.values()))
     result: dict = {"model": str(ref.model_path), "model_version": ref.info.model_version,
                     "int8_models": {row: str(backends[row].model_path) for row in int8_rows},
+                    "other_models": {row: str(backends[row].model_path) for row in other_rows},
                     "providers": ",".join(ref.providers),
                     "model_input": f"{ref.info.input_size[1]}x{ref.info.input_size[0]}",
                     "gpu": ("measured: " + ", ".join(f"{n} ({','.join(backends[n].providers)})"
@@ -268,12 +279,12 @@ def run_bench(model: Optional[str], checkpoint: Optional[str], sizes: Sequence[t
                 result[f"{name}_{key}_p50_{tag}"] = float(np.median(values))
                 if stage in ("total_detect", "inference"):
                     result[f"{name}_{key}_p95_{tag}"] = float(np.percentile(values, 95))
-        compared = [n for n in ("ort", *int8_rows, "torch") if n in backends]
+        compared = [n for n in ("ort", *int8_rows, *other_rows, "torch") if n in backends]
         if len(compared) > 1:
             times = interleaved_inference({n: backends[n] for n in compared}, rgb)
             for n in compared:
                 result[f"interleaved_{n}_inference_ms_p50_{tag}"] = float(np.median(sum(times[n], [])))
-            for fast, slow in speedup_pairs(int8_rows):
+            for fast, slow in speedup_pairs(int8_rows, other_rows):
                 if fast in times and slow in times:
                     pooled, rounds = speedup(times, fast, slow)
                     result[f"speedup_{fast}_vs_{slow}_inference_{tag}"] = pooled
@@ -308,7 +319,8 @@ def format_table(result: dict, sizes: Sequence[tuple[int, int]]) -> str:
                     not any(f"_{s}" in k for s in STAGES)})
     lines = [f"model {result['model']} ({result['model_version']}, input {result['model_input']}) "
              f"providers {result['providers']}", f"GPU: {result.get('gpu', 'not measured')}",
-             *[f"{row}: {path}" for row, path in sorted(result.get("int8_models", {}).items())],
+             *[f"{row}: {path}" for row, path in sorted({**result.get("int8_models", {}),
+                                                         **result.get("other_models", {})}.items())],
              f"{'backend':8s} {'frame':>9s} {'detect p50':>10s} {'p95':>6s} " +
              " ".join(f"{s:>11s}" for s in STAGES)]
     for h, w in sizes:
@@ -319,10 +331,12 @@ def format_table(result: dict, sizes: Sequence[tuple[int, int]]) -> str:
             lines.append(f"{name:8s} {tag:>9s} {result[f'{name}_ms_p50_{tag}']:10.1f} "
                          f"{result[f'{name}_ms_p95_{tag}']:6.1f} " +
                          " ".join(f"{result[f'{name}_{s}_ms_p50_{tag}']:11.2f}" for s in STAGES))
-        int8_rows = sorted(k for k in result.get("int8_models", {}))
-        labels = {"ort": "ONNX Runtime", "torch": "torch eager",
-                  **{r: f"ONNX Runtime {Path(result['int8_models'][r]).name}" for r in int8_rows}}
-        for fast, slow in speedup_pairs(int8_rows):
+        extra = {**result.get("int8_models", {}), **result.get("other_models", {})}
+        int8_rows = sorted(result.get("int8_models", {}))
+        other_rows = sorted(result.get("other_models", {}))
+        labels = {"ort": f"ONNX Runtime {Path(result['model']).name}", "torch": "torch eager",
+                  **{r: f"ONNX Runtime {Path(path).name}" for r, path in extra.items()}}
+        for fast, slow in speedup_pairs(int8_rows, other_rows):
             if f"speedup_{fast}_vs_{slow}_inference_{tag}" not in result:
                 continue
             rounds = result[f"speedup_{fast}_vs_{slow}_rounds_{tag}"]

@@ -107,11 +107,13 @@ def _param(workspace: Path, *args: str, tries: int = 20) -> str:
 
 def test_launch_params_frames_and_a_clean_ctrl_c(workspace, peer):
     ns, cam = "cli", "/cli_cam/image"
-    launch = Launch(workspace, f"image_topic:={cam}", f"namespace:={ns}", "log_level:=info")
+    launch = Launch(workspace, f"image_topic:={cam}", f"namespace:={ns}", "log_level:=info",
+                    "model:=accurate")  # a role name picks the shipped model of that role
     base = f"/{ns}/flowclas_detector"
     try:
         wait_for(lambda: "listening on" in launch.log, 90, "the launched node:\n" + launch.log)
         assert f"listening on {cam}" in launch.log
+        assert "models/flowclas_accurate.onnx (version" in launch.log, launch.log
         pub = peer.node.create_publisher(Image, cam, 10)  # a default-QoS (reliable) camera
         peer.subscribe(Image, f"{base}/obstacle_mask")
         wait_for(lambda: pub.get_subscription_count() > 0, 30, "the node's subscription")

@@ -317,10 +317,10 @@ STAGES = ("decode", "preprocess", "inference", "postprocess", "overlay", "packin
 def format_table(result: dict, sizes: Sequence[tuple[int, int]]) -> str:
     names = sorted({k.split("_ms_p50_")[0] for k in result if "_ms_p50_" in k and
                     not any(f"_{s}" in k for s in STAGES)})
+    extra = {**result.get("int8_models", {}), **result.get("other_models", {})}  # row -> model file
     lines = [f"model {result['model']} ({result['model_version']}, input {result['model_input']}) "
              f"providers {result['providers']}", f"GPU: {result.get('gpu', 'not measured')}",
-             *[f"{row}: {path}" for row, path in sorted({**result.get("int8_models", {}),
-                                                         **result.get("other_models", {})}.items())],
+             *[f"{row}: {path}" for row, path in sorted(extra.items())],
              f"{'backend':8s} {'frame':>9s} {'detect p50':>10s} {'p95':>6s} " +
              " ".join(f"{s:>11s}" for s in STAGES)]
     for h, w in sizes:
@@ -331,7 +331,6 @@ def format_table(result: dict, sizes: Sequence[tuple[int, int]]) -> str:
             lines.append(f"{name:8s} {tag:>9s} {result[f'{name}_ms_p50_{tag}']:10.1f} "
                          f"{result[f'{name}_ms_p95_{tag}']:6.1f} " +
                          " ".join(f"{result[f'{name}_{s}_ms_p50_{tag}']:11.2f}" for s in STAGES))
-        extra = {**result.get("int8_models", {}), **result.get("other_models", {})}
         int8_rows = sorted(result.get("int8_models", {}))
         other_rows = sorted(result.get("other_models", {}))
         labels = {"ort": f"ONNX Runtime {Path(result['model']).name}", "torch": "torch eager",

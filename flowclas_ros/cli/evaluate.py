@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="image-level score behind image_auroc: max of the pixel map, or topk mean")
     p.add_argument("--image-top-k", type=float, default=0.01,
                    help="fraction of pixels averaged by the topk image score (default 0.01)")
+    p.add_argument("--regions", choices=("model", "off"), default="model",
+                   help="the region-evidence stage after the model: the one the model file "
+                   "carries (default) or none")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -42,6 +45,7 @@ def run(a: argparse.Namespace) -> int:
                       min_pred_area=a.min_pred_area, min_gt_area=a.min_gt_area,
                       max_frames=a.max_frames, progress=not a.quiet,
                       image_score=a.image_score, image_top_k=a.image_top_k,
-                      layout_options=dict(parse_layout_option(o) for o in a.layout_opt))
+                      layout_options=dict(parse_layout_option(o) for o in a.layout_opt),
+                      regions=a.regions)
     print(to_json(result) if a.json else format_summary(result))
     return 0

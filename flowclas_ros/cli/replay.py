@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-points", type=int_at_least(1), default=default("max_obstacle_points"),
                    help="most points per obstacle cloud, as the node's max_obstacle_points "
                    f"({default('max_obstacle_points')})")
+    p.add_argument("--regions", choices=("model", "off"), default="model",
+                   help="the region-evidence stage after the model: the one the model file "
+                   "carries (default, as the node runs it) or none")
     p.add_argument("--force", action="store_true", help="replace an existing output bag")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -50,6 +53,7 @@ def run(a: argparse.Namespace) -> int:
                     providers=[p for p in a.providers.split(",") if p], progress=not a.quiet,
                     namespace=a.namespace, threshold=a.threshold, min_area=a.min_area,
                     threads=a.threads, depth_topic=a.depth_topic,
-                    camera_info_topic=a.camera_info_topic, max_points=a.max_points)
+                    camera_info_topic=a.camera_info_topic, max_points=a.max_points,
+                    regions=a.regions)
     print(to_json(result) if a.json else format_summary(result))
     return 0

@@ -127,7 +127,8 @@ def evaluate(data: Any, model_path: Optional[str | os.PathLike] = None,
              providers: Sequence[str] = ("cpu",), min_pred_area: int = 50,
              min_gt_area: int = 10, max_frames: Optional[int] = None,
              progress: bool = True, max_bins: int = 1 << 20, image_score: str = "max",
-             image_top_k: float = 0.01, layout_options: Optional[dict] = None) -> dict:
+             image_top_k: float = 0.01, layout_options: Optional[dict] = None,
+             regions: str = "model") -> dict:
     """Evaluate a model on a labelled dataset; returns the metrics dict (see module docstring).
 
     ``data``: a dataset root read with ``load_layout(layout, data)``, or a sequence of `Sample`
@@ -136,18 +137,19 @@ def evaluate(data: Any, model_path: Optional[str | os.PathLike] = None,
     ``min_pred_area`` / ``min_gt_area``: component size filters (SMIYC ObstacleTrack: 50 / 10).
     ``image_score``: "max" or "topk" (mean of the top ``image_top_k`` fraction of pixels), the
     rule behind ``image_auroc``. ``layout_options``: keyword options of the layout reader, e.g.
-    ``{"category": "bottle", "split": "test"}`` for ``mvtec``.
+    ``{"category": "bottle", "split": "test"}`` for ``mvtec``. ``regions``: the region-evidence
+    stage, "model" (the one the model file carries) or "off" (runtime/regions.py).
     """
     from flowclas_ros.deploy.torch_backend import open_detector
 
     frames, desc = _eval_items(data, layout, max_frames, layout_options)
-    det = open_detector(model_path, providers=providers)
+    det = open_detector(model_path, providers=providers, regions=regions)
     with Evaluation(det, min_pred_area, min_gt_area, max_bins, image_score, image_top_k) as ev:
         for fr in _progress(frames, len(frames), "evaluate", progress):
             rgb, label = _read(fr)
             t0 = time.perf_counter()
             heat = det.heatmap(rgb, "rgb8")
-            ev.add(fr.id, heat, label, (time.perf_counter() - t0) * 1e3)
+            ev.add(fr.id, heat, label, (time.perf_counter() - t0) * 1e3, rgb)
         result = ev.finish(desc, layout, progress)
         if out_dir is not None:
             ev.write_report(out_dir, result, lambda i: _read(frames[i], with_label=False)[0])
@@ -169,7 +171,7 @@ class Evaluation:
                  max_bins: int = 1 << 20, image_score: str = "max", image_top_k: float = 0.01) -> None:
         from flowclas_ros.eval.image_metrics import ImageMetrics
         from flowclas_ros.eval.pixel_metrics import PixelMetrics
-        from flowclas_ros.eval.size_recall import SizeRecall
+        from flowclas_ros.eval.size_recall import ContrastRecall, SizeRecall
 
         if image_score not in IMAGE_SCORES:
             raise ValueError(f"image_score must be one of {IMAGE_SCORES}, got {image_score!r}")
@@ -178,6 +180,8 @@ class Evaluation:
         self.pixel = PixelMetrics(max_bins=max_bins, thresholds=(detector.threshold,))
         self.image = ImageMetrics(top_k=image_top_k)  # image scores from the float32 heatmaps
         self.sizes = SizeRecall(detector.threshold)  # recall at the model threshold by obstacle size
+        self.contrasts = ContrastRecall(detector.threshold)  # ... and by contrast to its ring
+        self.frames_with_rgb = 0  # contrast needs the frame: frames added without one are not in it
         self.flagged_shares: list[float] = []  # the node's domain-shift alarm input, per frame
         self.void_frames = 0  # frames with void pixels: with no anomaly pixel, a coding mix-up
         self.image_score = image_score
@@ -200,8 +204,10 @@ class Evaluation:
     def close(self) -> None:
         shutil.rmtree(self.cache, ignore_errors=True)
 
-    def add(self, frame_id: str, heat: np.ndarray, label: np.ndarray, ms: float) -> None:
-        """Pass 1 for one frame: HxW float32 heatmap, HxW uint8 0/1/255 label, inference ms."""
+    def add(self, frame_id: str, heat: np.ndarray, label: np.ndarray, ms: float,
+            rgb: Optional[np.ndarray] = None) -> None:
+        """Pass 1 for one frame: HxW float32 heatmap, HxW uint8 0/1/255 label, inference ms and,
+        for recall by obstacle contrast, the HxWx3 uint8 RGB frame."""
         import numpy as np
 
         if np.isnan(heat).any():
@@ -209,6 +215,9 @@ class Evaluation:
         i = len(self.ids)
         self.pixel.update(heat, label)
         self.sizes.update(heat, label)
+        if rgb is not None and rgb.shape[:2] == label.shape:
+            self.contrasts.update(heat, label, rgb)
+            self.frames_with_rgb += 1
         self.flagged_shares.append(flagged_share(heat, self.detector.threshold))
         self.void_frames += bool(np.any(label == VOID))
         self.image_rows.append(self.image.update(heat, label))
@@ -269,6 +278,8 @@ class Evaluation:
                            layout, self.times_ms, self.pixel.frames_with_positives,
                            self.image.result(), self.image_score)
         result["recall_by_size"] = self.sizes.result()
+        if self.frames_with_rgb:
+            result["recall_by_contrast"] = self.contrasts.result()
         result["scene"] = scene_summary(self.flagged_shares)
         return result
 

@@ -245,7 +245,7 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
            threads: int = 0, min_pred_area: int = 50, min_gt_area: int = 10,
            depth_topic: Optional[str] = None, camera_info_topic: Optional[str] = None,
            max_points: int = default("max_obstacle_points"),
-           depth_scale: float = default("depth_scale")) -> dict:
+           depth_scale: float = default("depth_scale"), regions: str = "model") -> dict:
     """Replay ``bag`` through the detector into the output bag ``out``; returns a summary dict.
 
     ``image_topic``: default the bag's only image topic (other than ``gt_topic`` and detector
@@ -257,7 +257,8 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
     default the bag's only CameraInfo topic and its only Image topic with "depth" in its name;
     none: no 3D outputs), matched by header stamp, with ``max_points`` and ``depth_scale`` as the
     node's parameters; the key ``obstacles3d`` then says how many frames got them and why
-    others did not. Keys always present: ``frames`` (frames processed),
+    others did not. ``regions``: the region-evidence stage, "model" (the one the model file
+    carries, as the node runs it) or "off". Keys always present: ``frames`` (frames processed),
     ``skipped`` (reason -> frames not processed), ``ms_per_frame`` (median decode + pipeline),
     ``fps``, ``per_frame``, ``output_topics``, ``corrupt_chunks`` (MCAP chunks whose CRC or size
     did not match: skipped, their frames counted in ``skipped``); with ``gt_topic`` also the evaluator's metrics,
@@ -298,7 +299,7 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
         raise BagError(f"{topic} is a detector output topic; replay its input topic instead")
     out_path = _prepare_output(Path(out), src.path, force)
     det = open_detector(model, providers=providers, threshold=threshold, min_area=min_area,
-                   threads=threads)
+                        threads=threads, regions=regions)
     ts = typestore()
 
     gt_stamps: set[int] = set()
@@ -334,7 +335,7 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
                 return
             if rgb_dir is not None:
                 np.save(rgb_dir / f"{len(ev):07d}.npy", rgb)
-            ev.add(rows[row]["id"], heat, label, ms)
+            ev.add(rows[row]["id"], heat, label, ms, rgb)
             scored_rows.append(row)
 
         writer = chunk_crc_writer(out_path)
@@ -410,8 +411,7 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
                     if st in pending_label:
                         score(len(rows) - 1, d.heatmap, pending_label.pop(st), det_ms, rgb)
                     else:
-                        pending_heat[st] = (len(rows) - 1, d.heatmap, det_ms,
-                                            rgb if rgb_dir is not None else None)
+                        pending_heat[st] = (len(rows) - 1, d.heatmap, det_ms, rgb)  # rgb: contrast
         except KeyboardInterrupt:
             interrupted = True
             raise

@@ -159,7 +159,7 @@ def _tile(rgb: np.ndarray, heat: np.ndarray, label: np.ndarray, threshold: float
         small = cv2.resize(missed, size, interpolation=cv2.INTER_NEAREST)
         contours, _ = cv2.findContours(small, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(img, contours, -1, LOW_CONTRAST_MISS_COLOR, 2)
-        caption += f"  low-contrast miss x{cv2.connectedComponents(missed, connectivity=8)[0] - 1}"
+        caption += f"  LC miss x{cv2.connectedComponents(missed, connectivity=8)[0] - 1}"
     bar = np.zeros((22, img.shape[1], 3), np.uint8)
     cv2.putText(bar, caption, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1,
                 cv2.LINE_AA)
@@ -185,7 +185,7 @@ def _montage(path: Path, rows: list[dict], read_rgb: Callable[[int], np.ndarray]
     grid = montage(tiles, columns=max(2, min(4, len(tiles))))  # >= 2: room for the legend
     legend = np.zeros((22, grid.shape[1], 3), np.uint8)
     cv2.putText(legend, f"green: ground truth   white: flagged at the model threshold "
-                f"(score >= {threshold:.4g}, area >= {min_pred_area})   magenta: low-contrast miss",
+                f"(score >= {threshold:.4g}, area >= {min_pred_area})   magenta: low-contrast (LC) miss",
                 (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
                 (200, 200, 200), 1, cv2.LINE_AA)
     cv2.imwrite(str(path), np.vstack([legend, grid]))

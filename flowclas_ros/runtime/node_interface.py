@@ -56,8 +56,11 @@ PARAMETERS: dict[str, tuple[Any, str, bool, Optional[tuple]]] = {
                     (1e-6, 1.0)),
     "depth_sync_tolerance": (0.0, "seconds a depth stamp may differ from the colour stamp and "
                              "still match (0: the same stamp, as aligned depth has)", False, (0.0, 1.0)),
-    "depth_wait": (0.1, "seconds to wait for the matching depth frame after the colour frame "
-                   "arrived; a frame without one gets no 3D outputs and is counted", False, (0.0, 2.0)),
+    "depth_wait": (1.0, "seconds a processed frame waits for its depth frame and a CameraInfo "
+                   "(inference never waits: the 3D outputs are published when both are there); "
+                   "a frame without them by then gets no 3D outputs and is counted", False, (0.0, 10.0)),
+    "depth_pending_frames": (15, "processed frames (mask + heatmap) kept waiting for their depth; "
+                             "the oldest is given up (counted) when more wait", True, (1, 300)),
     "max_obstacle_points": (5000, "most points in one ~/obstacle_points cloud (evenly decimated)",
                             False, (1, 10_000_000)),
     "diagnostics_period": (1.0, "seconds between /diagnostics messages", True, (0.05, 60.0)),

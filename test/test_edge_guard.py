@@ -45,3 +45,21 @@ def test_exceptions_are_caught_counted_and_logged_once_with_a_traceback_then_thr
     assert out.count("internal error in timer") == 1, out  # throttled after the first
     assert out.count("RuntimeError: boom 0") == 1 and "Traceback" in out, out
     assert "Logger severity cannot be changed between calls" in out, out  # named, not fatal
+
+
+def test_every_log_call_site_in_ros_has_one_fixed_severity():
+    """rclpy ties a severity to each call site; a logger method taken as a value (`log = error if
+    x else warning`) can reach one site with two severities. In ros/, logger methods are only
+    ever called directly."""
+    import ast
+    from pathlib import Path
+
+    methods = {"debug", "info", "warning", "warn", "error", "fatal"}
+    offenders = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "flowclas_ros" / "ros").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+        offenders += [f"{path.name}:{n.lineno}" for n in ast.walk(tree)
+                      if isinstance(n, ast.Attribute) and n.attr in methods and id(n) not in called
+                      and "log" in ast.unparse(n.value).lower()]
+    assert offenders == []

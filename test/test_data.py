@@ -13,7 +13,7 @@ from flowclas_ros.data.files import DatasetError, read_image_rgb
 from flowclas_ros.data.generic import generic_layout, write_sample
 from flowclas_ros.data.labels import Sample, read_label
 from flowclas_ros.data.layouts import LAYOUTS, load_layout
-from flowclas_ros.data.outliers import (
+from flowclas_ros.data.outliers.cutouts import (
     Cutout,
     CutoutBank,
     PasteConfig,

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from cloud_reading import cloud_points
 from diagnostic_msgs.msg import DiagnosticArray
 from ros_harness import NodeProcess, Peer, image_msg, wait_for  # noqa: I100
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
@@ -20,7 +21,6 @@ from flowclas_ros.runtime.obstacles3d import (
     CameraIntrinsics,
     back_project,
     camera_info_fields,
-    cloud_points,
 )
 from flowclas_ros.runtime.pipeline import stamp_ns
 

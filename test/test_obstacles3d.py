@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from cloud_reading import cloud_points
 
 from flowclas_ros.runtime.images import ImageError, image_msg_fields
 from flowclas_ros.runtime.obstacles3d import (
@@ -16,7 +17,6 @@ from flowclas_ros.runtime.obstacles3d import (
     back_project,
     camera_info_fields,
     cloud_msg_fields,
-    cloud_points,
     depth_from_fields,
     depth_to_metres,
     obstacle_boxes,

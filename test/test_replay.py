@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from cloud_reading import cloud_points
 from rosbags.rosbag2 import Reader
 from test_bags import compressed_msg, image_msg, write_bag
 
@@ -30,7 +31,6 @@ from flowclas_ros.runtime.obstacles3d import (
     DELETEALL,
     CameraIntrinsics,
     back_project,
-    cloud_points,
     depth_from_fields,
 )
 from flowclas_ros.runtime.pipeline import stamp_ns

@@ -138,7 +138,7 @@ def evaluate(data: Any, model_path: Optional[str | os.PathLike] = None,
     rule behind ``image_auroc``. ``layout_options``: keyword options of the layout reader, e.g.
     ``{"category": "bottle", "split": "test"}`` for ``mvtec``.
     """
-    from flowclas_ros.deploy.torch_backend import open_detector
+    from flowclas_ros.deploy.open_model import open_detector
 
     frames, desc = _eval_items(data, layout, max_frames, layout_options)
     det = open_detector(model_path, providers=providers)

@@ -277,7 +277,7 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
         image_message,
         typestore,
     )
-    from flowclas_ros.deploy.torch_backend import open_detector
+    from flowclas_ros.deploy.open_model import open_detector
     from flowclas_ros.runtime.images import ImageError
     from flowclas_ros.runtime.pipeline import run_frame, stamp_ns
 

@@ -232,12 +232,6 @@ def cloud_msg_fields(points: np.ndarray) -> dict[str, Any]:
             "data": pts.tobytes(), "is_dense": True}
 
 
-def cloud_points(data: ImageBytes, width: int, height: int = 1) -> np.ndarray:
-    """PointCloud2 data in :data:`POINT_FIELDS` layout -> N x 4 float32 (for readers of the
-    node's and replay's clouds)."""
-    return np.frombuffer(bytes(data), dtype="<f4").reshape(width * height, 4)
-
-
 def camera_info_fields(intrinsics: CameraIntrinsics) -> dict[str, Any]:
     """Every sensor_msgs/CameraInfo field but the header and ``roi`` of an undistorted pinhole
     camera: plumb_bob with zero distortion, identity R, P = [K | 0]."""

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
 
+from flowclas_ros.eval.component_filters import MIN_GT_AREA, MIN_PRED_AREA
 from flowclas_ros.eval.report import write_report
 from flowclas_ros.runtime.labels import VOID
 from flowclas_ros.runtime.scene_alarm import flagged_share, scene_summary
@@ -124,8 +125,8 @@ def _pct(v: float) -> float:
 
 def evaluate(data: Any, model_path: Optional[str | os.PathLike] = None,
              out_dir: Optional[str | os.PathLike] = None, layout: str = "generic",
-             providers: Sequence[str] = ("cpu",), min_pred_area: int = 50,
-             min_gt_area: int = 10, max_frames: Optional[int] = None,
+             providers: Sequence[str] = ("cpu",), min_pred_area: int = MIN_PRED_AREA,
+             min_gt_area: int = MIN_GT_AREA, max_frames: Optional[int] = None,
              progress: bool = True, max_bins: int = 1 << 20, image_score: str = "max",
              image_top_k: float = 0.01, layout_options: Optional[dict] = None,
              regions: str = "model") -> dict:
@@ -134,13 +135,13 @@ def evaluate(data: Any, model_path: Optional[str | os.PathLike] = None,
     ``data``: a dataset root read with ``load_layout(layout, data)``, or a sequence of `Sample`
     or ``(id, rgb uint8 HxWx3, label uint8 HxW)`` tuples. ``model_path``: ONNX file or checkpoint
     (None: the shipped default). ``out_dir``: report directory (None: metrics only).
-    ``min_pred_area`` / ``min_gt_area``: component size filters (SMIYC ObstacleTrack: 50 / 10).
+    ``min_pred_area`` / ``min_gt_area``: component size filters (eval/component_filters.py).
     ``image_score``: "max" or "topk" (mean of the top ``image_top_k`` fraction of pixels), the
     rule behind ``image_auroc``. ``layout_options``: keyword options of the layout reader, e.g.
     ``{"category": "bottle", "split": "test"}`` for ``mvtec``. ``regions``: the region-evidence
     stage, "model" (the one the model file carries) or "off" (runtime/regions.py).
     """
-    from flowclas_ros.deploy.torch_backend import open_detector
+    from flowclas_ros.deploy.open_model import open_detector
 
     frames, desc = _eval_items(data, layout, max_frames, layout_options)
     det = open_detector(model_path, providers=providers, regions=regions)
@@ -167,7 +168,7 @@ class Evaluation:
     manager: the cache is deleted on exit.
     """
 
-    def __init__(self, detector: Any, min_pred_area: int = 50, min_gt_area: int = 10,
+    def __init__(self, detector: Any, min_pred_area: int = MIN_PRED_AREA, min_gt_area: int = MIN_GT_AREA,
                  max_bins: int = 1 << 20, image_score: str = "max", image_top_k: float = 0.01) -> None:
         from flowclas_ros.eval.image_metrics import ImageMetrics
         from flowclas_ros.eval.pixel_metrics import PixelMetrics

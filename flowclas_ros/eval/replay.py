@@ -44,6 +44,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from flowclas_ros.eval.component_filters import MIN_GT_AREA, MIN_PRED_AREA
 from flowclas_ros.eval.replay_report import merge_metrics, write_report
 from flowclas_ros.runtime.node_interface import OUTPUTS, default, output_topics, output_topics_3d
 from flowclas_ros.runtime.scene_alarm import flagged_share, scene_summary
@@ -242,7 +243,7 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
            providers: Sequence[str] = ("cpu",), progress: bool = True, namespace: str = "",
            threshold: Optional[float] = None, min_area: int = default("min_obstacle_area"),
            overlay_alpha: float = default("overlay_alpha"),
-           threads: int = 0, min_pred_area: int = 50, min_gt_area: int = 10,
+           threads: int = 0, min_pred_area: int = MIN_PRED_AREA, min_gt_area: int = MIN_GT_AREA,
            depth_topic: Optional[str] = None, camera_info_topic: Optional[str] = None,
            max_points: int = default("max_obstacle_points"),
            depth_scale: float = default("depth_scale"), regions: str = "model") -> dict:
@@ -278,7 +279,7 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
         image_message,
         typestore,
     )
-    from flowclas_ros.deploy.torch_backend import open_detector
+    from flowclas_ros.deploy.open_model import open_detector
     from flowclas_ros.runtime.images import ImageError
     from flowclas_ros.runtime.pipeline import run_frame, stamp_ns
 

@@ -401,24 +401,33 @@ def test_the_node_gives_the_same_heatmaps_on_the_same_frames(replayed, sim, trai
                 np.testing.assert_array_equal(to_array(node_msg), to_array(bag_msg))
 
 
-def test_the_region_stage_gives_the_same_mask_in_node_replay_and_evaluate(sim, trained, tmp_path):
-    """A model file carrying the region-evidence stage (runtime/regions.py), set so that it
-    fires on these frames: the real node, replay and the evaluator's path give the same
-    heatmap and mask on the same frames, and they differ from the same model without it."""
+def test_the_region_stage_gives_the_same_mask_in_node_replay_and_evaluate(sim, tmp_path):
+    """The shipped `fast` model with the region-evidence stage (runtime/regions.py) set so that
+    it fires on these frames (the tiny test model's smooth maps enclose no region): the real
+    node, replay and the evaluator's path give the same heatmap and mask on the same frames,
+    and they differ from the same model without the stage."""
     from flowclas_ros.deploy.onnx_metadata import set_region_evidence
+    from flowclas_ros.runtime.model_info import resolve_model_path
     from flowclas_ros.runtime.regions import RegionEvidence
 
     frames = [(stamp_ns(m), m) for _, m in read_bag(sim / "bag")[IMAGE_TOPIC][:3]]
     rgbs = [np.asarray(m.data).reshape(m.height, m.width, 3) for _, m in frames]
-    plain = Detector(trained["onnx"])
-    edge = float(np.quantile(plain.backend(plain.prepare(rgbs[0])[0][None])[0], 0.6))
+    shipped = resolve_model_path("fast")
+    plain = Detector(shipped)
+    plain_heat = [plain.heatmap(rgb) for rgb in rgbs]
+    scores = np.concatenate([plain.backend(plain.prepare(rgb)[0][None])[0].ravel() for rgb in rgbs])
+    for q in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95):  # an outline level at which the stage fires here
+        cfg = RegionEvidence(edge_score=float(np.quantile(scores, q)), close_px=3,
+                             max_colour_std=255.0, min_area_px=1, max_area=1.0)
+        fires = Detector(shipped, regions=cfg)
+        if any(not np.array_equal(fires.heatmap(rgb), h) for rgb, h in zip(rgbs, plain_heat)):
+            break
     model = tmp_path / "regions.onnx"
-    set_region_evidence(trained["onnx"], model, RegionEvidence(
-        edge_score=edge, close_px=3, max_colour_std=255.0, min_area_px=1, max_area=1.0))
+    set_region_evidence(shipped, model, cfg)
     det = Detector(model)
-    assert det.regions is not None and Detector(model, regions="off").regions is None
+    assert det.regions == cfg and Detector(model, regions="off").regions is None
     heat = [det.heatmap(rgb) for rgb in rgbs]  # the evaluator's path
-    assert any(not np.array_equal(h, plain.heatmap(rgb)) for h, rgb in zip(heat, rgbs))
+    assert any(not np.array_equal(h, p) for h, p in zip(heat, plain_heat))
     masks = [threshold_components(h, det.threshold, 50)[0] for h in heat]
     r = replay(sim / "bag", tmp_path / "out", model, gt_topic=GT_TOPIC, progress=False)
     replayed_bag = read_bag(tmp_path / "out")

@@ -29,7 +29,15 @@ from flowclas_ros.data.generic import write_sample
 from flowclas_ros.runtime.labels import ANOMALY, INLIER
 from flowclas_ros.sim.camera import _sample_camera, _sample_light
 from flowclas_ros.sim.placement import try_place
-from flowclas_ros.sim.scenes import _ANOMALY_COUNT, _ANOMALY_DISTANCE, _ANOMALY_SIZE, _compose, _place_known, _rng, _world
+from flowclas_ros.sim.scenes import (
+    _ANOMALY_COUNT,
+    _ANOMALY_DISTANCE,
+    _ANOMALY_SIZE,
+    _compose,
+    _place_known,
+    _rng,
+    _world,
+)
 from flowclas_ros.sim.world import _Asset
 
 RING_PX = 15  # ring width around an obstacle whose median colour it takes

@@ -144,3 +144,27 @@ def test_the_model_file_carries_the_stage_and_the_detector_runs_it(trained, tmp_
     d = det.detect(rgb)
     assert "regions" in d.timings_ms and d.heatmap.shape == (240, 320)
     np.testing.assert_array_equal(d.heatmap, det.heatmap(rgb))
+
+
+def test_a_model_file_with_damaged_region_settings_is_refused_in_one_line(trained, tmp_path, capsys):
+    """Settings that are not valid JSON (or name an unknown key) in a model file: the Detector
+    refuses the file with ModelFileError naming the key, and the CLI answers one line, exit 2."""
+    import dataclasses
+
+    import onnx
+
+    from flowclas_ros.deploy.onnx_metadata import set_metadata
+    from flowclas_ros.runtime.detector import Detector
+    from flowclas_ros.runtime.model_info import ModelFileError, read_model_info
+
+    info = read_model_info(trained["onnx"])
+    bad = tmp_path / "bad.onnx"
+    proto = onnx.load(str(trained["onnx"]))
+    set_metadata(proto, dataclasses.replace(info, extra={**info.extra, REGION_KEY: '{"edge": 1}'}))
+    onnx.save(proto, str(bad))
+    with pytest.raises(ModelFileError, match="region_evidence.*edge"):
+        Detector(bad)
+    assert Detector(bad, regions="off").regions is None  # the model itself still runs
+    capsys.readouterr()
+    assert cli.main(["detect", str(tmp_path / "none.png"), "--model", str(bad)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

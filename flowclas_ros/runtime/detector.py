@@ -10,7 +10,7 @@ import numpy as np
 
 from flowclas_ros.runtime.backends import Backend, open_backend
 from flowclas_ros.runtime.images import to_rgb8
-from flowclas_ros.runtime.model_info import ModelInfo, resolve_model_path
+from flowclas_ros.runtime.model_info import ModelFileError, ModelInfo, resolve_model_path
 from flowclas_ros.runtime.processing import (
     Geometry,
     Obstacle,
@@ -19,7 +19,12 @@ from flowclas_ros.runtime.processing import (
     preprocess_with_image,
     threshold_components,
 )
-from flowclas_ros.runtime.regions import RegionEvidence, lift_regions, region_evidence_of
+from flowclas_ros.runtime.regions import (
+    RegionEvidence,
+    RegionEvidenceError,
+    lift_regions,
+    region_evidence_of,
+)
 
 # `regions=` of a Detector: the stage the model file carries, or none at all
 FROM_MODEL, NO_REGIONS = "model", "off"
@@ -62,7 +67,10 @@ class Detector:
         if isinstance(regions, RegionEvidence):
             return regions
         if regions == FROM_MODEL:
-            return region_evidence_of(self.info.extra, str(self.model_path))
+            try:
+                return region_evidence_of(self.info.extra, str(self.model_path))
+            except RegionEvidenceError as exc:  # a damaged model file, said as such
+                raise ModelFileError(str(exc)) from exc
         if regions == NO_REGIONS:
             return None
         raise ValueError(f"regions must be '{FROM_MODEL}', '{NO_REGIONS}' or a RegionEvidence, got {regions!r}")

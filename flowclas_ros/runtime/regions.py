@@ -172,5 +172,5 @@ def lift_regions(score: np.ndarray, rgb: np.ndarray, cfg: RegionEvidence) -> np.
         # the region and the outline gaps the close bridged around it
         lifted = inside | (ring & (outline[y0:y1, x0:x1] > flagged[y0:y1, x0:x1]))
         box = out[y0:y1, x0:x1]
-        box[lifted] = np.maximum(box[lifted], lift)
+        box[lifted] = np.fmax(box[lifted], lift)  # fmax: a non-finite border lifts nothing
     return out

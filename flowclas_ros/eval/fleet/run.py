@@ -213,7 +213,7 @@ def run_fleet(kind: str, specs: Sequence[str], report: str | Path,
                 reused += 1
                 manifest.record(r["key"], manifest.entries[r["key"]], r["signature"], r["content"])
                 continue
-            summary = r["summary"]
+            summary = {**r["summary"], "where": o.where}
             ran_frames += int(summary.get("frames", 0))
             _save_shard(manifest.stats_path(r["key"]), r["stats"], summary.pop("flagged_shares"))
             _write_frames_csv(report / "frames" / f"{sh.label}.csv", r["per_frame"])

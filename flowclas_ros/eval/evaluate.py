@@ -289,7 +289,6 @@ class Evaluation:
         comp = ComponentMetrics(min_pred_area=self.min_pred_area, min_gt_area=self.min_gt_area)
 
         per_frame = []
-        image_rows = self.stats.image_rows
         for i, fid in enumerate(_progress(self.ids, len(self.ids), "components", progress)):
             heat, label = self.cached(i)
             fc = comp.update(heat, label, comp_threshold)
@@ -304,8 +303,7 @@ class Evaluation:
                 "anomaly_pixels": n_anom, "valid_pixels": int(np.count_nonzero(valid)),
                 "max_score": float(heat[valid].max()) if valid.any() else float("nan"),
                 "gt_components": int(fc.siou.size), "pred_components": int(fc.ppv.size),
-                "image_score": (image_rows[i][self.image_score] if image_rows[i]
-                                else float("nan")),
+                "image_score": self.stats.image_score(i, self.image_score),
                 "ms": self.stats.times_ms[i],
             })
         self.per_frame, self.threshold = per_frame, comp_threshold

@@ -82,7 +82,7 @@ class PooledStats:
                            if components else None)
         self.min_pred_area, self.min_gt_area = int(min_pred_area), int(min_gt_area)
         self.flagged_shares: list[float] = []  # the node's domain-shift alarm input, per frame
-        self.image_rows: list[Optional[dict]] = []
+        self.image_index: list[int] = []  # per frame: its entry in `image`, -1 when skipped
         self.times_ms: list[float] = []
         self.ids: list[str] = []
         # label coding checks: frames with void pixels, with anomaly pixels, with both
@@ -106,8 +106,8 @@ class PooledStats:
         self.anomaly_frames_with_void += has_void and has_anomaly
         if has_void and not has_anomaly:
             self.void_only_ids.append(str(frame_id))
-        image_row = self.image.update(heat, label)
-        self.image_rows.append(image_row)
+        n_images = len(self.image.max_scores)
+        self.image_index.append(n_images if self.image.update(heat, label) is not None else -1)
         self.ids.append(str(frame_id))
         self.times_ms.append(float(ms))
         if self.components is None:
@@ -134,7 +134,8 @@ class PooledStats:
         if self.components is not None:
             self.components.merge(other.components)
         self.flagged_shares += other.flagged_shares
-        self.image_rows += other.image_rows
+        offset = len(self.image.max_scores) - len(other.image.max_scores)  # image merged first
+        self.image_index += [i + offset if i >= 0 else -1 for i in other.image_index]
         self.times_ms += other.times_ms
         self.ids += other.ids
         self.void_frames += other.void_frames
@@ -150,7 +151,7 @@ class PooledStats:
                        "image_max": np.asarray(img.max_scores, np.float64),
                        "image_topk": np.asarray(img.topk_scores, np.float64),
                        "image_anomalous": np.asarray(img.anomalous, bool),
-                       "image_scored": np.asarray([r is not None for r in self.image_rows], bool)})
+                       "image_scored": np.asarray([i >= 0 for i in self.image_index], bool)})
         meta = {"threshold": self.threshold, "min_pred_area": self.min_pred_area,
                 "min_gt_area": self.min_gt_area, "image_top_k": img.top_k,
                 "image_skipped": img.skipped, "sizes": self.sizes.counts, "ids": self.ids,
@@ -187,9 +188,8 @@ class PooledStats:
         img.topk_scores = arrays["image_topk"].tolist()
         img.anomalous = arrays["image_anomalous"].tolist()
         img.skipped = int(meta["image_skipped"])
-        it = iter(zip(img.anomalous, img.max_scores, img.topk_scores))
-        out.image_rows = [dict(zip(("anomalous", "max", "topk"), next(it))) if s else None
-                          for s in scored]
+        out.image_index = (np.cumsum(scored) - 1).tolist()
+        out.image_index = [i if s else -1 for i, s in zip(out.image_index, scored)]
         for name, counts in meta["sizes"].items():
             if name not in out.sizes.counts:
                 raise ValueError(f"unknown size bucket {name!r}")
@@ -212,6 +212,13 @@ class PooledStats:
             arrays = {k: z[k] for k in z.files if k != "meta_json"}
             meta = json.loads(z["meta_json"].tobytes().decode())
         return cls.from_state(arrays, meta)
+
+    def image_score(self, i: int, rule: str = "max") -> float:
+        """The i-th frame's image score by ``rule`` ("max" or "topk"); NaN without valid pixel."""
+        j = self.image_index[i]
+        if j < 0:
+            return float("nan")
+        return (self.image.max_scores if rule == "max" else self.image.topk_scores)[j]
 
     # -- results
     def label_warnings(self, describe_ids: Any = None) -> list[str]:

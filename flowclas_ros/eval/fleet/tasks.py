@@ -115,9 +115,8 @@ def _score_dataset(shard: Shard, det: Any) -> tuple[dict, Any]:
         t1 = time.perf_counter()
         heat = det.heatmap(rgb, "rgb8")
         row = stats.add(fr.id, heat, label, (time.perf_counter() - t1) * 1e3)
-        image_row = stats.image_rows[-1]
         row.update({"index": start + i,
-                    "image_score": image_row[s["image_score"]] if image_row else float("nan")})
+                    "image_score": stats.image_score(len(stats) - 1, s["image_score"])})
         rows.append(row)
         frames_done()
     wall = time.perf_counter() - t0

@@ -167,6 +167,10 @@ def test_rerun_resumes_and_reruns_what_changed(bags, trained, tmp_path):
     assert (first["reused_shards"], again["reused_shards"]) == (0, 3)
     assert math.isnan(again["frames_per_s"])  # nothing scored again
     same(compared(first["pooled"]), compared(again["pooled"]))
+    # output bags asked for later: the bags run again to write them, then are done
+    outs = [run_fleet("replay", [str(work)], tmp_path / "r", trained["onnx"], settings,
+                      out=tmp_path / "outs", progress=False)["reused_shards"] for _ in range(2)]
+    assert outs == [0, 3] and len(list((tmp_path / "outs").iterdir())) == 3
     # a moved bag keeps its key (content hash); an edited one runs again
     (work / "log_0").rename(work / "log_0_moved")
     shutil.rmtree(work / "log_1")

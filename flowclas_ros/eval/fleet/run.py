@@ -66,6 +66,26 @@ def _shards(kind: str, inputs: list[Path], names: list[str], settings: dict, bas
     return shards
 
 
+EVALUATE_DEFAULTS = {"layout": "generic", "layout_options": {}, "min_pred_area": 50,
+                     "min_gt_area": 10, "image_score": "max", "image_top_k": 0.01}
+
+
+def _full_settings(kind: str, settings: dict) -> dict:
+    """Every setting with its default filled in (they key the manifest), checked here once
+    rather than failing in every worker."""
+    if kind == "replay":
+        from flowclas_ros.eval.replay import ReplayOptions
+
+        try:
+            return ReplayOptions(**settings).settings()
+        except TypeError as exc:
+            raise ValueError(f"replay settings: {exc}") from None
+    unknown = set(settings) - set(EVALUATE_DEFAULTS)
+    if unknown:
+        raise ValueError(f"evaluate settings: unknown {sorted(unknown)}; known {sorted(EVALUATE_DEFAULTS)}")
+    return {**EVALUATE_DEFAULTS, **settings}
+
+
 def _save_shard(path: Path, stats_state: Optional[tuple], flagged: list[float]) -> None:
     arrays, meta = stats_state if stats_state is not None else ({}, None)
     with open(path, "wb") as f:
@@ -166,7 +186,7 @@ def run_fleet(kind: str, specs: Sequence[str], report: str | Path,
     names = _names(inputs)
     model_path = resolve_model_path(model)
     model_hash = file_hash(model_path)
-    settings = dict(settings or {})
+    settings = _full_settings(kind, settings or {})
     base = {"model": str(model_path.resolve()), "model_hash": model_hash,
             "providers": tuple(providers), "threads": int(threads), "force": bool(force)}
     shards = _shards(kind, inputs, names, settings, base, Path(out) if out else None,
@@ -184,6 +204,9 @@ def run_fleet(kind: str, specs: Sequence[str], report: str | Path,
             content = manifest.hashes.get(stat_signature(files))
         except Exception:  # noqa: BLE001 - the worker meets the same error and reports it
             pass
+        if sh.out is not None and not Path(sh.out).exists():  # output asked, not there: run it
+            todo.append((i, dataclasses.replace(sh, content=content)))
+            continue
         if content is not None and manifest.done(sh.key(content)) is not None:
             keys[i] = sh.key(content)
             continue

@@ -162,6 +162,105 @@ def _expected_frames(kind: str, shards: list[Shard]) -> Optional[int]:
         return None
 
 
+@dataclasses.dataclass
+class _Progress:
+    """What the run knows about its shards: manifest keys, errors, counts."""
+
+    keys: dict[int, str] = dataclasses.field(default_factory=dict)  # shard index -> key
+    failures: dict[int, str] = dataclasses.field(default_factory=dict)  # shard index -> error
+    reused: int = 0  # shards taken from the manifest
+    ran_frames: int = 0  # frames scored by this run
+
+
+def _plan(shards: list[Shard], manifest: Manifest, state: _Progress) -> list[tuple[int, Shard]]:
+    """The shards to run: not in the manifest with this content, model and settings (known
+    without reading an unchanged file), or whose asked-for output bag is missing."""
+    done_keys = manifest.done_keys()
+    todo = []
+    for i, sh in enumerate(shards):
+        content = None
+        try:
+            files, _ = shard_files(sh)
+            content = manifest.hashes.get(stat_signature(files))
+        except Exception:  # noqa: BLE001 - the worker meets the same error and reports it
+            pass
+        if sh.out is not None and not Path(sh.out).exists():  # output asked, not there: run it
+            todo.append((i, dataclasses.replace(sh, content=content)))
+            continue
+        if content is not None and manifest.done(sh.key(content)) is not None:
+            state.keys[i] = sh.key(content)
+            state.reused += 1
+            continue
+        todo.append((i, dataclasses.replace(sh, content=content, done=done_keys)))
+    return todo
+
+
+def _record(o: Any, i: int, sh: Shard, manifest: Manifest, report: Path, state: _Progress,
+            bars: _Bars) -> None:
+    """One finished task into the manifest (and its statistics and frame rows to disk)."""
+    fail_key = f"failed:{sh.input}:{sh.frames}"
+    if not o.ok:
+        state.failures[i] = o.error
+        log.warning("%s failed: %s", sh.label, o.error)
+        manifest.record(fail_key, {"status": "failed", "input": sh.input, "label": sh.label,
+                                   "error": o.error, "where": o.where})
+        return
+    r = o.value
+    manifest.entries.pop(fail_key, None)
+    state.keys[i] = r["key"]
+    if r["reused"]:  # the worker found the content unchanged
+        state.reused += 1
+        manifest.record(r["key"], manifest.entries[r["key"]], r["signature"], r["content"])
+        return
+    summary = {**r["summary"], "where": o.where}
+    state.ran_frames += int(summary.get("frames", 0))
+    _save_shard(manifest.stats_path(r["key"]), r["stats"], summary.pop("flagged_shares"))
+    _write_frames_csv(report / "frames" / f"{sh.label}.csv", r["per_frame"])
+    if not o.where.startswith("local"):  # no live frame counter from cluster workers
+        bars.frames(summary.get("frames", 0))
+    manifest.record(r["key"], {"status": "ok", "input": sh.input, "label": sh.label,
+                               "unit": sh.unit, "summary": summary, "stats": f"{r['key']}.npz",
+                               "where": o.where, "content": r["content"]},
+                    r["signature"], r["content"])
+
+
+def _pool(inputs: list[Path], names: list[str], shards: list[Shard], manifest: Manifest,
+          state: _Progress, base: dict, kind: str, settings: dict
+          ) -> tuple[list[dict], Optional[PooledStats], np.ndarray]:
+    """(one row per input, the pooled statistics, every frame's flagged share): the shards'
+    statistics merged in input order, one shard in memory at a time."""
+    pooled: Optional[PooledStats] = None
+    all_flagged: list[np.ndarray] = []
+    rows = []
+    for u, (path, name) in enumerate(zip(inputs, names)):
+        unit_shards = [i for i, s in enumerate(shards) if s.unit == u]
+        unit_stats: Optional[PooledStats] = None
+        summaries, errors, flagged = [], [], []
+        for i in unit_shards:
+            if i in state.failures:
+                errors.append(state.failures[i])
+                continue
+            entry = manifest.entries[state.keys[i]]
+            summaries.append(entry["summary"])
+            stats, shares = _load_shard(manifest.shards / entry["stats"])
+            flagged.append(shares)
+            if stats is not None:
+                if unit_stats is None:
+                    unit_stats = stats
+                else:
+                    unit_stats.merge(stats)
+        shares = np.concatenate(flagged) if flagged else np.zeros(0)
+        all_flagged.append(shares)
+        rows.append(unit_row(name, str(path), len(unit_shards), summaries, errors, unit_stats,
+                             shares, base, kind, settings))
+        if unit_stats is not None:
+            if pooled is None:
+                pooled = unit_stats
+            else:
+                pooled.merge(unit_stats)
+    return rows, pooled, np.concatenate(all_flagged) if all_flagged else np.zeros(0)
+
+
 def run_fleet(kind: str, specs: Sequence[str], report: str | Path,
               model: Optional[str] = None, settings: Optional[dict] = None, *,
               out: Optional[str | Path] = None, workers: int = 1, cluster: Optional[str] = None,
@@ -192,107 +291,32 @@ def run_fleet(kind: str, specs: Sequence[str], report: str | Path,
     shards = _shards(kind, inputs, names, settings, base, Path(out) if out else None,
                      max(1, int(shard_frames)))
     manifest = Manifest(report)
-    done_keys = manifest.done_keys()
-    keys: dict[int, str] = {}  # shard index -> manifest key
-    failures: dict[int, str] = {}
-    ran_frames = 0  # frames scored by this run (not taken from the manifest)
-    todo: list[tuple[int, Shard]] = []
-    for i, sh in enumerate(shards):
-        content = None
-        try:
-            files, _ = shard_files(sh)
-            content = manifest.hashes.get(stat_signature(files))
-        except Exception:  # noqa: BLE001 - the worker meets the same error and reports it
-            pass
-        if sh.out is not None and not Path(sh.out).exists():  # output asked, not there: run it
-            todo.append((i, dataclasses.replace(sh, content=content)))
-            continue
-        if content is not None and manifest.done(sh.key(content)) is not None:
-            keys[i] = sh.key(content)
-            continue
-        todo.append((i, dataclasses.replace(sh, content=content, done=done_keys)))
-    reused = len(keys)
+    state = _Progress()
+    todo = _plan(shards, manifest, state)
     log.info("%d inputs, %d shards: %d already done with this model and settings, %d to run",
-             len(inputs), len(shards), reused, len(todo))
-
+             len(inputs), len(shards), state.reused, len(todo))
     bars = _Bars(len(shards), _expected_frames(kind, [s for _, s in todo]), progress)
-    for _ in range(reused):
+    for _ in range(state.reused):
         bars.shard()
     try:
         for o in run_tasks(run_shard, [s for _, s in todo], workers, cluster, bars.frames):
-            i, sh = todo[o.index]
             bars.shard()
-            fail_key = f"failed:{sh.input}:{sh.frames}"
-            if not o.ok:
-                failures[i] = o.error
-                log.warning("%s failed: %s", sh.label, o.error)
-                manifest.record(fail_key, {"status": "failed", "input": sh.input,
-                                           "label": sh.label, "error": o.error, "where": o.where})
-                continue
-            r = o.value
-            manifest.entries.pop(fail_key, None)
-            keys[i] = r["key"]
-            if r["reused"]:
-                reused += 1
-                manifest.record(r["key"], manifest.entries[r["key"]], r["signature"], r["content"])
-                continue
-            summary = {**r["summary"], "where": o.where}
-            ran_frames += int(summary.get("frames", 0))
-            _save_shard(manifest.stats_path(r["key"]), r["stats"], summary.pop("flagged_shares"))
-            _write_frames_csv(report / "frames" / f"{sh.label}.csv", r["per_frame"])
-            if not o.where.startswith("local"):
-                bars.frames(summary.get("frames", 0))
-            manifest.record(r["key"], {"status": "ok", "input": sh.input, "label": sh.label,
-                                       "unit": sh.unit, "summary": summary,
-                                       "stats": f"{r['key']}.npz", "where": o.where,
-                                       "content": r["content"]},
-                            r["signature"], r["content"])
+            _record(o, *todo[o.index], manifest, report, state, bars)
     finally:
         bars.close()
     wall = time.perf_counter() - t_start
 
-    # pooled, in input order, one shard's statistics in memory at a time
-    pooled: Optional[PooledStats] = None
-    all_flagged: list[np.ndarray] = []
-    rows = []
-    for u, (path, name) in enumerate(zip(inputs, names)):
-        unit_shards = [i for i, s in enumerate(shards) if s.unit == u]
-        unit_stats: Optional[PooledStats] = None
-        summaries, errors = [], []
-        for i in unit_shards:
-            if i in failures:
-                errors.append(failures[i])
-                continue
-            entry = manifest.entries[keys[i]]
-            summaries.append(entry["summary"])
-            stats, flagged = _load_shard(manifest.shards / entry["stats"])
-            all_flagged.append(flagged)
-            if stats is not None:
-                if unit_stats is None:
-                    unit_stats = stats
-                else:
-                    unit_stats.merge(stats)
-        rows.append(unit_row(name, str(path), len(unit_shards), summaries, errors, unit_stats,
-                             np.concatenate(all_flagged[-len(summaries):]) if summaries else
-                             np.zeros(0), base, kind, settings))
-        if unit_stats is not None:
-            if pooled is None:
-                pooled = unit_stats
-            else:
-                pooled.merge(unit_stats)
-    shares = np.concatenate(all_flagged) if all_flagged else np.zeros(0)
-    frames = sum(r["frames"] for r in rows)
+    rows, pooled, shares = _pool(inputs, names, shards, manifest, state, base, kind, settings)
     result = {
         "kind": kind, "inputs": len(inputs), "shards": len(shards),
-        "done": len(shards) - len(failures), "failed": len(failures), "reused_shards": reused,
-        "frames": frames, "scene": scene_summary(shares.tolist()),
+        "done": len(shards) - len(state.failures), "failed": len(state.failures),
+        "reused_shards": state.reused, "frames": sum(r["frames"] for r in rows),
+        "scene": scene_summary(shares.tolist()),
         "model": str(model_path), "model_hash": model_hash, "settings": settings,
         "engine": f"dask {cluster}" if cluster else f"local, {workers} worker(s)",
-        "workers": workers, "wall_s": wall,
-        "frames_per_s": ran_frames / wall if wall > 0 and ran_frames else float("nan"),
+        "workers": workers, "wall_s": wall, "scored_this_run": state.ran_frames,
+        "frames_per_s": state.ran_frames / wall if wall > 0 and state.ran_frames else float("nan"),
         "report": str(report), "out": str(out) if out else None,
     }
     write_fleet_report(report, result, rows, pooled, base)
     return result
-
-

@@ -1,4 +1,4 @@
-"""Tests for the flow-sampled negatives (flowclas_ros.model.negatives), on real frozen
+"""Tests for the flow-sampled negatives (flowclas_ros.model.outliers.flow_negative_sampler), on real frozen
 EfficientNet-Lite0 features of toy frames and a flow head trained for a few dozen steps (so the
 couplings are not the identity and the log-Jacobian is not constant)."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from flowclas_ros.config import BackboneConfig, FlowConfig, ModelConfig
 from flowclas_ros.model.flowclas import FlowCLAS, FlowHead
 from flowclas_ros.model.losses import flowclas_loss
-from flowclas_ros.model.negatives import (
+from flowclas_ros.model.outliers.flow_negative_sampler import (
     FlowNegativeConfig,
     append_negatives,
     blob_cells,

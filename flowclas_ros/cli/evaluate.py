@@ -12,6 +12,7 @@ from flowclas_ros.cli.arguments import add_pool_arguments, int_at_least, names_m
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from flowclas_ros.eval.component_filters import MIN_GT_AREA, MIN_PRED_AREA
     from flowclas_ros.eval.evaluate import IMAGE_SCORES
 
     p = sub.add_parser("evaluate", help="SMIYC pixel + component metrics and a report on a "
@@ -25,10 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layout", default="generic", help="dataset layout name (default generic)")
     p.add_argument("--max-frames", type=int, help="only the first N frames (sorted by id)")
     p.add_argument("--providers", default="cpu", help="preference list, e.g. tensorrt,cuda,cpu")
-    p.add_argument("--min-pred-area", type=int, default=50,
-                   help="drop predicted components below this many pixels (ObstacleTrack 50)")
-    p.add_argument("--min-gt-area", type=int, default=10,
-                   help="ground-truth components below this many pixels become void (10)")
+    p.add_argument("--min-pred-area", type=int, default=MIN_PRED_AREA,
+                   help=f"drop predicted components below this many pixels (ObstacleTrack {MIN_PRED_AREA})")
+    p.add_argument("--min-gt-area", type=int, default=MIN_GT_AREA,
+                   help=f"ground-truth components below this many pixels become void ({MIN_GT_AREA})")
     p.add_argument("--layout-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="layout reader option, repeatable, e.g. --layout mvtec --layout-opt "
                    "category=bottle --layout-opt split=test")

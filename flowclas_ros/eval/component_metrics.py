@@ -32,6 +32,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
+from flowclas_ros.eval.component_filters import MIN_GT_AREA, MIN_PRED_AREA
 from flowclas_ros.eval.pixel_metrics import f1_from_counts
 from flowclas_ros.runtime.labels import ANOMALY, INLIER, VOID
 
@@ -66,8 +67,8 @@ def _components(mask: np.ndarray) -> tuple[int, np.ndarray]:
 
 
 def frame_components(scores: Optional[np.ndarray], labels: np.ndarray,
-                     threshold: Optional[float] = None, min_pred_area: int = 50,
-                     min_gt_area: int = 10, pred_mask: Optional[np.ndarray] = None) -> FrameComponents:
+                     threshold: Optional[float] = None, min_pred_area: int = MIN_PRED_AREA,
+                     min_gt_area: int = MIN_GT_AREA, pred_mask: Optional[np.ndarray] = None) -> FrameComponents:
     """sIoU per GT component and PPV per predicted component of one frame (module docstring).
 
     The prediction is ``scores >= threshold`` (float32), or ``pred_mask`` (bool) if given."""
@@ -132,7 +133,7 @@ class ComponentMetrics:
     means do not depend on the order of the frames and shards pooled with :meth:`merge` give
     the single pass's numbers to the last bit."""
 
-    def __init__(self, min_pred_area: int = 50, min_gt_area: int = 10,
+    def __init__(self, min_pred_area: int = MIN_PRED_AREA, min_gt_area: int = MIN_GT_AREA,
                  thresholds: Sequence[float] = SIOU_THRESHOLDS, tp_at_equal: bool = False) -> None:
         self.min_pred_area = int(min_pred_area)
         self.min_gt_area = int(min_gt_area)

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
 
+from flowclas_ros.eval.component_filters import MIN_GT_AREA, MIN_PRED_AREA
 from flowclas_ros.eval.report import write_report
 from flowclas_ros.runtime.labels import VOID
 
@@ -122,8 +123,8 @@ def _progress(iterable: Iterable, total: int, desc: str, enabled: bool) -> Itera
 
 def evaluate(data: Any, model_path: Optional[str | os.PathLike] = None,
              out_dir: Optional[str | os.PathLike] = None, layout: str = "generic",
-             providers: Sequence[str] = ("cpu",), min_pred_area: int = 50,
-             min_gt_area: int = 10, max_frames: Optional[int] = None,
+             providers: Sequence[str] = ("cpu",), min_pred_area: int = MIN_PRED_AREA,
+             min_gt_area: int = MIN_GT_AREA, max_frames: Optional[int] = None,
              progress: bool = True, max_bins: int = 1 << 20, image_score: str = "max",
              image_top_k: float = 0.01, layout_options: Optional[dict] = None,
              component_threshold: str = "best_f1") -> dict:
@@ -132,7 +133,7 @@ def evaluate(data: Any, model_path: Optional[str | os.PathLike] = None,
     ``data``: a dataset root read with ``load_layout(layout, data)``, or a sequence of `Sample`
     or ``(id, rgb uint8 HxWx3, label uint8 HxW)`` tuples. ``model_path``: ONNX file or checkpoint
     (None: the shipped default). ``out_dir``: report directory (None: metrics only).
-    ``min_pred_area`` / ``min_gt_area``: component size filters (SMIYC ObstacleTrack: 50 / 10).
+    ``min_pred_area`` / ``min_gt_area``: component size filters (eval/component_filters.py).
     ``image_score``: "max" or "topk" (mean of the top ``image_top_k`` fraction of pixels), the
     rule behind ``image_auroc``. ``layout_options``: keyword options of the layout reader, e.g.
     ``{"category": "bottle", "split": "test"}`` for ``mvtec``. ``component_threshold``: "best_f1"
@@ -142,7 +143,7 @@ def evaluate(data: Any, model_path: Optional[str | os.PathLike] = None,
     ``images/`` directory that are not image files (skipped), and labels that look like 0/255
     masks among 0/1/255 ones (see :meth:`PooledStats.label_warnings`).
     """
-    from flowclas_ros.deploy.torch_backend import open_detector
+    from flowclas_ros.deploy.open_model import open_detector
 
     frames, desc = eval_items(data, layout, max_frames, layout_options)
     det = open_detector(model_path, providers=providers)
@@ -209,7 +210,8 @@ class Evaluation:
     SMIYC convention) or "model" (the model's own threshold, as a pooled fleet run takes them).
     """
 
-    def __init__(self, detector: Any, min_pred_area: int = 50, min_gt_area: int = 10,
+    def __init__(self, detector: Any, min_pred_area: int = MIN_PRED_AREA,
+                 min_gt_area: int = MIN_GT_AREA,
                  max_bins: int = 1 << 20, image_score: str = "max", image_top_k: float = 0.01,
                  component_threshold: str = "best_f1") -> None:
         from flowclas_ros.eval.pooled_stats import PooledStats

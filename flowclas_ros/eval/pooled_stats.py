@@ -33,6 +33,7 @@ from typing import Any, Optional
 import numpy as np
 
 from flowclas_ros.data.files import DatasetError
+from flowclas_ros.eval.component_filters import MIN_GT_AREA, MIN_PRED_AREA
 from flowclas_ros.eval.component_metrics import ComponentMetrics
 from flowclas_ros.eval.image_metrics import ImageMetrics
 from flowclas_ros.eval.pixel_metrics import PixelMetrics, average_precision, counts_at_threshold
@@ -71,7 +72,8 @@ class PooledStats:
     pixel table (``max_bins``, 20 MiB by default) plus a few numbers per frame.
     """
 
-    def __init__(self, threshold: float, min_pred_area: int = 50, min_gt_area: int = 10,
+    def __init__(self, threshold: float, min_pred_area: int = MIN_PRED_AREA,
+                 min_gt_area: int = MIN_GT_AREA,
                  max_bins: int = 1 << 20, image_top_k: float = 0.01,
                  components: bool = False) -> None:
         self.threshold = float(threshold)

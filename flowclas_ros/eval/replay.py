@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from flowclas_ros.eval.component_filters import MIN_GT_AREA, MIN_PRED_AREA
 from flowclas_ros.eval.replay_input import ReplayTopics, label_stamps, select_topics
 from flowclas_ros.eval.replay_output import NoOutput, OutputBag, prepare_output
 from flowclas_ros.eval.replay_report import merge_metrics, write_report
@@ -70,8 +71,8 @@ class ReplayOptions:
     min_area: int = default("min_obstacle_area")
     overlay_alpha: float = default("overlay_alpha")
     threads: int = 0
-    min_pred_area: int = 50
-    min_gt_area: int = 10
+    min_pred_area: int = MIN_PRED_AREA
+    min_gt_area: int = MIN_GT_AREA
     max_points: int = default("max_obstacle_points")
     depth_scale: float = default("depth_scale")
 
@@ -105,7 +106,7 @@ class _Bar:
 
 
 def _open_detector(model: Any, opts: ReplayOptions) -> Any:
-    from flowclas_ros.deploy.torch_backend import open_detector
+    from flowclas_ros.deploy.open_model import open_detector
 
     return open_detector(model, providers=list(opts.providers), threshold=opts.threshold,
                          min_area=opts.min_area, threads=opts.threads)

@@ -138,7 +138,7 @@ def open_backend(model_path: str | os.PathLike, providers: Sequence[str] = ("cpu
                  **kwargs) -> OnnxRuntimeBackend:
     """An exported `.onnx` model on ONNX Runtime. A training checkpoint (`.pt`) needs torch, which
     the runtime never imports: it is refused with the command that exports it
-    (`flowclas_ros.deploy.torch_backend.open_detector` runs one as the torch reference)."""
+    (`flowclas_ros.deploy.open_model.open_detector` runs one as the torch reference)."""
     path = Path(model_path)
     if path.suffix == ".pt":
         raise ModelFileError(f"{path} is a training checkpoint; the runtime runs exported models: "

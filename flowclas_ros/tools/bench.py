@@ -14,8 +14,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from flowclas_ros.deploy.open_model import open_detector
 from flowclas_ros.deploy.timing import interleaved_times, time_calls
-from flowclas_ros.deploy.torch_backend import open_detector
 from flowclas_ros.runtime.detector import Detector
 from flowclas_ros.runtime.images import image_from_fields, to_msg_fields, to_rgb8
 from flowclas_ros.runtime.model_info import resolve_model_path

@@ -23,6 +23,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from flowclas_ros.data.pool import run_tasks
+from flowclas_ros.eval.component_filters import MIN_GT_AREA, MIN_PRED_AREA
 from flowclas_ros.eval.fleet.inputs import expand_inputs, stat_signature
 from flowclas_ros.eval.fleet.manifest import Manifest, file_hash
 from flowclas_ros.eval.fleet.report import unit_row, write_fleet_report
@@ -66,8 +67,8 @@ def _shards(kind: str, inputs: list[Path], names: list[str], settings: dict, bas
     return shards
 
 
-EVALUATE_DEFAULTS = {"layout": "generic", "layout_options": {}, "min_pred_area": 50,
-                     "min_gt_area": 10, "image_score": "max", "image_top_k": 0.01}
+EVALUATE_DEFAULTS = {"layout": "generic", "layout_options": {}, "min_pred_area": MIN_PRED_AREA,
+                     "min_gt_area": MIN_GT_AREA, "image_score": "max", "image_top_k": 0.01}
 
 
 def _full_settings(kind: str, settings: dict) -> dict:

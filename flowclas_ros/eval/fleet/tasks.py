@@ -84,7 +84,7 @@ def shard_files(shard: Shard) -> tuple[list[Path], Path]:
 def _detector(shard: Shard) -> Any:
     """This worker's detector for the shard's model and settings (opened once per process)."""
     from flowclas_ros.data.pool import worker_threads
-    from flowclas_ros.deploy.torch_backend import open_detector
+    from flowclas_ros.deploy.open_model import open_detector
 
     s = shard.settings
     threads = shard.threads or worker_threads()

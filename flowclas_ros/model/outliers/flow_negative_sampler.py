@@ -67,7 +67,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from flowclas_ros.data.outliers import as_pair
+from flowclas_ros.data.outliers.cutouts import as_pair
 from flowclas_ros.runtime.labels import ANOMALY, INLIER, VOID
 
 __all__ = [
@@ -169,7 +169,7 @@ def blob_cells(allowed: torch.Tensor, k: int, generator: torch.Generator) -> tor
     """A compact, noise-shaped blob of exactly min(k, #allowed) cells of the bool map ``allowed``
     [h, w]: a random allowed centre, cells ranked by fractal noise minus the squared distance to
     it (in units of the blob's radius), the top k allowed cells kept."""
-    from flowclas_ros.data.procedural import fractal_noise
+    from flowclas_ros.data.outliers.procedural_anomalies import fractal_noise
 
     h, w = allowed.shape
     flat_allowed = allowed.reshape(-1).cpu()

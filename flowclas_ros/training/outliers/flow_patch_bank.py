@@ -3,7 +3,7 @@ sample patches just beyond its inlier set (NFlowJS's negatives, drawn in image s
 
 What is drawn, and why it lies off the inlier set:
 
-1. **Generator** (`model/patch_flow.py`): a multi-scale Glow-style flow trained by maximum
+1. **Generator** (`model/outliers/patch_generator_flow.py`): a multi-scale Glow-style flow trained by maximum
    likelihood (bits per dimension) on random ``crop`` x ``crop`` crops of the training frames,
    cut at every ``frame_scales`` downsampling of each frame (1 = source pixels; 8 = a crop spans an
    eighth of the frame), so it learns fine texture and coarse layout alike. One frame in ten
@@ -50,10 +50,10 @@ import torch
 
 from flowclas_ros.config import Config
 from flowclas_ros.data.files import DatasetError, read_image_rgb
-from flowclas_ros.data.flow_patches import PatchBank
 from flowclas_ros.data.labels import Sample, read_label_or_inlier
 from flowclas_ros.data.layouts import evenly_spaced, source_samples
-from flowclas_ros.model.patch_flow import PatchFlow
+from flowclas_ros.data.outliers.flow_patch_pasting import PatchBank
+from flowclas_ros.model.outliers.patch_generator_flow import PatchFlow
 from flowclas_ros.runtime.labels import ANOMALY
 
 log = logging.getLogger("flowclas_ros.patch_negatives")

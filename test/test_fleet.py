@@ -20,14 +20,15 @@ import pytest
 from test_bags import image_msg, write_bag
 
 from flowclas_ros import cli
+from flowclas_ros.data.files import read_image_rgb
 from flowclas_ros.data.generic import generic_layout
 from flowclas_ros.data.labels import read_sample_label
-from flowclas_ros.data.files import read_image_rgb
 from flowclas_ros.data.rosbag import IMAGE
 from flowclas_ros.data.rosbag_layout import extract_bags, rosbag2_layout
 from flowclas_ros.eval.evaluate import evaluate
 from flowclas_ros.eval.fleet import run_fleet
 from flowclas_ros.eval.pooled_stats import PooledStats
+from flowclas_ros.eval.report import to_json
 
 IMAGE_TOPIC, GT_TOPIC = "/cam/image_raw", "/cam/anomaly_gt"
 T0, PERIOD = 1_700_000_000_000_000_000, 100_000_000
@@ -112,7 +113,7 @@ def test_pooled_stats_merge_exactly_even_when_the_table_coarsens():
                                       whole.pixel._keys[:whole.pixel._n])
 
 
-def test_pooled_over_shards_equals_one_evaluation_exactly(trained, toy_world, tmp_path):
+def test_pooled_over_shards_equals_one_evaluation_exactly(trained, toy_world, tmp_path, capsys):
     """Two datasets cut into shards of 3 frames, pooled: every metric equals `evaluate` on all
     their frames in one process (components at the model threshold, as a pooled run takes them)."""
     r = run_fleet("evaluate", [str(toy_world / "test"), str(toy_world / "val")], tmp_path / "r",
@@ -126,6 +127,15 @@ def test_pooled_over_shards_equals_one_evaluation_exactly(trained, toy_world, tm
     same(compared(r["pooled"]), compared(single))
     on_disk = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert on_disk["auprc"] == pytest.approx(single["auprc"], abs=0, rel=0)
+    # the command line, shards of another size, 2 worker processes: the same numbers
+    assert cli.main(["evaluate", "--data", str(toy_world / "test"), "--data", str(toy_world / "val"),
+                     "--out", str(tmp_path / "cli"), "--model", str(trained["onnx"]),
+                     "--shard-frames", "4", "--workers", "2", "--threads", "1", "--quiet",
+                     "--json"]) == 0
+    by_cli = json.loads(capsys.readouterr().out)
+    assert by_cli["shards"] == 4
+    for key in ("auprc", "fpr95", "pixels", "at_model_threshold", "recall_by_size", "components"):
+        assert by_cli["pooled"][key] == json.loads(to_json(r["pooled"][key])), key
     # each dataset's own row: its shards pooled, equal to evaluate on that dataset alone
     row = next(b for b in r["bags"] if b["name"] == "val")
     alone = evaluate(toy_world / "val", trained["onnx"], progress=False, component_threshold="model")

@@ -121,15 +121,15 @@ def _write_frames_csv(path: Path, rows: list[dict]) -> None:
 class _Bars:
     """Progress over shards and frames (tqdm on stderr), or nothing."""
 
-    def __init__(self, shards: int, frames: Optional[int], enabled: bool) -> None:
+    def __init__(self, shards: int, frames: Optional[int], enabled: bool, what: str) -> None:
         self.bars: list[Any] = []
         if enabled:
             try:
                 from tqdm import tqdm
             except ImportError:
                 return
-            self.bars = [tqdm(total=shards, desc="bags" if frames is None else "shards",
-                              unit="input", file=sys.stderr, position=0),
+            self.bars = [tqdm(total=shards, desc=what, unit=what[:-1], file=sys.stderr,
+                              position=0),
                          tqdm(total=frames, desc="frames", unit="frame", file=sys.stderr,
                               position=1)]
 
@@ -296,7 +296,8 @@ def run_fleet(kind: str, specs: Sequence[str], report: str | Path,
     todo = _plan(shards, manifest, state)
     log.info("%d inputs, %d shards: %d already done with this model and settings, %d to run",
              len(inputs), len(shards), state.reused, len(todo))
-    bars = _Bars(len(shards), _expected_frames(kind, [s for _, s in todo]), progress)
+    bars = _Bars(len(shards), _expected_frames(kind, [s for _, s in todo]), progress,
+                 "bags" if kind == "replay" else "shards")
     for _ in range(state.reused):
         bars.shard()
     try:

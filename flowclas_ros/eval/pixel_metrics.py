@@ -129,11 +129,16 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     n_pos = int(np.count_nonzero(pos))
     if n_pos == 0:
         return float("nan")
-    order = np.argsort(-s, kind="stable")
-    s, pos = s[order], pos[order]
-    last = np.r_[np.flatnonzero(s[1:] != s[:-1]), s.size - 1]  # last index of each distinct score
-    tps = np.cumsum(pos, dtype=np.int64)[last]
-    fps = (last + 1) - tps
+    # one sort of (order-preserving key, class) pairs, as in PixelMetrics: faster than an
+    # argsort of the floats, and the same distinct scores in the same (descending) order
+    v = (float32_to_key(s).astype(np.uint64) << np.uint64(1)) | pos.astype(np.uint64)
+    v.sort()
+    k = v >> np.uint64(1)
+    last = np.r_[np.flatnonzero(k[1:] != k[:-1]), k.size - 1]  # last index of each distinct score
+    cum_pos = np.cumsum((v & np.uint64(1)).astype(np.int64))[last]
+    above = v.size - np.r_[0, last[:-1] + 1]  # pixels scoring >= each distinct score
+    tps = (n_pos - np.r_[0, cum_pos[:-1]])[::-1]  # descending score order
+    fps = above[::-1] - tps
     dtp = np.diff(np.r_[0, tps])
     return float(np.sum(dtp * (tps / (tps + fps))) / n_pos)
 

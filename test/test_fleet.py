@@ -27,6 +27,7 @@ from flowclas_ros.data.rosbag import IMAGE
 from flowclas_ros.data.rosbag_layout import extract_bags, rosbag2_layout
 from flowclas_ros.eval.evaluate import evaluate
 from flowclas_ros.eval.fleet import run_fleet
+from flowclas_ros.eval.fleet.inputs import expand_inputs
 from flowclas_ros.eval.pooled_stats import PooledStats
 from flowclas_ros.eval.report import to_json
 
@@ -221,6 +222,19 @@ def test_a_failing_bag_is_listed_and_the_rest_go_on(bags, trained, tmp_path, cap
                    str(tmp_path / "r"), "--model", str(trained["onnx"]), "--quiet", "--json"])
     r = json.loads(capsys.readouterr().out)
     assert rc == 0 and (r["failed"], r["reused_shards"], r["frames"]) == (0, 3, 16)
+
+
+def test_inputs_from_directories_globs_and_list_files(bags, tmp_path):
+    """A directory of bags (or of sim outputs holding OUT/bag), a glob, a list file; each once."""
+    root, _ = bags
+    for i in range(2):
+        shutil.copytree(root / f"log_{i}", tmp_path / "sim" / f"run{i}" / "bag")
+    (tmp_path / "sim" / "run0" / "images").mkdir()  # sim writes frames beside the bag
+    assert expand_inputs([str(tmp_path / "sim")], "bag") == [
+        tmp_path / "sim" / "run0" / "bag", tmp_path / "sim" / "run1" / "bag"]
+    (tmp_path / "l.txt").write_text(f"{root}/log_2\n# a comment\nsim/run*/bag\n")
+    got = expand_inputs([f"@{tmp_path / 'l.txt'}", str(root / "log_2"), str(root)], "bag")
+    assert [p.name for p in got] == ["log_2", "bag", "bag", "log_0", "log_1"]
 
 
 def test_cli_errors_are_one_line(bags, trained, tmp_path, capsys):

@@ -5,7 +5,8 @@ A spec is one of:
 
 * a bag (rosbag2 directory, or a bare ``.mcap`` / ``.db3`` file) or a dataset directory (with
   ``images/``);
-* a directory holding bags or datasets (its children, sorted by name, one level deep);
+* a directory holding bags or datasets (its children, sorted by name, or when none of them is
+  one, their children: ``sim --bag`` writes ``OUT/bag``);
 * a glob (``logs/2026-11-*``; quote it for the shell), matched paths sorted;
 * a list file: ``@runs.txt``, or any ``.txt`` / ``.list`` file: one spec per line, ``#``
   comments, paths relative to the list file.
@@ -76,7 +77,11 @@ def _expand(spec: str, kind: Kind, depth: int) -> list[Path]:
     if _is_input(path, kind):
         return [path]
     if path.is_dir():
-        found = [p for p in sorted(path.iterdir()) if not p.name.startswith(".") and _is_input(p, kind)]
+        children = [p for p in sorted(path.iterdir()) if not p.name.startswith(".")]
+        found = [p for p in children if _is_input(p, kind)]
+        if not found:  # one level deeper: e.g. sim's OUT/bag of every OUT
+            found = [q for c in children if c.is_dir() for q in sorted(c.iterdir())
+                     if not q.name.startswith(".") and _is_input(q, kind)]
         if found:
             return found
     what = "rosbag2 bags" if kind == "bag" else "datasets (directories with images/)"

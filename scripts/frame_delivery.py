@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from typing import Optional
 
 # The camera: a stock driver with Fast DDS's defaults, unless --camera-profile FILE (read here,
 # before rclpy starts Fast DDS).
@@ -173,8 +174,18 @@ def _on_depth(points: np.ndarray, depth_m: np.ndarray, mask: np.ndarray, k: Came
     return bool(np.all(np.abs(published - z) <= 1e-4 * np.maximum(z, 1.0)) and np.all(mask[vi, ui] > 0))
 
 
+def _params_file(params: dict[str, str]) -> str:
+    """A parameters file holding `params` (YAML values as given) for the launch's params_file."""
+    import tempfile
+
+    f = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
+    f.write("/**:\n  ros__parameters:\n" + "".join(f"    {k}: {v}\n" for k, v in params.items()))
+    f.close()
+    return f.name
+
+
 def run_depth_setting(width: int, height: int, rate: float, encoding: str, frames: int,
-                      node_profile: str) -> dict:
+                      node_profile: str, node_params: Optional[dict[str, str]] = None) -> dict:
     """An RGB-D camera with the ROS default QoS and no DDS profile into `use_depth:=true`."""
     ns = f"fdd{random.randint(0, 99999)}"
     cam = f"/{ns}_cam"
@@ -182,6 +193,8 @@ def run_depth_setting(width: int, height: int, rate: float, encoding: str, frame
             f"depth_topic:={cam}/depth/image_raw", f"camera_info_topic:={cam}/camera_info"]
     if node_profile != "default":
         args.append(f"dds_profile:={node_profile}")
+    if node_params:
+        args.append(f"params_file:={_params_file(node_params)}")
     rgb, depth_m, k = _rgbd_frame(width, height)
     raw_depth, published = _depth_image(depth_m, encoding)
     default_qos = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
@@ -214,7 +227,7 @@ def run_depth_setting(width: int, height: int, rate: float, encoding: str, frame
         node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
         try:
             deadline = time.monotonic() + 90
-            while not (all(p.get_subscription_count() for p in pubs.values()) and diag):
+            while not (all(p.get_subscription_count() >= 2 for p in pubs.values()) and diag):
                 ex.spin_once(timeout_sec=0.1)
                 if time.monotonic() > deadline:
                     raise TimeoutError("the launched node did not come up")
@@ -241,10 +254,14 @@ def run_depth_setting(width: int, height: int, rate: float, encoding: str, frame
     latency = np.asarray([(clouds[st][1] - st) / 1e6 for st in stamps if st in clouds] or [np.nan])
     return {"size": f"{width}x{height}", "rate": rate, "encoding": encoding, "sent": frames,
             "heatmaps": len(heatmaps & set(stamps)), "clouds": len(set(clouds) & set(stamps)),
+            "frames_without_heatmap": [i for i, st in enumerate(stamps) if st not in heatmaps],
+            "frames_without_cloud": [i for i, st in enumerate(stamps) if st not in good],
             "clouds_on_depth": len(good),
             "latency_3d_ms_p50": float(np.nanpercentile(latency, 50)),
             "latency_3d_ms_p95": float(np.nanpercentile(latency, 95)),
-            "node_depth": {k: diag.get(f"depth_{k}") for k in ("matched", "unmatched", "late", "unused")}}
+            "node": {k: diag.get(k) for k in ("received", "processed", "dropped", "depth_matched",
+                                              "depth_unmatched", "depth_late", "depth_unused",
+                                              "processing_ms_p50", "obstacles3d_ms_p50")}}
 
 
 def _scene(height: int, width: int) -> np.ndarray:
@@ -275,6 +292,8 @@ def main() -> int:
                    help="the node's subscription made reliable with a qos_overrides parameter")
     p.add_argument("--depth", help="an RGB-D camera: depth encodings to run, e.g. 16UC1,32FC1")
     p.add_argument("--json", action="store_true", help="one JSON object per setting instead of a table")
+    p.add_argument("--node-param", action="append", default=[], metavar="NAME=VALUE",
+                   help="a node parameter for the --depth runs (repeatable), e.g. qos_depth=5")
     a = p.parse_args()
     rclpy.init()
     settings = [(int(w), int(h), float(rate)) for size, rate in (x.split("@") for x in a.settings.split(","))
@@ -285,7 +304,8 @@ def main() -> int:
             print("|---|---|---|---|---|---|---|")
         for w, h, rate in settings:
             for encoding in a.depth.split(","):
-                r = run_depth_setting(w, h, rate, encoding, a.frames, a.node_profile)
+                r = run_depth_setting(w, h, rate, encoding, a.frames, a.node_profile,
+                                      dict(kv.split("=", 1) for kv in a.node_param))
                 print(json.dumps(r) if a.json else
                       f"| {r['size']} | {r['rate']:g} Hz | {encoding} | {r['sent']} | {r['heatmaps']} | "
                       f"{r['clouds_on_depth']} ({100 * r['clouds_on_depth'] / r['sent']:.0f} %) | "

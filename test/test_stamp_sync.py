@@ -75,6 +75,8 @@ def test_the_same_depth_twice_is_kept_once_and_a_reprocessed_frame_replaces_its_
     sync.add_depth(5, "a")
     sync.add_depth(5, "b")  # the same frame through the second subscription
     assert sync.cached_depth == 1
+    assert sync.add_frame(5, "f") == [(5, "f", "a")]
+    assert sync.add_depth(5, "c") == [] and sync.cached_depth == 0  # its copy after the pairing
     sync.add_frame(7, "old")
     sync.add_frame(7, "new")
     assert sync.pending_frames == 1 and sync.add_depth(7, "d") == [(7, "new", "d")]

@@ -93,9 +93,9 @@ class DepthOutputs:
             if self._ready:
                 self._cv.notify()
 
-    def counts(self) -> dict[str, int]:
-        with self._cv:
-            return {**dataclasses.asdict(self.sync.counts), "pending": self.sync.pending_frames + len(self._ready)}
+    def _counts(self) -> dict[str, int]:
+        """The synchroniser's counts and the frames still waiting (lock held)."""
+        return {**dataclasses.asdict(self.sync.counts), "pending": self.sync.pending_frames + len(self._ready)}
 
     def stop(self) -> None:
         with self._cv:
@@ -133,16 +133,17 @@ class DepthOutputs:
             if not (self._ready and self._info is not None):
                 self._cv.wait(IDLE_POLL_S)
             expired = self.sync.expire()
-            now = time.monotonic()
-            late_info = sum(1 for r in self._ready if self._info is None and r[3] <= now)
-            if late_info:
-                self._ready = [r for r in self._ready if not (self._info is None and r[3] <= now)]
+            late_info = 0
+            if self._info is None:  # paired, but no CameraInfo came within the frame's wait
+                now = time.monotonic()
+                kept = [r for r in self._ready if r[3] > now]
+                late_info, self._ready = len(self._ready) - len(kept), kept
             cached = self.sync.cached_depth
             work = None
             if self._ready and self._info is not None:
                 _, frame, depth, _ = self._ready.pop(0)
                 work = (frame, depth, self._info)
-            counts = {**dataclasses.asdict(self.sync.counts), "pending": self.sync.pending_frames + len(self._ready)}
+            counts = self._counts()
         self.stats.on_depth_counts(counts)
         if expired and self.throttle.allow("depth_unmatched")[0]:
             self.logger.warning(

@@ -3,9 +3,11 @@
 The node is thin: parameters, QoS, conversion, publishing. The work is the runtime `Detector`, the
 same one the replay tool and the evaluator use, so a frame gives the same heatmap everywhere.
 
-Threading: the subscription callback only stores the newest message (a one-slot mailbox); a
-separate inference thread takes it, so when inference is slower than the camera the node works on
-the newest frame and counts the replaced ones as dropped, instead of queueing (bounded latency).
+Threading: the subscription callback only queues the message (at most `input_queue` frames; a
+full queue drops its oldest, counted as dropped); a separate inference thread takes them in
+order. A short queue answers every frame of a camera whose frames come in bursts (reliable DDS
+delivers a repaired frame and the ones held behind it at once) while keeping latency bounded
+when inference is slower than the camera; `input_queue: 1` always works on the newest frame.
 
 With `use_depth`, a processed frame's mask and heatmap are handed to the 3D outputs
 (ros/depth_outputs.py), which pair them with their depth by stamp on a thread of their own:
@@ -21,6 +23,7 @@ import signal
 import sys
 import threading
 import time
+from collections import OrderedDict, deque
 from typing import Any, Optional
 
 import rclpy
@@ -58,6 +61,7 @@ from flowclas_ros.runtime.scene_alarm import ERROR, OK, WARN, alarm_level, descr
 STOP_POLL_S = 0.1  # longest wait between a stop request and the start of the shutdown
 DEPTH_CACHE = 30  # depth frames kept for matching: about 1 s of a 30 Hz camera
 DEPTH_QOS_DEPTH = 5
+SEEN_STAMPS = 64  # recent input stamps remembered to take each frame once (about 2 s at 30 Hz)
 RECENT_PROBLEM_S = 10.0  # an internal error (ERROR) or bad input (WARN) colours diagnostics this long
 _3D_TYPES = {"points": PointCloud2, "markers": MarkerArray}
 
@@ -126,7 +130,9 @@ class DetectorNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         msg_type, topic = ((CompressedImage, COMPRESSED_INPUT_TOPIC) if p["input_transport"] == "compressed"
                            else (Image, INPUT_TOPIC))
-        self._last_in: Optional[tuple[tuple[int, int], int]] = None  # (stamp, subscription) of the last frame
+        # stamp -> subscription of the last frames taken: with input_reliability auto a reliable
+        # camera's frame arrives on both subscriptions, not always back to back
+        self._seen: OrderedDict[tuple[int, int], int] = OrderedDict()
         self.subs = [self.create_subscription(msg_type, topic, self.guard.wrap("image_callback",
                                                                                lambda msg, k=k: self._on_image(msg, k)),
                                               qos, qos_overriding_options=options)
@@ -155,7 +161,8 @@ class DetectorNode(Node):
                                                                    self.depth.add_camera_info), qos)
                           for qos, _ in both]
 
-        self._slot: Optional[tuple[Any, float]] = None
+        # frames waiting for inference, oldest first; a full queue drops its oldest (counted)
+        self._queue: deque[tuple[Any, float]] = deque(maxlen=int(p["input_queue"]))
         self._cv = threading.Condition()
         self._stop = False
         self._worker = threading.Thread(target=self._run, name="flowclas-inference", daemon=True)
@@ -170,12 +177,14 @@ class DetectorNode(Node):
     # -- receive (executor thread): keep only the newest frame ------------------------------
     def _on_image(self, msg: Any, subscription: int = 0) -> None:
         stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
-        last, self._last_in = self._last_in, (stamp, subscription)
-        if last is not None and last[0] == stamp and last[1] != subscription:
+        first = self._seen.setdefault(stamp, subscription)
+        if first != subscription:
             return  # the same frame through the other subscription (input_reliability auto)
+        while len(self._seen) > SEEN_STAMPS:
+            self._seen.popitem(last=False)
         with self._cv:
-            replaced = self._slot is not None
-            self._slot = (msg, time.monotonic())
+            replaced = len(self._queue) == self._queue.maxlen
+            self._queue.append((msg, time.monotonic()))
             self._cv.notify()
         self.stats.on_received(replaced)
 
@@ -183,12 +192,11 @@ class DetectorNode(Node):
     def _run(self) -> None:
         while True:
             with self._cv:
-                while self._slot is None and not self._stop:
+                while not self._queue and not self._stop:
                     self._cv.wait()
                 if self._stop:
                     return
-                msg, received = self._slot
-                self._slot = None
+                msg, received = self._queue.popleft()
             self.guard.run("inference", self._process_or_refuse, msg, received)
 
     def _process_or_refuse(self, msg: Any, received: float) -> None:

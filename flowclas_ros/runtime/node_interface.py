@@ -58,7 +58,11 @@ PARAMETERS: dict[str, tuple[Any, str, bool, Optional[tuple]]] = {
     "publish_mask": (True, "publish ~/obstacle_mask (mono8 0/255)", True, None),
     "publish_overlay": (True, "publish ~/overlay (bgr8)", True, None),
     "input_transport": ("raw", "raw: subscribe `image` (Image); compressed: `image/compressed`", True, None),
-    "qos_depth": (1, "subscription queue depth (keep last)", True, (1, 100)),
+    "qos_depth": (5, "subscription queue depth (keep last): a reliable camera's frames held back "
+                  "behind a repaired one arrive together, and a depth of 1 would keep only the last",
+                  True, (1, 100)),
+    "input_queue": (3, "frames waiting for inference, oldest first; when full the oldest is dropped "
+                    "(counted): 1 = always the newest frame, lowest latency", True, (1, 30)),
     "input_reliability": ("auto", "auto: a reliable AND a best-effort subscription, so reliable cameras "
                           "are received reliably and best-effort ones still match (frames seen twice "
                           "are taken once, by header stamp); reliable | best_effort: one subscription "

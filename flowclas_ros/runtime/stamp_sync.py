@@ -29,7 +29,7 @@ from typing import Callable, Generic, Optional, TypeVar
 F = TypeVar("F")  # a processed frame (whatever the caller keeps: mask, heatmap, header)
 D = TypeVar("D")  # a depth frame (the message)
 
-LATE_MEMORY = 256  # stamps of given-up frames remembered, to tell a late depth from a stray one
+LATE_MEMORY = 256  # stamps of given-up frames and used depth remembered (late / duplicate depth)
 
 
 @dataclass
@@ -68,6 +68,7 @@ class StampSync(Generic[F, D]):
         self._frames: OrderedDict[int, _Pending[F]] = OrderedDict()
         self._depth: OrderedDict[int, tuple[D, int]] = OrderedDict()
         self._given_up: deque[int] = deque(maxlen=LATE_MEMORY)
+        self._paired: deque[int] = deque(maxlen=LATE_MEMORY)  # depth stamps already used
         self._frame_bytes = 0
         self._depth_bytes = 0
 
@@ -91,6 +92,7 @@ class StampSync(Generic[F, D]):
         if depth_stamp is not None:
             depth, nbytes = self._depth.pop(depth_stamp)
             self._depth_bytes -= nbytes
+            self._paired.append(depth_stamp)
             self.counts.matched += 1
             return [(stamp, item, depth)]
         if stamp in self._frames:  # the same stamp processed again: the newer result replaces it
@@ -108,8 +110,11 @@ class StampSync(Generic[F, D]):
         if frame_stamp is not None:
             pending = self._frames.pop(frame_stamp)
             self._frame_bytes -= pending.nbytes
+            self._paired.append(stamp)
             self.counts.matched += 1
             return [(frame_stamp, pending.item, depth)]
+        if stamp in self._paired:  # the same frame via a second subscription, already used
+            return []
         if stamp in self._given_up:
             self.counts.late += 1
             return []

@@ -120,7 +120,7 @@ def test_pooled_over_shards_equals_one_evaluation_exactly(trained, toy_world, tm
     r = run_fleet("evaluate", [str(toy_world / "test"), str(toy_world / "val")], tmp_path / "r",
                   trained["onnx"], {"layout": "generic", "layout_options": {}, "min_pred_area": 50,
                                     "min_gt_area": 10, "image_score": "max", "image_top_k": 0.01},
-                  shard_frames=3, progress=False)
+                  shard_frames=3, workers=1, progress=False)
     assert (r["inputs"], r["shards"], r["failed"]) == (2, 5, 0)
     single = evaluate(samples(toy_world / "test") + samples(toy_world / "val"), trained["onnx"],
                       progress=False, component_threshold="model")
@@ -147,7 +147,7 @@ def test_replay_fleet_two_workers_equal_one_and_equal_evaluate(bags, trained, tm
     root, parts = bags
     settings = {"gt_topic": GT_TOPIC}
     one = run_fleet("replay", [str(root)], tmp_path / "one", trained["onnx"], settings,
-                    threads=1, progress=False)
+                    workers=1, threads=1, progress=False)
     two = run_fleet("replay", [str(root)], tmp_path / "two", trained["onnx"], settings,
                     workers=2, threads=1, progress=False)
     assert one["failed"] == two["failed"] == 0 and one["frames"] == 14 == two["scored_frames"]
@@ -173,28 +173,28 @@ def test_rerun_resumes_and_reruns_what_changed(bags, trained, tmp_path):
     work = tmp_path / "bags"
     shutil.copytree(root, work)
     settings = {"gt_topic": GT_TOPIC}
-    first = run_fleet("replay", [str(work)], tmp_path / "r", trained["onnx"], settings, progress=False)
-    again = run_fleet("replay", [str(work)], tmp_path / "r", trained["onnx"], settings, progress=False)
+    first = run_fleet("replay", [str(work)], tmp_path / "r", trained["onnx"], settings, workers=1, progress=False)
+    again = run_fleet("replay", [str(work)], tmp_path / "r", trained["onnx"], settings, workers=1, progress=False)
     assert (first["reused_shards"], again["reused_shards"]) == (0, 3)
     assert math.isnan(again["frames_per_s"])  # nothing scored again
     same(compared(first["pooled"]), compared(again["pooled"]))
     # output bags asked for later: the bags run again to write them, then are done
     outs = [run_fleet("replay", [str(work)], tmp_path / "r", trained["onnx"], settings,
-                      out=tmp_path / "outs", progress=False)["reused_shards"] for _ in range(2)]
+                      out=tmp_path / "outs", workers=1, progress=False)["reused_shards"] for _ in range(2)]
     assert outs == [0, 3] and len(list((tmp_path / "outs").iterdir())) == 3
     # a moved bag keeps its key (content hash); an edited one runs again
     (work / "log_0").rename(work / "log_0_moved")
     shutil.rmtree(work / "log_1")
     labelled_bag(work / "log_1", parts[1][:2], T0 + 10**12)
     edited = run_fleet("replay", [str(work)], tmp_path / "r", trained["onnx"], settings,
-                       progress=False)
+                       workers=1, progress=False)
     assert (edited["reused_shards"], edited["frames"]) == (2, 12)
     fresh = run_fleet("replay", [str(work)], tmp_path / "fresh", trained["onnx"], settings,
                       progress=False)
     same(compared(edited["pooled"]), compared(fresh["pooled"]))
     # another setting (threshold) is another key: everything runs again
     other = run_fleet("replay", [str(work)], tmp_path / "r", trained["onnx"],
-                      {**settings, "threshold": 0.5}, progress=False)
+                      {**settings, "threshold": 0.5}, workers=1, progress=False)
     assert other["reused_shards"] == 0 and other["pooled"]["at_model_threshold"]["threshold"] == 0.5
 
 
@@ -277,7 +277,7 @@ def test_dask_cluster_of_two_workers_gives_the_local_pooled_result(bags, trained
         on_cluster = run_fleet("replay", [str(root)], tmp_path / "dask", trained["onnx"],
                                settings, cluster=address, threads=1, progress=False)
         local = run_fleet("replay", [str(root)], tmp_path / "local", trained["onnx"], settings,
-                          threads=1, progress=False)
+                          workers=1, threads=1, progress=False)
         assert on_cluster["failed"] == 0 and on_cluster["engine"] == f"dask {address}"
         same(compared(on_cluster["pooled"]), compared(local["pooled"]))
         where = [b["where"] for b in on_cluster["bags"]]

@@ -27,9 +27,9 @@ def finite_float(text: str) -> float:
 
 def add_pool_arguments(p: argparse.ArgumentParser, unit: str) -> None:
     """--workers / --dask / --threads: how a fleet run (many inputs) is spread out."""
-    p.add_argument("--workers", type=int_at_least(1), default=1,
+    p.add_argument("--workers", type=int_at_least(0), default=0,
                    help=f"local processes, one {unit} each at a time, each with its share of the "
-                   "cores (default 1: this process)")
+                   "cores (default 0: one per core, at most one per input; 1: this process)")
     p.add_argument("--dask", metavar="ADDRESS", help="run on a Dask cluster: a scheduler address "
                    "(tcp://host:8786), or 'local' for --workers processes on this machine "
                    "(needs the cluster extra)")

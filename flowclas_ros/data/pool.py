@@ -106,15 +106,17 @@ def run_tasks(fn: Callable[[Any], Any], items: Sequence[Any], workers: int = 1,
               cluster: Optional[str] = None,
               on_frames: Optional[Callable[[int], None]] = None) -> Iterator[TaskOutcome]:
     """``fn(item)`` for every item, yielding outcomes as they finish (any order). ``fn`` must be
-    a module-level function (it is sent to other processes by reference). ``on_frames(n)``:
+    a module-level function (it is sent to other processes by reference). ``workers`` 0: one
+    per core. ``on_frames(n)``:
     called in this process with the frames done since the last call (see :func:`frames_done`).
     """
+    workers = workers or os.cpu_count() or 1  # 0: one per core
     if cluster is not None:
         yield from _run_dask(fn, items, workers, cluster)
     elif workers <= 1 or len(items) <= 1:
         yield from _run_here(fn, items, on_frames)
-    else:
-        yield from _run_local(fn, items, workers, on_frames)
+    else:  # no more processes than tasks: each gets its share of the cores
+        yield from _run_local(fn, items, min(workers, len(items)), on_frames)
 
 
 def _run_here(fn: Callable, items: Sequence[Any],

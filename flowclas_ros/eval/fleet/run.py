@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -264,7 +265,7 @@ def _pool(inputs: list[Path], names: list[str], shards: list[Shard], manifest: M
 
 def run_fleet(kind: str, specs: Sequence[str], report: str | Path,
               model: Optional[str] = None, settings: Optional[dict] = None, *,
-              out: Optional[str | Path] = None, workers: int = 1, cluster: Optional[str] = None,
+              out: Optional[str | Path] = None, workers: int = 0, cluster: Optional[str] = None,
               providers: Sequence[str] = ("cpu",), threads: int = 0, force: bool = False,
               progress: bool = True, shard_frames: int = DEFAULT_SHARD_FRAMES) -> dict:
     """Run ``kind`` ("replay" or "evaluate") over every input ``specs`` name; returns the
@@ -273,8 +274,8 @@ def run_fleet(kind: str, specs: Sequence[str], report: str | Path,
     :class:`flowclas_ros.eval.replay.ReplayOptions` (not providers / threads); for evaluate
     ``layout``, ``layout_options``, ``min_pred_area``, ``min_gt_area``, ``image_score``,
     ``image_top_k``. ``out``: replay's output bags, one per input, in this directory.
-    ``workers``: local processes (1: this process), or with ``cluster`` Dask's ("local" or a
-    scheduler address). ``threads``: ONNX Runtime threads per worker (0: its share of the
+    ``workers``: local processes (0: one per core, at most one per shard to run; 1: this
+    process), or with ``cluster`` Dask's ("local" or a scheduler address). ``threads``: ONNX Runtime threads per worker (0: its share of the
     cores). ``force``: replace existing output bags of the inputs that run."""
     from flowclas_ros.runtime.model_info import resolve_model_path
 
@@ -315,7 +316,8 @@ def run_fleet(kind: str, specs: Sequence[str], report: str | Path,
         "reused_shards": state.reused, "frames": sum(r["frames"] for r in rows),
         "scene": scene_summary(shares.tolist()),
         "model": str(model_path), "model_hash": model_hash, "settings": settings,
-        "engine": f"dask {cluster}" if cluster else f"local, {workers} worker(s)",
+        "engine": (f"dask {cluster}" if cluster else
+                   f"local, {min(workers or os.cpu_count() or 1, max(1, len(todo)))} worker(s)"),
         "workers": workers, "wall_s": wall, "scored_this_run": state.ran_frames,
         "frames_per_s": state.ran_frames / wall if wall > 0 and state.ran_frames else float("nan"),
         "report": str(report), "out": str(out) if out else None,

@@ -54,6 +54,14 @@ class SizeRecall:
             c["flagged"] += int(flagged[k])
             c["hit"] += int(flagged[k] > 0)
 
+    def merge(self, other: "SizeRecall") -> None:
+        """Add another shard's counts (integers: the merge is exact)."""
+        if other.threshold != self.threshold:
+            raise ValueError(f"merge needs the same threshold, got {other.threshold} vs {self.threshold}")
+        for name, c in other.counts.items():
+            for k, v in c.items():
+                self.counts[name][k] += int(v)
+
     def result(self) -> dict[str, dict[str, float | int]]:
         """{bucket: {objects, pixels, pixel_recall %, hit_rate %}}; NaN recall for empty buckets."""
         out: dict[str, dict[str, float | int]] = {}

@@ -235,7 +235,7 @@ def test_training_with_negatives_separates_them(world) -> None:
 
     Random-direction shells (anchor 0): the L2-normalised embedding cannot see a latent's radius
     (only its direction, through the projection's bias), so radial negatives (anchor 1, the
-    default) stay at ~0.5 embedding AUROC here; the README's toy ablation reports what either
+    default) stay at ~0.5 embedding AUROC here; docs/results.md's ablation reports what either
     buys on real anomalies (neither helped there)."""
     head = copy.deepcopy(world["head"])
     feats, cells = world["feats"], world["cells"]

@@ -189,6 +189,9 @@ def test_an_rgbd_camera_without_a_dds_profile_gets_a_cloud_for_every_frame(works
                 "--frames 60 --json", timeout=400, env=env)
     rows = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
     assert res.returncode == 0 and len(rows) == 2, res.stdout[-3000:] + res.stderr[-3000:]
+    # On a quiet machine every frame is answered (docs/navigation.md); the bound leaves room for a
+    # CI neighbour while still failing the old design (23-42 of 60 frames reached the node).
     for r in rows:
-        assert r["heatmaps"] == r["sent"], r
+        assert r["heatmaps"] >= 0.95 * r["sent"], r
         assert r["clouds_on_depth"] >= 0.95 * r["sent"], r
+        assert r["node"]["depth_unmatched"] == "0", r  # every processed frame got its depth

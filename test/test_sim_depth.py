@@ -188,7 +188,7 @@ def test_sky_has_no_depth_and_depth_is_metric():
 
 @pytest.mark.slow
 def test_obstacle_points_on_24_frames(tmp_path):
-    """The figure the README states: more frames, the same check."""
+    """The figure docs/navigation.md states: more frames, the same check."""
     generate_split(tmp_path, "val", 24, seed=0, bag=True, progress=False)
     rows = point_errors(tmp_path)
     _check(rows)

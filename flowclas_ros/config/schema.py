@@ -27,7 +27,7 @@ class BackboneConfig:
     # Train the flow on the features of the backbone quantised to int8 (ONNX Runtime, static QDQ,
     # ranges from `int8_calibration_frames` frames of the val source): the features an int8
     # deployment (`flowclas-ros quantize --backbone`) computes. A flow trained on fp32 features
-    # loses accuracy under an int8 backbone (README, speed section).
+    # loses accuracy under an int8 backbone (docs/speed.md).
     int8_features: bool = False
     int8_calibration_frames: int = 32
 
@@ -87,7 +87,7 @@ class OESourcesConfig:
     """Relative weights of the OE sources (0 = off): a frame that receives OE draws ONE source
     with these weights. cutouts / procedural / flow_patches paste into the image; flow_negatives
     append a flow-sampled negative copy of the frame's features (train.py; measured to hurt on
-    every variant tried, README: kept for ablations, never a default)."""
+    every variant tried, docs/results.md: kept for ablations, never a default)."""
 
     cutouts: float = 1.0
     procedural: float = 0.0
@@ -171,7 +171,7 @@ class FlowPatchesOEConfig:
     levels: int = 3
     steps: int = 4  # flow steps per level
     hidden_channels: int = 48
-    clamp: float = 1.0  # soft clamp of the couplings' log-scales: 1 keeps sampling stable (README)
+    clamp: float = 1.0  # soft clamp of the couplings' log-scales: 1 keeps sampling stable (docs/results.md)
     crop: int = 32  # training crop side (px)
     frame_scales: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     iterations: int = 3000

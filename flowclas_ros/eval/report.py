@@ -81,7 +81,7 @@ def write_report(out_dir: str | os.PathLike, result: dict, pixel: PixelMetrics,
     prediction (the model's threshold: what the robot flags)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _plot_curves(out, pixel.curves(), result)
+    plot_curves(out, pixel.curves(), result)
     with open(out / "per_frame.csv", "w", newline="") as f:
         cols = ["id", "f1", "f1_model", "ap", "anomaly_pixels", "valid_pixels", "max_score", "image_score",
                 "gt_components", "pred_components", "ms"]
@@ -98,7 +98,7 @@ def write_report(out_dir: str | os.PathLike, result: dict, pixel: PixelMetrics,
     (out / "metrics.json").write_text(to_json(result, indent=2) + "\n")
 
 
-def _plot_curves(out: Path, c: dict, result: dict) -> None:
+def plot_curves(out: Path, c: dict, result: dict) -> None:
     import numpy as np
     from matplotlib.figure import Figure  # lazy; Figure + savefig uses Agg, no global backend
 

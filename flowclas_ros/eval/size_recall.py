@@ -104,6 +104,14 @@ class _BinnedRecall:
     def _flagged(self, heat: np.ndarray, comp: np.ndarray, n: int) -> np.ndarray:
         return np.bincount(comp[heat >= self.threshold], minlength=n)
 
+    def merge(self, other: "_BinnedRecall") -> None:
+        """Add another shard's counts (integers: the merge is exact)."""
+        if other.threshold != self.threshold:
+            raise ValueError(f"merge needs the same threshold, got {other.threshold} vs {self.threshold}")
+        for name, c in other.counts.items():
+            for k, v in c.items():
+                self.counts[name][k] += int(v)
+
     def result(self) -> dict[str, dict[str, float | int]]:
         """{bucket: {objects, pixels, pixel_recall %, hit_rate %}}; NaN recall for empty buckets."""
         out: dict[str, dict[str, float | int]] = {}

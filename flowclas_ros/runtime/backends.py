@@ -75,7 +75,7 @@ class OnnxRuntimeBackend:
                  spinning: bool = True, batch: Optional[int] = 1) -> None:
         """`spinning`: ORT's worker threads busy-wait between operators and runs. On: lowest
         latency; off: far less CPU between camera frames, for a node that shares its cores
-        (measured in the README's speed section). `batch`: the batch size this session runs
+        (measured in docs/speed.md). `batch`: the batch size this session runs
         (the graph's batch is dynamic; fixing it lets ORT fold the shape arithmetic at load,
         a measurable share of a small model's frame time); None keeps it dynamic."""
         import onnxruntime as ort

@@ -45,7 +45,7 @@ clearly higher NLL per dimension than the inlier cells they replace. What is NOT
 they resemble real anomalies. They are the model's own blind spots, pushed out so that the
 contrastive term separates "unlikely under the current flow" from the inlier mode (NFlowJS's bet).
 
-Measured limitation (README, outlier-source ablation): as the only OE source they did not beat
+Measured limitation (docs/results.md, outlier-source ablation): as the only OE source they did not beat
 NF-only, far behind pasted cut-outs. A likely reason: the contrastive
 embedding is an L2-normalised projection of z, blind to a latent's radius (only the projection
 bias sees it), while shell negatives differ from inliers mainly by radius; and since they are

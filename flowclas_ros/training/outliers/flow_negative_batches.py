@@ -28,7 +28,7 @@ def flow_negative_config(cfg: Config) -> Optional[FlowNegativeConfig]:
     if "flow_negatives" not in oe.source_weights():
         return None
     log.warning("outlier_exposure.sources.flow_negatives: latent-space negatives lowered AUPRC in every "
-                "variant measured (README, outlier-source ablation); kept for ablations only. For "
+                "variant measured (docs/results.md, outlier-source ablation); kept for ablations only. For "
                 "negatives without an object set use flow_patches or procedural")
     fn = oe.flow_negatives
     return FlowNegativeConfig(probability=1.0, cells=tuple(fn.cells), tau=tuple(fn.tau),

@@ -13,7 +13,7 @@ What is drawn, and why it lies off the inlier set:
    its typical set (what maximum likelihood fits; a briefly trained flow's T = 1 samples are
    already less likely than most real patches); T > 1 moves the latent radially outwards, so the
    decoded patches keep the frames' colours and structures but in combinations and contrasts the
-   frames do not show. Beyond T = 1.2 most draws blow up in the inverse flow (README), which the
+   frames do not show. Beyond T = 1.2 most draws blow up in the inverse flow (docs/results.md), which the
    band rejects anyway.
 3. **Border band (rejection)**: a sample is kept only if its own likelihood under the patch flow,
    in bits/dim, lies in ``[q, q + border_width]``, where ``q`` is the ``border_quantile``
@@ -29,7 +29,7 @@ once per generator and sampling settings, under ``$XDG_CACHE_HOME/flowclas_ros/p
 (``outlier_exposure.flow_patches.cache_dir``). Keys: the frames' paths, sizes and mtimes (a bag's
 frames are its extraction cache, keyed on the bag's files), the settings and the seed; a changed
 source trains a new generator. Entries are written to a temporary name and renamed into place.
-The measured cost is in the README (outlier-source section).
+The measured cost is in docs/results.md (flow-generated patches).
 """
 from __future__ import annotations
 

@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_pool_arguments(p, "shard")
     p.add_argument("--shard-frames", type=int_at_least(1), default=500,
                    help="fleet run: frames per shard of a dataset (default 500)")
+    p.add_argument("--regions", choices=("model", "off"), default="model",
+                   help="the region-evidence stage after the model: the one the model file "
+                   "carries (default) or none")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -72,7 +75,7 @@ def run(a: argparse.Namespace) -> int:
             raise DatasetError("--max-frames applies to one dataset, not to a fleet run")
         settings = dict(layout=a.layout, layout_options=layout_options,
                         min_pred_area=a.min_pred_area, min_gt_area=a.min_gt_area,
-                        image_score=a.image_score, image_top_k=a.image_top_k)
+                        image_score=a.image_score, image_top_k=a.image_top_k, regions=a.regions)
         result = run_fleet("evaluate", a.data, a.out, a.model, settings, workers=a.workers,
                            cluster=a.dask, providers=[p for p in a.providers.split(",") if p],
                            threads=a.threads, progress=not a.quiet, shard_frames=a.shard_frames)
@@ -84,6 +87,6 @@ def run(a: argparse.Namespace) -> int:
                       min_pred_area=a.min_pred_area, min_gt_area=a.min_gt_area,
                       max_frames=a.max_frames, progress=not a.quiet,
                       image_score=a.image_score, image_top_k=a.image_top_k,
-                      layout_options=layout_options)
+                      layout_options=layout_options, regions=a.regions)
     print(to_json(result) if a.json else format_summary(result))
     return 0

@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-points", type=int_at_least(1), default=default("max_obstacle_points"),
                    help="most points per obstacle cloud, as the node's max_obstacle_points "
                    f"({default('max_obstacle_points')})")
+    p.add_argument("--regions", choices=("model", "off"), default="model",
+                   help="the region-evidence stage after the model: the one the model file "
+                   "carries (default, as the node runs it) or none")
     p.add_argument("--force", action="store_true", help="replace existing output bags")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -63,7 +66,8 @@ def run(a: argparse.Namespace) -> int:
 
     options = dict(image_topic=a.image_topic, gt_topic=a.gt_topic, namespace=a.namespace,
                    threshold=a.threshold, min_area=a.min_area, depth_topic=a.depth_topic,
-                   camera_info_topic=a.camera_info_topic, max_points=a.max_points)
+                   camera_info_topic=a.camera_info_topic, max_points=a.max_points,
+                   regions=a.regions)
     providers = [p for p in a.providers.split(",") if p]
     if _is_fleet(a):
         from flowclas_ros.eval.fleet import run_fleet

@@ -34,4 +34,3 @@ class TorchBackend:
         with self.torch.inference_mode():
             out = self.model(self.torch.from_numpy(batch).to(self.device))
         return out[:, 0].float().cpu().numpy()
-

@@ -127,7 +127,7 @@ def evaluate(data: Any, model_path: Optional[str | os.PathLike] = None,
              min_gt_area: int = MIN_GT_AREA, max_frames: Optional[int] = None,
              progress: bool = True, max_bins: int = 1 << 20, image_score: str = "max",
              image_top_k: float = 0.01, layout_options: Optional[dict] = None,
-             component_threshold: str = "best_f1") -> dict:
+             component_threshold: str = "best_f1", regions: str = "model") -> dict:
     """Evaluate a model on a labelled dataset; returns the metrics dict (see module docstring).
 
     ``data``: a dataset root read with ``load_layout(layout, data)``, or a sequence of `Sample`
@@ -137,7 +137,8 @@ def evaluate(data: Any, model_path: Optional[str | os.PathLike] = None,
     ``image_score``: "max" or "topk" (mean of the top ``image_top_k`` fraction of pixels), the
     rule behind ``image_auroc``. ``layout_options``: keyword options of the layout reader, e.g.
     ``{"category": "bottle", "split": "test"}`` for ``mvtec``. ``component_threshold``: "best_f1"
-    (SMIYC) or "model" (as a pooled fleet run, :mod:`flowclas_ros.eval.fleet`).
+    (SMIYC) or "model" (as a pooled fleet run, :mod:`flowclas_ros.eval.fleet`). ``regions``: the
+    region-evidence stage, "model" (the one the model file carries) or "off" (runtime/regions.py).
 
     Warnings (in ``warnings`` and logged), naming the files: entries of the dataset's
     ``images/`` directory that are not image files (skipped), and labels that look like 0/255
@@ -146,14 +147,14 @@ def evaluate(data: Any, model_path: Optional[str | os.PathLike] = None,
     from flowclas_ros.deploy.open_model import open_detector
 
     frames, desc = eval_items(data, layout, max_frames, layout_options)
-    det = open_detector(model_path, providers=providers)
+    det = open_detector(model_path, providers=providers, regions=regions)
     with Evaluation(det, min_pred_area, min_gt_area, max_bins, image_score, image_top_k,
                     component_threshold) as ev:
         for fr in _progress(frames, len(frames), "evaluate", progress):
             rgb, label = read_eval_frame(fr)
             t0 = time.perf_counter()
             heat = det.heatmap(rgb, "rgb8")
-            ev.add(fr.id, heat, label, (time.perf_counter() - t0) * 1e3)
+            ev.add(fr.id, heat, label, (time.perf_counter() - t0) * 1e3, rgb)
         result = ev.finish(desc, layout, progress, describe_ids=label_names(frames))
         result["warnings"] = dataset_warnings(data) + result["warnings"]
         for w in result["warnings"]:
@@ -251,12 +252,14 @@ class Evaluation:
     def close(self) -> None:
         shutil.rmtree(self.cache, ignore_errors=True)
 
-    def add(self, frame_id: str, heat: np.ndarray, label: np.ndarray, ms: float) -> None:
-        """Pass 1 for one frame: HxW float32 heatmap, HxW uint8 0/1/255 label, inference ms."""
+    def add(self, frame_id: str, heat: np.ndarray, label: np.ndarray, ms: float,
+            rgb: Optional[np.ndarray] = None) -> None:
+        """Pass 1 for one frame: HxW float32 heatmap, HxW uint8 0/1/255 label, inference ms and,
+        for recall by obstacle contrast, the HxWx3 uint8 RGB frame."""
         import numpy as np
 
         i = len(self.stats)
-        self.stats.add(frame_id, heat, label, ms)
+        self.stats.add(frame_id, heat, label, ms, rgb)
         h16 = heat.astype(np.float16)  # float32 only if a finite score overflows float16
         overflow = np.count_nonzero(np.isfinite(h16)) != np.count_nonzero(np.isfinite(heat))
         np.save(self.cache / f"{i:07d}_s.npy", heat if overflow else h16)

@@ -9,8 +9,8 @@ the ones a single pass over all frames would hold, bit for bit:
 * pixel metrics (AUPRC, AUROC, FPR95, best F1, the counts at the model threshold): the score table
   of :class:`~flowclas_ros.eval.pixel_metrics.PixelMetrics` depends only on the multiset of
   scores (see its ``merge``);
-* recall by obstacle size, component counts at the model threshold: integer counts and exact
-  rational sums;
+* recall by obstacle size and by obstacle contrast (frames added with their RGB), component
+  counts at the model threshold: integer counts and exact rational sums;
 * image AUROC, the domain-shift alarm, the per-frame times: per-frame lists, appended in shard
   order (the order of a single pass over the shards one after the other).
 
@@ -37,7 +37,7 @@ from flowclas_ros.eval.component_filters import MIN_GT_AREA, MIN_PRED_AREA
 from flowclas_ros.eval.component_metrics import ComponentMetrics
 from flowclas_ros.eval.image_metrics import ImageMetrics
 from flowclas_ros.eval.pixel_metrics import PixelMetrics, average_precision, counts_at_threshold
-from flowclas_ros.eval.size_recall import SizeRecall
+from flowclas_ros.eval.size_recall import ContrastRecall, SizeRecall
 from flowclas_ros.runtime.labels import ANOMALY, VOID
 from flowclas_ros.runtime.scene_alarm import flagged_share, scene_summary
 
@@ -80,6 +80,8 @@ class PooledStats:
         self.pixel = PixelMetrics(max_bins=max_bins, thresholds=(self.threshold,))
         self.image = ImageMetrics(top_k=image_top_k)
         self.sizes = SizeRecall(self.threshold)
+        self.contrasts = ContrastRecall(self.threshold)  # recall by contrast to the surroundings
+        self.frames_with_rgb = 0  # contrast needs the frame: frames added without one are not in it
         self.components = (ComponentMetrics(min_pred_area=min_pred_area, min_gt_area=min_gt_area)
                            if components else None)
         self.min_pred_area, self.min_gt_area = int(min_pred_area), int(min_gt_area)
@@ -95,13 +97,18 @@ class PooledStats:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def add(self, frame_id: str, heat: np.ndarray, label: np.ndarray, ms: float) -> Optional[dict]:
-        """One frame: HxW float32 heatmap, HxW uint8 0/1/255 label, inference ms. Returns the
-        frame's row at the model threshold when ``components`` is on, else None."""
+    def add(self, frame_id: str, heat: np.ndarray, label: np.ndarray, ms: float,
+            rgb: Optional[np.ndarray] = None) -> Optional[dict]:
+        """One frame: HxW float32 heatmap, HxW uint8 0/1/255 label, inference ms and, for recall
+        by obstacle contrast, the HxWx3 uint8 RGB frame. Returns the frame's row at the model
+        threshold when ``components`` is on, else None."""
         if np.isnan(heat).any():
             raise RuntimeError(f"model produced NaN scores on frame {frame_id!r}")
         self.pixel.update(heat, label)
         self.sizes.update(heat, label)
+        if rgb is not None and rgb.shape[:2] == label.shape:
+            self.contrasts.update(heat, label, rgb)
+            self.frames_with_rgb += 1
         self.flagged_shares.append(flagged_share(heat, self.threshold))
         has_void, has_anomaly = bool(np.any(label == VOID)), bool(np.any(label == ANOMALY))
         self.void_frames += has_void
@@ -133,6 +140,8 @@ class PooledStats:
         self.pixel.merge(other.pixel)
         self.image.merge(other.image)
         self.sizes.merge(other.sizes)
+        self.contrasts.merge(other.contrasts)
+        self.frames_with_rgb += other.frames_with_rgb
         if self.components is not None:
             self.components.merge(other.components)
         self.flagged_shares += other.flagged_shares
@@ -157,6 +166,7 @@ class PooledStats:
         meta = {"threshold": self.threshold, "min_pred_area": self.min_pred_area,
                 "min_gt_area": self.min_gt_area, "image_top_k": img.top_k,
                 "image_skipped": img.skipped, "sizes": self.sizes.counts, "ids": self.ids,
+                "contrasts": self.contrasts.counts, "frames_with_rgb": self.frames_with_rgb,
                 "components": self.components.state() if self.components is not None else None,
                 "void_frames": self.void_frames,
                 "anomaly_frames_with_void": self.anomaly_frames_with_void,
@@ -196,6 +206,11 @@ class PooledStats:
             if name not in out.sizes.counts:
                 raise ValueError(f"unknown size bucket {name!r}")
             out.sizes.counts[name] = {k: int(counts[k]) for k in out.sizes.counts[name]}
+        for name, counts in meta.get("contrasts", {}).items():
+            if name not in out.contrasts.counts:
+                raise ValueError(f"unknown contrast bucket {name!r}")
+            out.contrasts.counts[name] = {k: int(counts[k]) for k in out.contrasts.counts[name]}
+        out.frames_with_rgb = int(meta.get("frames_with_rgb", 0))
         out.void_frames = int(meta["void_frames"])
         out.anomaly_frames_with_void = int(meta["anomaly_frames_with_void"])
         out.void_only_ids = [str(i) for i in meta["void_only_ids"]]
@@ -266,6 +281,8 @@ class PooledStats:
         result = metrics_dict(pix, cres, comp_threshold, comp_source, model, desc, layout,
                               self.times_ms, self.image.result(), image_score)
         result["recall_by_size"] = self.sizes.result()
+        if self.frames_with_rgb:
+            result["recall_by_contrast"] = self.contrasts.result()
         result["scene"] = scene_summary(self.flagged_shares)
         return result
 

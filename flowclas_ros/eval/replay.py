@@ -75,6 +75,7 @@ class ReplayOptions:
     min_gt_area: int = MIN_GT_AREA
     max_points: int = default("max_obstacle_points")
     depth_scale: float = default("depth_scale")
+    regions: str = "model"  # the region-evidence stage: the model file's ("model") or none ("off")
 
     def settings(self) -> dict:
         """What changes a replay's numbers (a fleet manifest's key): all but the providers."""
@@ -109,7 +110,7 @@ def _open_detector(model: Any, opts: ReplayOptions) -> Any:
     from flowclas_ros.deploy.open_model import open_detector
 
     return open_detector(model, providers=list(opts.providers), threshold=opts.threshold,
-                         min_area=opts.min_area, threads=opts.threads)
+                         min_area=opts.min_area, threads=opts.threads, regions=opts.regions)
 
 
 def _run(src: Any, topics: ReplayTopics, scorer: FrameScorer, output: Any,

@@ -77,8 +77,7 @@ class FrameScorer:
             if st in self.pending_label:
                 self._score(len(self.rows) - 1, d.heatmap, self.pending_label.pop(st), det_ms, rgb)
             else:
-                self.pending_heat[st] = (len(self.rows) - 1, d.heatmap, det_ms,
-                                         rgb if self.rgb_dir is not None else None)
+                self.pending_heat[st] = (len(self.rows) - 1, d.heatmap, det_ms, rgb)  # rgb: contrast
         return res
 
     def label(self, msg: Any) -> None:
@@ -111,7 +110,7 @@ class FrameScorer:
             return
         if self.rgb_dir is not None:
             np.save(self.rgb_dir / f"{len(self.scored_rows):07d}.npy", rgb)
-        scores = self.sink.add(self.rows[row]["id"], heat, label, ms)
+        scores = self.sink.add(self.rows[row]["id"], heat, label, ms, rgb)
         if isinstance(scores, dict):
             self.rows[row].update({k: scores[k] for k in SCORE_KEYS})
         self.scored_rows.append(row)

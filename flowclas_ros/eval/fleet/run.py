@@ -69,7 +69,8 @@ def _shards(kind: str, inputs: list[Path], names: list[str], settings: dict, bas
 
 
 EVALUATE_DEFAULTS = {"layout": "generic", "layout_options": {}, "min_pred_area": MIN_PRED_AREA,
-                     "min_gt_area": MIN_GT_AREA, "image_score": "max", "image_top_k": 0.01}
+                     "min_gt_area": MIN_GT_AREA, "image_score": "max", "image_top_k": 0.01,
+                     "regions": "model"}
 
 
 def _full_settings(kind: str, settings: dict) -> dict:

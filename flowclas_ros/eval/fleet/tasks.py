@@ -88,12 +88,13 @@ def _detector(shard: Shard) -> Any:
 
     s = shard.settings
     threads = shard.threads or worker_threads()
-    spec = (shard.model, shard.providers, s.get("threshold"), s.get("min_area", 0), threads)
+    spec = (shard.model, shard.providers, s.get("threshold"), s.get("min_area", 0), threads,
+            s.get("regions", "model"))
     cached = getattr(_local, "detector", None)
     if cached is None or cached[0] != spec:
         kw = {"threads": threads} if not shard.model.endswith(".pt") else {}
         det = open_detector(shard.model, providers=list(shard.providers), threshold=s.get("threshold"),
-                            min_area=s.get("min_area", 0), **kw)
+                            min_area=s.get("min_area", 0), regions=s.get("regions", "model"), **kw)
         _local.detector = cached = (spec, det)
     return cached[1]
 
@@ -114,7 +115,7 @@ def _score_dataset(shard: Shard, det: Any) -> tuple[dict, Any]:
         rgb, label = read_eval_frame(fr)
         t1 = time.perf_counter()
         heat = det.heatmap(rgb, "rgb8")
-        row = stats.add(fr.id, heat, label, (time.perf_counter() - t1) * 1e3)
+        row = stats.add(fr.id, heat, label, (time.perf_counter() - t1) * 1e3, rgb)
         row.update({"index": start + i,
                     "image_score": stats.image_score(len(stats) - 1, s["image_score"])})
         rows.append(row)

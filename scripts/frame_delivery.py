@@ -185,8 +185,10 @@ def _params_file(params: dict[str, str]) -> str:
 
 
 def run_depth_setting(width: int, height: int, rate: float, encoding: str, frames: int,
-                      node_profile: str, node_params: Optional[dict[str, str]] = None) -> dict:
-    """An RGB-D camera with the ROS default QoS and no DDS profile into `use_depth:=true`."""
+                      node_profile: str, node_params: Optional[dict[str, str]] = None,
+                      model: Optional[str] = None) -> dict:
+    """An RGB-D camera with the ROS default QoS and no DDS profile into `use_depth:=true`
+    (`model`: the launch's model:= argument; default the shipped default model)."""
     ns = f"fdd{random.randint(0, 99999)}"
     cam = f"/{ns}_cam"
     args = [f"image_topic:={cam}/image_raw", f"namespace:={ns}", "use_depth:=true",
@@ -195,6 +197,8 @@ def run_depth_setting(width: int, height: int, rate: float, encoding: str, frame
         args.append(f"dds_profile:={node_profile}")
     if node_params:
         args.append(f"params_file:={_params_file(node_params)}")
+    if model:
+        args.append(f"model:={model}")
     rgb, depth_m, k = _rgbd_frame(width, height)
     raw_depth, published = _depth_image(depth_m, encoding)
     default_qos = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
@@ -292,6 +296,7 @@ def main() -> int:
                    help="the node's subscription made reliable with a qos_overrides parameter")
     p.add_argument("--depth", help="an RGB-D camera: depth encodings to run, e.g. 16UC1,32FC1")
     p.add_argument("--json", action="store_true", help="one JSON object per setting instead of a table")
+    p.add_argument("--model", help="the --depth runs' model (the launch's model:=); default: the shipped default")
     p.add_argument("--node-param", action="append", default=[], metavar="NAME=VALUE",
                    help="a node parameter for the --depth runs (repeatable), e.g. qos_depth=5")
     a = p.parse_args()
@@ -305,7 +310,7 @@ def main() -> int:
         for w, h, rate in settings:
             for encoding in a.depth.split(","):
                 r = run_depth_setting(w, h, rate, encoding, a.frames, a.node_profile,
-                                      dict(kv.split("=", 1) for kv in a.node_param))
+                                      dict(kv.split("=", 1) for kv in a.node_param), a.model)
                 print(json.dumps(r) if a.json else
                       f"| {r['size']} | {r['rate']:g} Hz | {encoding} | {r['sent']} | {r['heatmaps']} | "
                       f"{r['clouds_on_depth']} ({100 * r['clouds_on_depth'] / r['sent']:.0f} %) | "

@@ -129,6 +129,9 @@ def test_the_alarm_swings_through_every_level_and_the_node_answers_every_frame(t
         for level in (DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR):
             assert levels.count(_level(level)) >= 2, (level, levels)
         changes, logged = rig.scene_changes()
+        print(f"\nalarm swing: {len(sent)} frames at {RATE_HZ:g} Hz, answered {rig.answered(sent)}, "
+              f"diagnostics OK / WARN / ERROR {[levels.count(v) for v in (0, 1, 2)]}, "
+              f"{len(changes)} level changes, {len(logged)} logged, shares {shares}")
         for level in ("warn", "error"):  # every episode of each level, in both cycles
             assert sum(1 for _, b in changes if b == level) >= 2 * CYCLE.count(level), (level, changes)
         # each change logged once, at the timer tick that published it (the log may hold one

@@ -79,7 +79,7 @@ def test_the_new_world_recipes_read_the_logs_lens_and_depth(tmp_path, monkeypatc
     fast, notes = recipe_overrides("new-world", [bag])
     focal = 240 / np.tan(np.radians(terrain("gen-3").vfov_deg) / 2)
     assert f"fx {focal:.0f} px" in notes[1] and "cutouts" not in notes[0]  # no --bank: no cut-outs
-    assert "outlier_exposure.sources.flow_patches=1.0" in fast and "train.crop_size" not in " ".join(fast)
+    assert "outlier_exposure.sources.procedural=1.0" in fast and "train.crop_size" not in " ".join(fast)
     accurate, _ = recipe_overrides("new-world-accurate", [bag], bank=tmp_path)
     assert "model.input_size=[480,640]" in accurate and "train.crop_size=[240,320]" in accurate
     cfg, _ = logs_config([bag], overrides=[o for o in accurate if "sources.cutouts" not in o])

@@ -25,8 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bank", help="with --bag: an OE cut-out bank to paste besides the procedural "
                    "anomalies (default: procedural only)")
     p.add_argument("--recipe", default="default", metavar="NAME",
-                   help="with --bag: default (the shipped model's recipe), new-world (every OE "
-                   "source, paste sizes and contrast derived from the log and printed) or "
+                   help="with --bag: default (the shipped model's recipe), new-world (cut-outs "
+                   "with --bank and procedural blobs, paste sizes and contrast derived from the log "
+                   "and printed) or "
                    "new-world-accurate (the same at the camera's full resolution, trained on crops)")
     p.add_argument("--oe", metavar="SOURCES", help="outlier-exposure sources, comma-separated, each "
                    "with an optional weight (default 1); the others are switched off: e.g. "

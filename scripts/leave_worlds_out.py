@@ -26,7 +26,7 @@ from pathlib import Path
 DATA = Path(os.environ.get("FLOWCLAS_WORLDS", "data/worlds"))
 RUNS = Path("runs/lwo")
 SIZES = ("<200", "200-1000", "1000-5000", ">=5000")
-FRAMES = {"train": 300, "val": 60, "test": 120}
+FRAMES = {"train": 300, "val": 60, "test": 100}
 
 # Each recipe: the `train --bag` arguments after --bag/--val/--bank/--out.
 RECIPES: dict[str, list[str]] = {
@@ -61,7 +61,7 @@ def run(cmd: list[str], lock: str | None = None, log: Path | None = None) -> Non
         subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT)
 
 
-def render(worlds: list[str], lock: str | None) -> None:
+def render(worlds: list[str], lock: str | None, workers: int = 2) -> None:
     from flowclas_ros.sim.family import bag_jpeg_quality
 
     for world in worlds:
@@ -72,7 +72,7 @@ def render(worlds: list[str], lock: str | None) -> None:
                 continue
             bag = ["--bag", "--bag-jpeg", q] if split != "val" else []
             run(cli("sim", "--world", world, "--split", split, "-n", str(n), "--camera", "robot", *bag,
-                    "--out", str(out), "--workers", "2"), lock)
+                    "--out", str(out), "--workers", str(workers)), lock)
     if not (DATA / "oe_bank" / "cutouts.jsonl").is_file():
         run(cli("sim", "--split", "oe", "-n", "500", "--out", str(DATA / "oe_bank"), "--workers", "2"), lock)
 
@@ -134,6 +134,24 @@ def table(worlds: list[str], recipes: list[str], steps: list[int], split: str) -
     return "\n".join(lines)
 
 
+def choose(worlds: list[str], recipes: list[str], steps: int, guard: float = 5.0) -> str:
+    """The recipe with the best mean val AUPRC over the development ``worlds``, unless its worst
+    world is more than ``guard`` points below the worst of the best-worst recipe (then that one)."""
+    scores = {}
+    for recipe in recipes:
+        values = [metrics(w, recipe, steps, "val") for w in worlds]
+        if all(values):
+            auprc = [v["auprc"] for v in values]  # type: ignore[index]
+            scores[recipe] = (sum(auprc) / len(auprc), min(auprc))
+            print(f"  {recipe}: val AUPRC mean {scores[recipe][0]:.2f}, worst {scores[recipe][1]:.2f}",
+                  file=sys.stderr)
+    if not scores:
+        raise SystemExit("choose: no recipe has val metrics on every world")
+    best_mean = max(scores, key=lambda r: scores[r][0])
+    best_worst = max(scores, key=lambda r: scores[r][1])
+    return best_mean if scores[best_mean][1] >= scores[best_worst][1] - guard else best_worst
+
+
 def _line(recipe: str, steps: int, world: str, r: list[float]) -> str:
     return (f"| {recipe} | {steps} | {world} | {r[0]:.2f} | {r[1]:.2f} | {r[2]:.1f} | {r[3]:.2f} | "
             + " / ".join(f"{v:.0f}" for v in r[4:]) + " |")
@@ -145,11 +163,16 @@ def main() -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("render")
     r.add_argument("worlds", nargs="+")
+    r.add_argument("--workers", type=int, default=2, help="rendering processes (1: one core, no lock needed)")
     t = sub.add_parser("run")
     t.add_argument("--worlds", nargs="+", required=True)
     t.add_argument("--recipes", nargs="+", required=True, choices=list(RECIPES))
     t.add_argument("--steps", type=int, default=2000)
     t.add_argument("--test", action="store_true", help="also score the test split (held-out worlds only)")
+    c = sub.add_parser("choose", help="print the recipe chosen on the development worlds' val")
+    c.add_argument("--worlds", nargs="+", required=True)
+    c.add_argument("--recipes", nargs="+", required=True)
+    c.add_argument("--steps", type=int, default=2000)
     b = sub.add_parser("table")
     b.add_argument("--worlds", nargs="+", required=True)
     b.add_argument("--recipes", nargs="+", default=list(RECIPES))
@@ -157,11 +180,13 @@ def main() -> int:
     b.add_argument("--split", default="test")
     a = p.parse_args()
     if a.cmd == "render":
-        render(a.worlds, a.lock)
+        render(a.worlds, a.lock, a.workers)
     elif a.cmd == "run":
         for recipe in a.recipes:
             for world in a.worlds:
                 train_and_score(world, recipe, a.steps, a.test, a.lock)
+    elif a.cmd == "choose":
+        print(choose(a.worlds, a.recipes, a.steps))
     else:
         print(table(a.worlds, a.recipes, a.steps, a.split))
     return 0

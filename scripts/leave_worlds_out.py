@@ -90,7 +90,7 @@ def train_and_score(world: str, recipe: str, steps: int, test: bool, lock: str |
         unit.append(f"{{ start=$(date +%s); {shlex.join(train)}; rc=$?; "
                     f"echo train_s=$(( $(date +%s) - start )) >> {wall}; [ $rc = 0 ]; }}")
         unit.append(shlex.join(cli("export", str(out / "checkpoint.pt"), "--out", str(model))))
-    for split in ("val", "test") if test else ("val",):
+    for split in ("test",) if test else ("val",):
         if not (out / split / "metrics.json").is_file():
             unit.append(shlex.join(cli("evaluate", "--data", str(DATA / world / split), "--model", str(model),
                                        "--out", str(out / split))))
@@ -168,7 +168,8 @@ def main() -> int:
     t.add_argument("--worlds", nargs="+", required=True)
     t.add_argument("--recipes", nargs="+", required=True, choices=list(RECIPES))
     t.add_argument("--steps", type=int, default=2000)
-    t.add_argument("--test", action="store_true", help="also score the test split (held-out worlds only)")
+    t.add_argument("--test", action="store_true", help="score the test split instead of val (held-out "
+                   "worlds: no choice is made there, so their val is not needed)")
     c = sub.add_parser("choose", help="print the recipe chosen on the development worlds' val")
     c.add_argument("--worlds", nargs="+", required=True)
     c.add_argument("--recipes", nargs="+", required=True)

@@ -87,3 +87,67 @@ def test_the_new_world_recipes_read_the_logs_lens_and_depth(tmp_path, monkeypatc
     assert cfg.outlier_exposure.size_sampling == "log_uniform"
     with pytest.raises(ConfigError, match="--recipe"):
         recipe_overrides("moon", [bag])
+
+
+def _rgbd_log(path, depths, focal_px: float):
+    """A log as an RGB-D camera records it: image, aligned 32FC1 depth and CameraInfo per frame."""
+    from test_bags import PERIOD, T0, image_msg, write_bag
+
+    from flowclas_ros.data.rosbag import CAMERA_INFO, IMAGE, camera_info_message, header_message
+    from flowclas_ros.runtime.obstacles3d import CameraIntrinsics
+
+    rng = np.random.default_rng(1)
+    h, w = depths[0].shape
+    intrinsics = CameraIntrinsics(focal_px, focal_px, w / 2, h / 2, w, h)
+    records = []
+    for i, depth in enumerate(depths):
+        t = T0 + i * PERIOD
+        rgb = np.clip(110 + rng.normal(0, 6, (h, w, 3)), 0, 255).astype(np.uint8)
+        records += [("/cam/image", IMAGE, t, image_msg(t, rgb)),
+                    ("/cam/depth/image", IMAGE, t, image_msg(t, depth, "32FC1")),
+                    ("/cam/camera_info", CAMERA_INFO, t, camera_info_message(intrinsics, header_message(t, "cam")))]
+    return write_bag(path, records)
+
+
+def test_log_scale_reads_the_focal_length_and_ground_depths_of_an_rgbd_log(tmp_path, monkeypatch):
+    from flowclas_ros.config.schema import DataSource
+    from flowclas_ros.data.layouts import source_samples
+    from flowclas_ros.training.log_scale import MAX_SCALE, OBSTACLE_SIZE_M, measure_log
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    h, w = 96, 128
+    depths = []
+    for i in range(4):  # ground from near (bottom rows) to far (top), sky (inf) above the horizon
+        d = np.full((h, w), np.inf, np.float32)
+        d[h // 3:] = np.linspace(25.0 + i, 1.5 + 0.1 * i, h - h // 3, dtype=np.float32)[:, None]
+        depths.append(d)
+    bag = _rgbd_log(tmp_path / "log", depths, focal_px=150.0)
+    samples = source_samples(DataSource(root=str(bag), layout="rosbag2", topic="/cam/image"))
+    scale = measure_log(bag, samples, cell_px=4.0)
+    ground = np.concatenate([d[np.isfinite(d)] for d in depths])
+    near, far = np.percentile(ground, [2, 90])
+    assert scale.focal_px == 150.0 and scale.short_side_px == h
+    assert scale.near_m == pytest.approx(near, abs=1e-3) and scale.far_m == pytest.approx(far, abs=1e-3)
+    assert scale.min_px == pytest.approx(max(4.0, OBSTACLE_SIZE_M[0] * 150 / far), rel=1e-3)
+    assert scale.max_px == pytest.approx(min(MAX_SCALE * h, OBSTACLE_SIZE_M[1] * 150 / near), rel=1e-3)
+    assert "fx 150 px" in scale.describe()
+
+
+def test_without_depth_the_paste_sizes_come_from_the_model_grid(tmp_path, monkeypatch):
+    from test_bags import toy_bag
+
+    from flowclas_ros.training.log_scale import MAX_SCALE
+    from flowclas_ros.training.recipes import base_recipe, recipe_overrides
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    rng = np.random.default_rng(2)
+    frames = [np.clip(100 + rng.normal(0, 30, (96, 128, 3)), 0, 255).astype(np.uint8) for _ in range(3)]
+    bag = toy_bag(tmp_path / "log", frames)  # images only: no CameraInfo, no depth
+    overrides, notes = recipe_overrides("new-world", [bag])
+    assert "no depth + CameraInfo" in notes[1]
+    model = base_recipe()["model"]
+    cell = model["backbone"]["feature_stride"] * 96 / model["input_size"][0]  # one feature cell, frame px
+    derived = dict(o.split("=", 1) for o in overrides)
+    lo, hi = (float(v) for v in derived["outlier_exposure.scale"].strip("[]").split(","))
+    assert lo == pytest.approx(cell / 96, abs=1e-4) and hi == pytest.approx(MAX_SCALE, abs=1e-4)
+    assert int(derived["outlier_exposure.procedural.min_change"]) > 8  # a rough ground: bolder blobs

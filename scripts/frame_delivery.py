@@ -2,22 +2,33 @@
 
     source .venv/ros2-env.sh && source WS/install/setup.bash   # a colcon-built workspace
     python scripts/frame_delivery.py [--frames 60] [--node-profile default|none] [--camera-profile FILE]
+    python scripts/frame_delivery.py --depth 16UC1,32FC1 --settings 640x480@10,640x480@30 [--json]
 
 For each camera setting (resolution, rate, reliable or best-effort QoS) the camera runs in this
 process with Fast DDS's defaults (no profile of its own, as a stock camera driver), the node is
 started by `ros2 launch flowclas_ros detector.launch.py` (with the package's large-image profile
 unless --node-profile none), and the node's /diagnostics give how many frames it received; the
 node's obstacle masks received here give how many it answered. One line per setting.
+
+With --depth, the camera is an RGB-D driver with the ROS default QoS (reliable, keep last 10)
+and no profile: a PyBullet benchmark frame (rgb8), its aligned depth in each listed encoding and
+its CameraInfo, all with one stamp per frame; the node runs `use_depth:=true` with the shipped
+default model. Per setting: heatmaps received, non-empty point clouds received whose every point
+lies on the published depth at a pixel of the node's obstacle mask for that stamp, and the latency
+of the 3D outputs (stamp -> cloud received here).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
+from typing import Optional
 
 # The camera: a stock driver with Fast DDS's defaults, unless --camera-profile FILE (read here,
 # before rclpy starts Fast DDS).
@@ -37,7 +48,8 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 from flowclas_ros.ros.messages import array_to_image_msg  # noqa: E402
-from flowclas_ros.runtime.node_interface import output_topics  # noqa: E402
+from flowclas_ros.runtime.node_interface import output_topics, output_topics_3d  # noqa: E402
+from flowclas_ros.runtime.obstacles3d import CameraIntrinsics, camera_info_fields, cloud_points  # noqa: E402
 
 
 def run_setting(width: int, height: int, rate: float, reliable: bool, frames: int,
@@ -58,9 +70,12 @@ def run_setting(width: int, height: int, rate: float, reliable: bool, frames: in
         args.append(f"params_file:={params.name}")
     if node_profile != "default":
         args.append(f"dds_profile:={node_profile}")  # none, or a profile file
-    launch = subprocess.Popen(["ros2", "launch", "flowclas_ros", "detector.launch.py", *args],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True)
+    with _launched(args):
+        return _count_frames(ns, cam_topic, width, height, rate, reliable, frames, compressed)
+
+
+def _count_frames(ns: str, cam_topic: str, width: int, height: int, rate: float, reliable: bool,
+                  frames: int, compressed: bool) -> dict:
     node = rclpy.create_node(f"camera_{ns}")
     ex = SingleThreadedExecutor()
     ex.add_node(node)
@@ -107,9 +122,146 @@ def run_setting(width: int, height: int, rate: float, reliable: bool, frames: in
                 "qos": "reliable" if reliable else "best_effort",
                 "sent": frames, "received": received, "answered": len(answered)}
     finally:
-        os.killpg(launch.pid, signal.SIGINT)
-        launch.wait(timeout=30)
         node.destroy_node()
+
+
+@contextmanager
+def _launched(args: list[str]):
+    """`ros2 launch flowclas_ros detector.launch.py ARGS` in its own process group, stopped with a
+    terminal-style Ctrl-C; yields the launch process (its output is read by the caller if wanted)."""
+    launch = subprocess.Popen(["ros2", "launch", "flowclas_ros", "detector.launch.py", *args],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    try:
+        yield launch
+    finally:
+        os.killpg(launch.pid, signal.SIGINT)
+        try:
+            launch.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(launch.pid, signal.SIGKILL)
+
+
+def _rgbd_frame(width: int, height: int) -> tuple[np.ndarray, np.ndarray, CameraIntrinsics]:
+    """A PyBullet benchmark test frame with obstacles, its aligned depth (m) and intrinsics."""
+    from flowclas_ros.tools.bench import sample_depth, sample_frame
+
+    depth, k = sample_depth(height, width)
+    return sample_frame(height, width), depth, k
+
+
+def _depth_image(depth_m: np.ndarray, encoding: str) -> tuple[np.ndarray, np.ndarray]:
+    """(the depth image as published, its metres as the node reads them: 0 = no reading)."""
+    if encoding == "16UC1":  # millimetres, 0 = no reading (the sky), depth_scale 0.001
+        raw = np.nan_to_num(np.clip(depth_m * 1000.0, 0, 65535), nan=0, posinf=0).astype(np.uint16)
+        return raw, raw.astype(np.float32) * np.float32(0.001)
+    raw = depth_m.astype(np.float32)
+    return raw, np.where(np.isfinite(raw) & (raw > 0), raw, 0).astype(np.float32)
+
+
+def _on_depth(points: np.ndarray, depth_m: np.ndarray, mask: np.ndarray, k: CameraIntrinsics) -> bool:
+    """Every point back-projects onto a pixel of the obstacle mask, at that pixel's depth."""
+    z = points[:, 2].astype(np.float64)
+    if not np.all(z > 0):
+        return False
+    u = points[:, 0] * k.fx / z + k.cx
+    v = points[:, 1] * k.fy / z + k.cy
+    ui, vi = np.rint(u).astype(np.int64), np.rint(v).astype(np.int64)
+    if (np.abs(u - ui).max() > 0.01 or np.abs(v - vi).max() > 0.01 or ui.min() < 0 or vi.min() < 0
+            or ui.max() >= depth_m.shape[1] or vi.max() >= depth_m.shape[0]):
+        return False
+    published = depth_m[vi, ui].astype(np.float64)
+    return bool(np.all(np.abs(published - z) <= 1e-4 * np.maximum(z, 1.0)) and np.all(mask[vi, ui] > 0))
+
+
+def _params_file(params: dict[str, str]) -> str:
+    """A parameters file holding `params` (YAML values as given) for the launch's params_file."""
+    import tempfile
+
+    f = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
+    f.write("/**:\n  ros__parameters:\n" + "".join(f"    {k}: {v}\n" for k, v in params.items()))
+    f.close()
+    return f.name
+
+
+def run_depth_setting(width: int, height: int, rate: float, encoding: str, frames: int,
+                      node_profile: str, node_params: Optional[dict[str, str]] = None) -> dict:
+    """An RGB-D camera with the ROS default QoS and no DDS profile into `use_depth:=true`."""
+    ns = f"fdd{random.randint(0, 99999)}"
+    cam = f"/{ns}_cam"
+    args = [f"image_topic:={cam}/image_raw", f"namespace:={ns}", "use_depth:=true",
+            f"depth_topic:={cam}/depth/image_raw", f"camera_info_topic:={cam}/camera_info"]
+    if node_profile != "default":
+        args.append(f"dds_profile:={node_profile}")
+    if node_params:
+        args.append(f"params_file:={_params_file(node_params)}")
+    rgb, depth_m, k = _rgbd_frame(width, height)
+    raw_depth, published = _depth_image(depth_m, encoding)
+    default_qos = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+    out_qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    from sensor_msgs.msg import CameraInfo, PointCloud2
+
+    with _launched(args):
+        node = rclpy.create_node(f"rgbd_camera_{ns}")
+        ex = SingleThreadedExecutor()
+        ex.add_node(node)
+        pubs = {"image": node.create_publisher(Image, f"{cam}/image_raw", default_qos),
+                "depth": node.create_publisher(Image, f"{cam}/depth/image_raw", default_qos),
+                "info": node.create_publisher(CameraInfo, f"{cam}/camera_info", default_qos)}
+        heatmaps: set[int] = set()
+        masks: dict[int, np.ndarray] = {}
+        clouds: dict[int, tuple[np.ndarray, float]] = {}
+        diag: dict[str, str] = {}
+        topics, topics3d = output_topics(ns), output_topics_3d(ns)
+        stamp_of = lambda m: m.header.stamp.sec * 10**9 + m.header.stamp.nanosec  # noqa: E731
+        node.create_subscription(Image, topics["heatmap"], lambda m: heatmaps.add(stamp_of(m)), out_qos)
+        node.create_subscription(Image, topics["mask"], lambda m: masks.__setitem__(
+            stamp_of(m), np.frombuffer(bytes(m.data), np.uint8).reshape(m.height, m.width)), out_qos)
+        node.create_subscription(PointCloud2, topics3d["points"], lambda m: clouds.__setitem__(
+            stamp_of(m), (cloud_points(m.data, m.width, m.height).copy(), time.time_ns())), out_qos)
+
+        def on_diag(msg: DiagnosticArray) -> None:
+            for st in msg.status:
+                if f"/{ns}/" in st.name:
+                    diag.update({kv.key: kv.value for kv in st.values})
+        node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+        try:
+            deadline = time.monotonic() + 90
+            while not (all(p.get_subscription_count() >= 2 for p in pubs.values()) and diag):
+                ex.spin_once(timeout_sec=0.1)
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the launched node did not come up")
+            info = CameraInfo(**camera_info_fields(k))
+            info.header.frame_id = "camera"
+            stamps = []
+            t0 = time.monotonic()
+            for i in range(frames):
+                stamp = time.time_ns()  # the driver's clock: latency = receipt - stamp
+                stamps.append(stamp)
+                info.header = _header(stamp)
+                pubs["info"].publish(info)
+                pubs["image"].publish(array_to_image_msg(rgb, "rgb8", _header(stamp)))
+                pubs["depth"].publish(array_to_image_msg(raw_depth, encoding, _header(stamp)))
+                while time.monotonic() < t0 + (i + 1) / rate:
+                    ex.spin_once(timeout_sec=0.005)
+            end = time.monotonic() + 4.0
+            while time.monotonic() < end:
+                ex.spin_once(timeout_sec=0.05)
+        finally:
+            node.destroy_node()
+    good = [st for st in stamps if st in clouds and len(clouds[st][0]) and st in masks
+            and _on_depth(clouds[st][0], published, masks[st], k)]
+    latency = np.asarray([(clouds[st][1] - st) / 1e6 for st in stamps if st in clouds] or [np.nan])
+    return {"size": f"{width}x{height}", "rate": rate, "encoding": encoding, "sent": frames,
+            "heatmaps": len(heatmaps & set(stamps)), "clouds": len(set(clouds) & set(stamps)),
+            "frames_without_heatmap": [i for i, st in enumerate(stamps) if st not in heatmaps],
+            "frames_without_cloud": [i for i, st in enumerate(stamps) if st not in good],
+            "clouds_on_depth": len(good),
+            "latency_3d_ms_p50": float(np.nanpercentile(latency, 50)),
+            "latency_3d_ms_p95": float(np.nanpercentile(latency, 95)),
+            "node": {k: diag.get(k) for k in ("received", "processed", "dropped", "depth_matched",
+                                              "depth_unmatched", "depth_late", "depth_unused",
+                                              "processing_ms_p50", "obstacles3d_ms_p50")}}
 
 
 def _scene(height: int, width: int) -> np.ndarray:
@@ -138,18 +290,33 @@ def main() -> int:
     p.add_argument("--compressed", action="store_true", help="the camera publishes JPEG CompressedImage")
     p.add_argument("--reliable-reader", action="store_true",
                    help="the node's subscription made reliable with a qos_overrides parameter")
+    p.add_argument("--depth", help="an RGB-D camera: depth encodings to run, e.g. 16UC1,32FC1")
+    p.add_argument("--json", action="store_true", help="one JSON object per setting instead of a table")
+    p.add_argument("--node-param", action="append", default=[], metavar="NAME=VALUE",
+                   help="a node parameter for the --depth runs (repeatable), e.g. qos_depth=5")
     a = p.parse_args()
     rclpy.init()
+    settings = [(int(w), int(h), float(rate)) for size, rate in (x.split("@") for x in a.settings.split(","))
+                for w, h in [size.split("x")]]
+    if a.depth:
+        if not a.json:
+            print("| camera | rate | depth | sent | heatmaps | clouds on the depth | 3D latency p50 / p95 ms |")
+            print("|---|---|---|---|---|---|---|")
+        for w, h, rate in settings:
+            for encoding in a.depth.split(","):
+                r = run_depth_setting(w, h, rate, encoding, a.frames, a.node_profile,
+                                      dict(kv.split("=", 1) for kv in a.node_param))
+                print(json.dumps(r) if a.json else
+                      f"| {r['size']} | {r['rate']:g} Hz | {encoding} | {r['sent']} | {r['heatmaps']} | "
+                      f"{r['clouds_on_depth']} ({100 * r['clouds_on_depth'] / r['sent']:.0f} %) | "
+                      f"{r['latency_3d_ms_p50']:.0f} / {r['latency_3d_ms_p95']:.0f} |", flush=True)
+        rclpy.shutdown()
+        return 0
     print("| camera | rate | camera QoS | sent | received by the node | answered |")
     print("|---|---|---|---|---|---|")
-    for setting in a.settings.split(","):
-        size, rate = setting.split("@")
-        w, h = (int(v) for v in size.split("x"))
+    for w, h, rate in settings:
         for reliable in ((True,) if a.reliable_reader else (True, False)):  # reliable readers: reliable cameras only
-            r = run_setting(w, h, float(rate), reliable, a.frames, a.node_profile, a.compressed,
-                            a.reliable_reader)
-            if r is None:
-                continue
+            r = run_setting(w, h, rate, reliable, a.frames, a.node_profile, a.compressed, a.reliable_reader)
             print(f"| {r['size']} | {r['rate']:g} Hz | {r['qos']} | {r['sent']} | {r['received']} "
                   f"({100 * r['received'] / r['sent']:.0f} %) | {r['answered']} ({100 * r['answered'] / r['sent']:.0f} %) |",
                   flush=True)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # OE-source ablation on the PyBullet benchmark (issue 7): same config, seed, steps, post-processing
 # and test split for every row. Usage: scripts/oe_ablation.sh [row ...] (default: every row).
-# Needs the benchmark data of config/train_sim.yaml (see the README) and the venv (`make setup`).
+# Needs the benchmark data of config/train_sim.yaml (see docs/results.md) and the venv (`make setup`).
 set -u
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
@@ -15,7 +15,7 @@ MATCHED="--set outlier_exposure.procedural.count=[1,3] --set outlier_exposure.pr
 LARGE="--set outlier_exposure.procedural.count=[1,3] --set outlier_exposure.procedural.scale=[0.1,0.5]"
 XLARGE="--set outlier_exposure.procedural.count=[2,4] --set outlier_exposure.procedural.scale=[0.15,0.6]"
 PROC="--set outlier_exposure.sources.cutouts=0 --set outlier_exposure.sources.procedural=1"
-# flow_patches (issue 15): the patch generator trains once per data source (cached, see the README)
+# flow_patches: the patch generator trains once per data source (cached, see docs/training.md)
 FP_LARGE="--set outlier_exposure.flow_patches.count=[1,3] --set outlier_exposure.flow_patches.scale=[0.1,0.5]"
 run() {
   name=$1; shift

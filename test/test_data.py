@@ -13,18 +13,25 @@ from flowclas_ros.data.files import DatasetError, read_image_rgb
 from flowclas_ros.data.generic import generic_layout, write_sample
 from flowclas_ros.data.labels import Sample, read_label
 from flowclas_ros.data.layouts import LAYOUTS, load_layout
-from flowclas_ros.data.outliers import (
+from flowclas_ros.data.outliers.cutouts import (
     Cutout,
     CutoutBank,
     PasteConfig,
-    anomaly_fraction,
     load_cutout,
     paste_cutout,
     paste_outliers,
     resize_cutout,
     save_cutout,
 )
+from flowclas_ros.runtime.labels import ANOMALY, VOID
 from flowclas_ros.sim.toy import make_cutout, make_toy_cutout_bank, make_toy_dataset, render_inlier_scene
+
+
+def anomaly_fraction(label: np.ndarray) -> float:
+    """Fraction of non-void pixels labelled anomalous (0.0 when everything is void)."""
+    valid = label != VOID
+    n_valid = int(np.count_nonzero(valid))
+    return float(np.count_nonzero(label[valid] == ANOMALY)) / n_valid if n_valid else 0.0
 
 
 def _image(seed: int = 0, shape: tuple[int, int] = (24, 32)) -> np.ndarray:

@@ -12,7 +12,7 @@ from conftest import TINY_SIZE
 from flowclas_ros.data.files import read_image_rgb
 from flowclas_ros.data.generic import generic_layout
 from flowclas_ros.data.labels import read_label
-from flowclas_ros.deploy.torch_backend import open_detector
+from flowclas_ros.deploy.open_model import open_detector
 from flowclas_ros.runtime.detector import Detector
 from flowclas_ros.runtime.model_info import ModelFileError, resolve_model_path
 

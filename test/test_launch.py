@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
-import math
 from pathlib import Path
 
 import pytest
 import yaml
 
-from flowclas_ros.runtime.node_interface import PARAMETERS
+from flowclas_ros import cli
+from flowclas_ros.runtime.node_interface import MODEL_ROLES, PARAMETERS
+from flowclas_ros.runtime.params_file import COMMAND, SOURCE, params_file_text, yaml_value
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,27 +22,43 @@ def _load_launch_module():
     return mod
 
 
-def test_params_file_matches_the_node_declarations():
-    data = yaml.safe_load((ROOT / "config" / "detector.yaml").read_text())
-    params = data["/**"]["ros__parameters"]
-    assert set(params) == set(PARAMETERS)
+def test_params_file_is_generated_from_the_parameter_table():
+    committed = (ROOT / "config" / "detector.yaml").read_text()
+    assert committed == params_file_text(), f"config/detector.yaml is stale: run `{COMMAND}`"
+    assert SOURCE in committed.splitlines()[1] and (ROOT / SOURCE).is_file()
+
+
+def test_params_file_reads_back_as_the_node_declarations():
+    params = yaml.safe_load(params_file_text())["/**"]["ros__parameters"]
+    assert list(params) == list(PARAMETERS)
     for name, (default, *_rest) in PARAMETERS.items():
-        value = params[name]
-        if isinstance(default, float):
-            assert math.isclose(value, default), name
-        else:
-            assert value == default and type(value) is type(default), name
+        assert params[name] == default and type(params[name]) is type(default), name
 
 
-def test_launch_file_arguments_and_readme():
+def test_node_params_verb_writes_the_committed_file(tmp_path, capsys):
+    out = tmp_path / "detector.yaml"
+    assert cli.main(["node-params", "--out", str(out)]) == 0
+    assert out.read_text() == (ROOT / "config" / "detector.yaml").read_text()
+    assert cli.main(["node-params"]) == 0
+    assert capsys.readouterr().out.endswith(out.read_text())
+
+
+@pytest.mark.parametrize("value, text", [(1e-06, "0.000001"), (0.2, "0.2"), (-1.0, "-1.0"), (True, "true"),
+                                         (3, "3"), ("a b", '"a b"'), (["cpu", "cuda"], '["cpu", "cuda"]')])
+def test_yaml_values_read_back_with_their_type(value, text):
+    assert yaml_value(value) == text
+    back = yaml.safe_load(text)
+    assert back == value and type(back) is type(value)
+
+
+def test_launch_file_arguments():
     mod = _load_launch_module()
     names = [a[0] for a in mod.ARGUMENTS]
     assert names == ["image_topic", "params_file", "model", "namespace", "compressed", "use_depth",
                      "depth_topic", "camera_info_topic", "log_level", "dds_profile"]
-    readme = (ROOT / "README.md").read_text()
-    for name, default, _ in mod.ARGUMENTS:
-        assert f"`{name}`" in readme, f"launch argument {name} is not documented in the README"
     assert dict((a[0], a[1]) for a in mod.ARGUMENTS)["image_topic"] == "/camera/image_raw"
+    model_help = dict((a[0], a[2]) for a in mod.ARGUMENTS)["model"]
+    assert all(role in model_help for role in MODEL_ROLES)
 
 
 def test_launch_description_builds_where_ros_launch_exists():

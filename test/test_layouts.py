@@ -13,17 +13,17 @@ import cv2
 import numpy as np
 import pytest
 
-from flowclas_ros.data.coco import (
+from flowclas_ros.data.files import DatasetError, read_image_rgb
+from flowclas_ros.data.labels import INLIER_CODING, LABEL_DECODERS, Sample, read_label, read_sample_label
+from flowclas_ros.data.layouts import LAYOUTS, load_layout
+from flowclas_ros.data.outliers.coco_cutouts import (
     EXCLUDED_CLASSES,
     coco_cutouts,
     decode_rle,
     decode_rle_string,
     polygons_to_mask,
 )
-from flowclas_ros.data.files import DatasetError, read_image_rgb
-from flowclas_ros.data.labels import INLIER_CODING, LABEL_DECODERS, Sample, read_label, read_sample_label
-from flowclas_ros.data.layouts import LAYOUTS, load_layout
-from flowclas_ros.data.outliers import CutoutBank
+from flowclas_ros.data.outliers.cutouts import CutoutBank
 
 SHAPE = (12, 16)
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from flowclas_ros.config import BackboneConfig, FlowConfig, ModelConfig
-from flowclas_ros.data.outliers import CutoutBank, PasteConfig, paste_cutout, paste_outliers
+from flowclas_ros.data.outliers.cutouts import CutoutBank, PasteConfig, paste_cutout, paste_outliers
 from flowclas_ros.model.flowclas import FlowCLAS, FlowHead
 from flowclas_ros.model.losses import cell_labels, flowclas_loss, inlier_nll, sample_cells, supcon
 from flowclas_ros.runtime.labels import ANOMALY, INLIER, VOID

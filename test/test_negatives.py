@@ -1,4 +1,4 @@
-"""Tests for the flow-sampled negatives (flowclas_ros.model.negatives), on real frozen
+"""Tests for the flow-sampled negatives (flowclas_ros.model.outliers.flow_negative_sampler), on real frozen
 EfficientNet-Lite0 features of toy frames and a flow head trained for a few dozen steps (so the
 couplings are not the identity and the log-Jacobian is not constant)."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from flowclas_ros.config import BackboneConfig, FlowConfig, ModelConfig
 from flowclas_ros.model.flowclas import FlowCLAS, FlowHead
 from flowclas_ros.model.losses import flowclas_loss
-from flowclas_ros.model.negatives import (
+from flowclas_ros.model.outliers.flow_negative_sampler import (
     FlowNegativeConfig,
     append_negatives,
     blob_cells,
@@ -235,7 +235,7 @@ def test_training_with_negatives_separates_them(world) -> None:
 
     Random-direction shells (anchor 0): the L2-normalised embedding cannot see a latent's radius
     (only its direction, through the projection's bias), so radial negatives (anchor 1, the
-    default) stay at ~0.5 embedding AUROC here; the README's toy ablation reports what either
+    default) stay at ~0.5 embedding AUROC here; docs/results.md's ablation reports what either
     buys on real anomalies (neither helped there)."""
     head = copy.deepcopy(world["head"])
     feats, cells = world["feats"], world["cells"]

@@ -286,7 +286,8 @@ def test_sigint_while_busy_is_still_a_clean_stop(trained, peer, frames):
 
 
 def test_slow_inference_drops_old_frames_instead_of_queueing(node, peer, frames):
-    """A burst faster than inference: the node works on the newest frame and counts the rest."""
+    """A burst faster than inference: the node keeps at most input_queue frames, the newest,
+    and counts the rest as dropped (bounded latency, nothing queued without bound)."""
     _, pub = node
     big = cv2.resize(frames[0], (1280, 960))
     before = _diag_values(peer)

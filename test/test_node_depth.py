@@ -180,6 +180,22 @@ def test_a_frame_without_depth_is_counted_and_a_mismatched_one_refused(rig, fram
     send(peer, pubs, rgb, depth_image(rgb.shape))  # and the next good frame is served
 
 
+def test_depth_arriving_after_its_frame_was_processed_still_gets_its_cloud(rig, frames):
+    """Inference never waits for depth: the heatmap goes out first, and a depth frame that comes
+    0.3 s later (a stock RGB-D driver over DDS often sends it that late) is still paired."""
+    proc, peer, pubs = rig
+    rgb = frames[3]
+    out, k = send(peer, pubs, rgb, None, want=("mask", "heatmap"))
+    st = stamp_ns(out["mask"])
+    time.sleep(0.3)
+    pubs["depth"].publish(image_msg(depth_image(rgb.shape), "32FC1", st, "cam_optical"))
+    (cloud, *_) = wait_for(lambda: [m for m in peer.messages(OUT["points"]) if stamp_ns(m) == st], 10,
+                           "the late frame's cloud")
+    expected = back_project(as_array(out["mask"]), depth_image(rgb.shape), k, as_array(out["heatmap"]), MAX_POINTS)
+    np.testing.assert_allclose(cloud_points(cloud.data, cloud.width), expected, rtol=1e-6)
+    assert cloud.header.frame_id == "cam_optical"
+
+
 def test_without_use_depth_there_are_no_depth_topics(trained, frames):
     """Without use_depth the node has no depth subscriptions and no 3D publishers."""
     peer = Peer("flowclas_depth_peer_off")

@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 
 from flowclas_ros.config import ConfigError, config_from_dict
-from flowclas_ros.data.outliers import Cutout, CutoutBank, PasteConfig, camouflage, draw_scale, paste_outliers
+from flowclas_ros.data.outliers.cutouts import (
+    Cutout,
+    CutoutBank,
+    PasteConfig,
+    camouflage,
+    draw_scale,
+    paste_outliers,
+)
 from flowclas_ros.runtime.labels import ANOMALY
 
 

@@ -67,7 +67,7 @@ def test_no_bank_needed_without_cutouts(toy_world: Path) -> None:
 
 def test_cutouts_only_draws_the_original_stream(toy_world: Path) -> None:
     """A cut-outs-only config gives bit-identical batches to the pre-sources code path."""
-    from flowclas_ros.data.outliers import paste_outliers
+    from flowclas_ros.data.outliers.cutouts import paste_outliers
     from flowclas_ros.training.batches import TrainingFrames
 
     frames = TrainingFrames(config_from_dict(tiny_config(toy_world)))

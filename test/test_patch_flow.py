@@ -1,5 +1,5 @@
-"""The `flow_patches` OE source (issue 15): the patch generator (model/patch_flow.py), its training,
-border sampling and cache (training/patch_negatives.py), the paste (data/flow_patches.py), the
+"""The `flow_patches` OE source (issue 15): the patch generator (model/outliers/patch_generator_flow.py), its training,
+border sampling and cache (training/outliers/flow_patch_bank.py), the paste (data/outliers/flow_patch_pasting.py), the
 config keys, TrainingFrames and `train --oe`. Tiny generator settings keep it to seconds."""
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from conftest import tiny_config
 
 from flowclas_ros.config import ConfigError, config_from_dict
 from flowclas_ros.data.files import DatasetError
-from flowclas_ros.data.flow_patches import (
+from flowclas_ros.data.outliers.flow_patch_pasting import (
     SHAPE_KINDS,
     FlowPatchConfig,
     PatchBank,
     paste_flow_patches,
     shape_mask,
 )
-from flowclas_ros.model.patch_flow import PatchFlow, squeeze, unsqueeze
+from flowclas_ros.model.outliers.patch_generator_flow import PatchFlow, squeeze, unsqueeze
 
 # A generator small enough for the test suite; the toy frames are 64x80.
 TINY_GENERATOR = {"levels": 2, "steps": 2, "hidden_channels": 16, "crop": 16, "frame_scales": [1, 2],
@@ -39,7 +39,7 @@ def _cfg(toy_world: Path, cache: Path, train_root: str = "train", **fp) -> dict:
 @pytest.fixture(scope="module")
 def generated(toy_world, tmp_path_factory) -> dict:
     """The bank of the toy world's 24 training frames, generated once (cache in a tmp dir)."""
-    from flowclas_ros.training.patch_negatives import flow_patch_bank
+    from flowclas_ros.training.outliers.flow_patch_bank import flow_patch_bank
 
     cache = tmp_path_factory.mktemp("patch_cache")
     cfg = config_from_dict(_cfg(toy_world, cache))
@@ -99,7 +99,7 @@ def test_border_samples_are_less_likely_than_held_out_inlier_patches(generated) 
 
 
 def test_sample_border_keeps_only_the_band() -> None:
-    from flowclas_ros.training.patch_negatives import bits_per_dim, sample_border
+    from flowclas_ros.training.outliers.flow_patch_bank import bits_per_dim, sample_border
 
     torch.manual_seed(0)
     flow = PatchFlow(levels=2, steps=1, hidden=8)
@@ -120,7 +120,7 @@ def test_sample_border_keeps_only_the_band() -> None:
 
 
 def test_second_call_reads_the_cache(generated, monkeypatch) -> None:
-    import flowclas_ros.training.patch_negatives as pn
+    import flowclas_ros.training.outliers.flow_patch_bank as pn
 
     def fail(*a, **k):
         raise AssertionError("the generator was trained again")
@@ -135,7 +135,7 @@ def test_second_call_reads_the_cache(generated, monkeypatch) -> None:
 def test_new_sampling_settings_reuse_the_generator(generated, monkeypatch) -> None:
     import dataclasses
 
-    import flowclas_ros.training.patch_negatives as pn
+    import flowclas_ros.training.outliers.flow_patch_bank as pn
 
     cfg = generated["cfg"]
     fp = dataclasses.replace(cfg.outlier_exposure.flow_patches, border_width=2.0, bank_size=4)
@@ -146,7 +146,7 @@ def test_new_sampling_settings_reuse_the_generator(generated, monkeypatch) -> No
 
 
 def test_too_few_frames_is_one_clear_error(toy_world, tmp_path) -> None:
-    from flowclas_ros.training.patch_negatives import flow_patch_bank
+    from flowclas_ros.training.outliers.flow_patch_bank import flow_patch_bank
 
     cfg = config_from_dict(_cfg(toy_world, tmp_path, train_root="val"))  # 8 frames
     with pytest.raises(DatasetError, match="needs at least 16 training frames, data.train has 8"):

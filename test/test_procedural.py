@@ -1,4 +1,4 @@
-"""Tests for the procedural anomaly source (flowclas_ros.data.procedural): the noise, the blob
+"""Tests for the procedural anomaly source (flowclas_ros.data.outliers.procedural_anomalies): the noise, the blob
 masks' exact area, every fill kind, and paste_procedural's label contract (label == 1 exactly on
 the changed pixels, each changed by >= min_change levels), determinism and area control."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from flowclas_ros.data.procedural import (
+from flowclas_ros.data.outliers.procedural_anomalies import (
     COLOUR_OPS,
     FILL_KINDS,
     GEOMETRY_OPS,

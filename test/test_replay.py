@@ -338,25 +338,22 @@ def test_compressed_input(sim_frames, trained, tmp_path):
         np.testing.assert_array_equal(to_array(h), det.heatmap(rgb))
 
 
-def test_the_node_gives_the_same_heatmaps_on_the_same_frames(replayed, sim, trained):
-    """The real node (subprocess, real DDS) fed the bag's first 3 frames vs the replay output."""
+def _node_outputs(model, frames, ns: str) -> list[dict]:
+    """The real node (subprocess, real DDS) with `model` fed `frames` ([(stamp, Image)]): per
+    frame, {key: the first output message of that stamp} of each of its image outputs."""
     from ros_harness import SENSOR_QOS, NodeProcess, Peer, wait_for
     from ros_harness import image_msg as ros_image_msg
     from sensor_msgs.msg import Image
 
     from flowclas_ros.runtime.pipeline import stamp_ns as ros_stamp
 
-    _, out, _ = replayed
-    replay_out = read_bag(out)
-    frames = [(stamp_ns(m), m) for _, m in read_bag(sim / "bag")[IMAGE_TOPIC][:3]]
-    ns = "/fc_replay"
     topics = output_topics(ns)
     peer = Peer("flowclas_replay_peer")
     for topic in topics.values():
         peer.subscribe(Image, topic)
-    proc = NodeProcess({"model_path": trained["onnx"]}, ns,
-                       remap={"image": f"{ns}/camera/image_raw"})
+    proc = NodeProcess({"model_path": model}, ns, remap={"image": f"{ns}/camera/image_raw"})
     pub = peer.node.create_publisher(Image, f"{ns}/camera/image_raw", SENSOR_QOS)
+    outputs = []
     try:
         wait_for(lambda: pub.get_subscription_count() > 0 and
                  all(peer.node.count_publishers(t) > 0 for t in topics.values()), 60,
@@ -378,17 +375,67 @@ def test_the_node_gives_the_same_heatmaps_on_the_same_frames(replayed, sim, trai
                 except TimeoutError:
                     pass
             assert got, f"no node output for frame {i}:\n{proc.log}"
-            for key, topic in OUT.items():
-                node_msg = got[key][0]
-                bag_msg = replay_out[topic][i][1]
-                assert node_msg.header.frame_id == bag_msg.header.frame_id == FRAME_ID
-                assert node_msg.encoding == bag_msg.encoding == ENCODINGS[key]
-                if key == "heatmap":
-                    np.testing.assert_allclose(to_array(node_msg), to_array(bag_msg), rtol=0,
-                                               atol=1e-6)
-                else:
-                    np.testing.assert_array_equal(to_array(node_msg), to_array(bag_msg))
+            outputs.append({key: got[key][0] for key in topics})
     finally:
         rc = proc.interrupt()
         assert rc == 0, proc.log
         peer.close()
+    return outputs
+
+
+def test_the_node_gives_the_same_heatmaps_on_the_same_frames(replayed, sim, trained):
+    """The real node (subprocess, real DDS) fed the bag's first 3 frames vs the replay output."""
+    _, out, _ = replayed
+    replay_out = read_bag(out)
+    frames = [(stamp_ns(m), m) for _, m in read_bag(sim / "bag")[IMAGE_TOPIC][:3]]
+    for i, got in enumerate(_node_outputs(trained["onnx"], frames, "/fc_replay")):
+        for key, topic in OUT.items():
+            node_msg = got[key]
+            bag_msg = replay_out[topic][i][1]
+            assert node_msg.header.frame_id == bag_msg.header.frame_id == FRAME_ID
+            assert node_msg.encoding == bag_msg.encoding == ENCODINGS[key]
+            if key == "heatmap":
+                np.testing.assert_allclose(to_array(node_msg), to_array(bag_msg), rtol=0,
+                                           atol=1e-6)
+            else:
+                np.testing.assert_array_equal(to_array(node_msg), to_array(bag_msg))
+
+
+def test_the_region_stage_gives_the_same_mask_in_node_replay_and_evaluate(sim, tmp_path):
+    """The shipped `fast` model with the region-evidence stage (runtime/regions.py) set so that
+    it fires on these frames (the tiny test model's smooth maps enclose no region): the real
+    node, replay and the evaluator's path give the same heatmap and mask on the same frames,
+    and they differ from the same model without the stage."""
+    from flowclas_ros.deploy.onnx_metadata import set_region_evidence
+    from flowclas_ros.runtime.model_info import resolve_model_path
+    from flowclas_ros.runtime.regions import RegionEvidence
+
+    frames = [(stamp_ns(m), m) for _, m in read_bag(sim / "bag")[IMAGE_TOPIC][:3]]
+    rgbs = [np.asarray(m.data).reshape(m.height, m.width, 3) for _, m in frames]
+    shipped = resolve_model_path("fast")
+    plain = Detector(shipped)
+    plain_heat = [plain.heatmap(rgb) for rgb in rgbs]
+    scores = np.concatenate([plain.backend(plain.prepare(rgb)[0][None])[0].ravel() for rgb in rgbs])
+    for q in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95):  # an outline level at which the stage fires here
+        cfg = RegionEvidence(edge_score=float(np.quantile(scores, q)), close_px=3,
+                             max_colour_std=255.0, min_area_px=1, max_area=1.0)
+        fires = Detector(shipped, regions=cfg)
+        if any(not np.array_equal(fires.heatmap(rgb), h) for rgb, h in zip(rgbs, plain_heat)):
+            break
+    model = tmp_path / "regions.onnx"
+    set_region_evidence(shipped, model, cfg)
+    det = Detector(model)
+    assert det.regions == cfg and Detector(model, regions="off").regions is None
+    heat = [det.heatmap(rgb) for rgb in rgbs]  # the evaluator's path
+    assert any(not np.array_equal(h, p) for h, p in zip(heat, plain_heat))
+    masks = [threshold_components(h, det.threshold, 50)[0] for h in heat]
+    r = replay(sim / "bag", tmp_path / "out", model, gt_topic=GT_TOPIC, progress=False)
+    replayed_bag = read_bag(tmp_path / "out")
+    e = evaluate(sim, model, progress=False)
+    assert r["auprc"] == pytest.approx(e["auprc"], abs=1e-6)
+    node = _node_outputs(model, frames, "/fc_regions")
+    for i in range(len(frames)):
+        np.testing.assert_array_equal(to_array(replayed_bag[OUT["heatmap"]][i][1]), heat[i])
+        np.testing.assert_array_equal(to_array(replayed_bag[OUT["mask"]][i][1]), masks[i])
+        np.testing.assert_allclose(to_array(node[i]["heatmap"]), heat[i], rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(to_array(node[i]["mask"]), masks[i])

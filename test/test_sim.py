@@ -13,7 +13,7 @@ pytest.importorskip("pybullet")
 from flowclas_ros.data.files import DatasetError, read_image_rgb
 from flowclas_ros.data.generic import write_sample
 from flowclas_ros.data.labels import read_label
-from flowclas_ros.data.outliers import load_cutout  # noqa: E402
+from flowclas_ros.data.outliers.cutouts import load_cutout  # noqa: E402
 from flowclas_ros.sim.camera import HEIGHT, WIDTH  # noqa: E402
 from flowclas_ros.sim.generate import _SplitStats, build_oe_bank, generate_split  # noqa: E402
 from flowclas_ros.sim.scenes import render_frame  # noqa: E402

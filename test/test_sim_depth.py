@@ -25,6 +25,14 @@ from flowclas_ros.sim.camera import Camera  # noqa: E402
 from flowclas_ros.sim.generate import generate_split  # noqa: E402
 from flowclas_ros.sim.topics import CAMERA_INFO_TOPIC, DEPTH_TOPIC, FRAME_ID, GT_TOPIC  # noqa: E402
 
+
+def optical_to_world(camera: Camera, points: np.ndarray) -> np.ndarray:
+    """Points (N x 3) in the camera's ROS optical frame (x right, y down, z forward) in the world."""
+    forward, right, up = camera._basis()
+    p = np.atleast_2d(points)
+    return np.asarray(camera.eye) + p[:, :1] * right - p[:, 1:2] * up + p[:, 2:3] * forward
+
+
 MARGIN_M = 0.02  # a point this close to an object's box counts as on it (mesh vs box, pixel size)
 
 
@@ -67,7 +75,7 @@ def point_errors(root: Path) -> list[dict]:
         camera = Camera.from_metadata(meta["camera"])
         assert f["k"] == camera.intrinsics()
         pts = back_project(f["label"] == 1, f["depth"], f["k"])
-        world = camera.optical_to_world(pts[:, :3])
+        world = optical_to_world(camera, pts[:, :3])
         objects = [o for o in meta["objects"] if o["role"] == "anomaly" and o["pixels"] > 0]
         if not objects:
             continue
@@ -99,7 +107,7 @@ def surface_errors(frames: range, per_object: int = 300) -> list[dict]:
         eye = np.asarray(camera.eye)
         for obj in (o for o in meta["objects"] if o["role"] == "anomaly" and o["pixels"] > 0):
             pts = back_project(label == 1, depth, k)
-            world = camera.optical_to_world(pts[:, :3])
+            world = optical_to_world(camera, pts[:, :3])
             mine = world[_outside(world, obj) <= MARGIN_M]
             mine = mine[np.linspace(0, len(mine) - 1, min(per_object, len(mine))).astype(int)]
             ends = eye + (mine - eye) * 2.0  # rays through each point, to twice its range
@@ -151,7 +159,7 @@ def test_box_distance_matches_the_object(sim_bag):
         camera = Camera.from_metadata(meta["camera"])
         objects = [o for o in meta["objects"] if o["role"] == "anomaly" and o["pixels"] > 0]
         for box in obstacle_boxes(f["label"] == 1, f["depth"], f["k"]):
-            centre = camera.optical_to_world(np.asarray([box.centre]))
+            centre = optical_to_world(camera, np.asarray([box.centre]))
             obj = min(objects, key=lambda o: _outside(centre, o)[0])
             rng = float(np.linalg.norm(np.asarray(obj["box_centre_m"]) - np.asarray(camera.eye)))
             assert _outside(centre, obj)[0] < 0.05 * rng, (meta["id"], box, obj)
@@ -173,14 +181,14 @@ def test_sky_has_no_depth_and_depth_is_metric():
     v = int(round(k.cy + 100))  # a floor pixel below the centre
     u = int(round(k.cx))
     assert ids[v, u] == _world().plane
-    ray = down.optical_to_world(np.array([[0.0, (v - k.cy) / k.fy, 1.0]]))[0] - np.asarray(down.eye)
+    ray = optical_to_world(down, np.array([[0.0, (v - k.cy) / k.fy, 1.0]]))[0] - np.asarray(down.eye)
     floor_z = -down.eye[2] / ray[2]  # the ray has z-depth 1: it meets the floor at z-depth t
     assert depth[v, u] == pytest.approx(floor_z, rel=0.005)
 
 
 @pytest.mark.slow
 def test_obstacle_points_on_24_frames(tmp_path):
-    """The figure the README states: more frames, the same check."""
+    """The figure docs/navigation.md states: more frames, the same check."""
     generate_split(tmp_path, "val", 24, seed=0, bag=True, progress=False)
     rows = point_errors(tmp_path)
     _check(rows)

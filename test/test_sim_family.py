@@ -57,7 +57,9 @@ def _box_rect(camera: Camera, obj: dict) -> tuple[float, float, float, float]:
     """Image rectangle (col0, row0, col1, row1) of an object's box, projected with its camera."""
     size = np.asarray(obj["box_size_m"])
     corners = box_corners(-size / 2, size / 2) @ yaw_matrix(np.radians(obj["yaw_deg"])).T + obj["box_centre_m"]
-    p = camera.world_to_optical(corners)
+    forward, right, up = camera._basis()
+    rel = corners - np.asarray(camera.eye)
+    p = np.stack([rel @ right, -(rel @ up), rel @ forward], axis=1)  # ROS optical: x right, y down, z ahead
     col = camera.width / 2 + camera.focal_px * p[:, 0] / p[:, 2]
     row = camera.height / 2 + camera.focal_px * p[:, 1] / p[:, 2]
     return col.min(), row.min(), col.max(), row.max()

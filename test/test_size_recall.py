@@ -77,3 +77,74 @@ def test_model_card_tabulates_recall_by_size_per_split():
     assert "| val | 25.00 (33.33; 3 obstacles) | 100.00 (100.00; 1 obstacles) |" in lines
     assert not any(line.startswith("| test") for line in lines)
     assert size_table({"test": {"auprc": 1.0}}) == []
+
+
+def _two_obstacle_frame() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A grey wall frame with a grey obstacle (low contrast) and a red one (high contrast)."""
+    rgb = np.full((120, 160, 3), 128, np.uint8)
+    label = np.zeros((120, 160), np.uint8)
+    rgb[20:50, 20:50] = (134, 134, 134)  # Delta E about 2.4 against the wall
+    label[20:50, 20:50] = ANOMALY
+    rgb[60:100, 90:140] = (220, 30, 30)
+    label[60:100, 90:140] = ANOMALY
+    heat = np.zeros((120, 160), np.float32)
+    heat[60:100, 90:140] = 2.0  # the red one is found, the grey one missed
+    return rgb, heat, label
+
+
+def test_contrast_of_an_obstacle_is_its_colour_distance_to_its_ring():
+    from flowclas_ros.eval.size_recall import contrast_bucket_of, obstacle_contrasts
+
+    rgb, _, label = _two_obstacle_frame()
+    grey, red = obstacle_contrasts(rgb, label)
+    assert 1.0 < grey < 5.0 and red > 60.0
+    assert [contrast_bucket_of(v) for v in (0.0, 9.9, 10.0, 25.0, 40.0, 300.0)] == [
+        "<10", "<10", "10-20", "20-40", ">=40", ">=40"]
+    full = np.ones((10, 10), np.uint8)  # an obstacle filling the frame has no ring: no contrast
+    assert np.isnan(obstacle_contrasts(np.zeros((10, 10, 3), np.uint8), full)).all()
+
+
+def test_recall_by_contrast_and_the_low_contrast_misses():
+    from flowclas_ros.eval.size_recall import ContrastRecall, low_contrast_misses
+
+    rgb, heat, label = _two_obstacle_frame()
+    cr = ContrastRecall(threshold=1.0)
+    cr.update(heat, label, rgb)
+    r = cr.result()
+    assert r["<10"] == {"objects": 1, "pixels": 900, "pixel_recall": 0.0, "hit_rate": 0.0}
+    assert r[">=40"] == {"objects": 1, "pixels": 2000, "pixel_recall": 100.0, "hit_rate": 100.0}
+    missed = low_contrast_misses(rgb, heat, label, 1.0)
+    assert missed[20:50, 20:50].all() and missed.sum() == 900  # the grey one, not the red one
+    heat[20:50, 20:50] = 2.0
+    assert not low_contrast_misses(rgb, heat, label, 1.0).any()  # found: no longer a miss
+
+
+def test_evaluation_reports_recall_by_contrast_and_the_montage_marks_low_contrast_misses(
+        trained, tmp_path):
+    """The evaluator's streaming core (what evaluate and replay feed) fed known heatmaps: recall
+    by contrast beside recall by size in the result, summary and metrics.json; the worst-frame
+    montage outlines the missed grey obstacle in magenta, and not once it is found."""
+    import cv2
+
+    from flowclas_ros.eval.evaluate import Evaluation
+    from flowclas_ros.eval.report import LOW_CONTRAST_MISS_COLOR, format_summary
+    from flowclas_ros.runtime.detector import Detector
+
+    rgb, heat, label = _two_obstacle_frame()
+    found = heat.copy()
+    found[20:50, 20:50] = 2.0
+    magenta = np.array(LOW_CONTRAST_MISS_COLOR)
+    counts = {}
+    for name, h in (("missed", heat), ("found", found)):
+        with Evaluation(Detector(trained["onnx"], threshold=1.0)) as ev:
+            for i in range(2):
+                ev.add(f"f{i}", h, label, 1.0, rgb)
+            r = ev.finish("synthetic", "generic")
+            ev.write_report(tmp_path / name, r, lambda i: rgb)
+        montage = cv2.imread(str(tmp_path / name / "montage_worst.png"))
+        counts[name] = int(np.count_nonzero(np.all(montage == magenta, axis=2)))
+        assert r["recall_by_contrast"]["<10"]["objects"] == 2 and "recall_by_size" in r
+        assert "by obstacle contrast" in format_summary(r)
+        saved = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert saved["recall_by_contrast"]["<10"]["pixel_recall"] == (0.0 if name == "missed" else 100.0)
+    assert counts["missed"] > 50 and counts["found"] < counts["missed"] / 10

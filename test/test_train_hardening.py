@@ -43,6 +43,16 @@ def test_infinite_learning_rate_is_a_config_error(toy_world, tmp_path, capsys):
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
+def test_a_huge_input_size_is_refused_in_one_line(toy_world, tmp_path, capsys):
+    """model.input_size [100000, 100000] used to end in an OpenCV out-of-memory traceback."""
+    cfg = write_config(tmp_path / "c.yaml", tiny_config(toy_world))
+    code, err = run_cli(capsys, ["train", "--config", str(cfg), "--out", str(tmp_path / "run"),
+                                 "--set", "model.input_size=[100000, 100000]", "--quiet"])
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "model.input_size: must be [height, width], each 32..4096" in err, err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
 def test_non_finite_calibration_writes_no_model(toy_world, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(calibration, "normalisation_from_inliers",
                         lambda scores, fpr: (float("nan"), float("nan")))

@@ -15,8 +15,8 @@ import sys
 from typing import Optional, Sequence
 
 # In `flowclas-ros --help` order: the robot engineer's workflow, then the tooling.
-VERBS: tuple[str, ...] = ("train", "calibrate", "export", "quantize", "detect", "evaluate", "replay",
-                          "bench", "card", "sim", "coco_bank", "toy", "demo")
+VERBS: tuple[str, ...] = ("train", "calibrate", "export", "quantize", "regions", "detect", "evaluate",
+                          "replay", "bench", "card", "sim", "coco_bank", "toy", "demo", "node_params")
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
-    from flowclas_ros.data.coco import coco_cutouts
+    from flowclas_ros.data.outliers.coco_cutouts import coco_cutouts
 
     paths = coco_cutouts(a.instances_json, a.images_dir, a.out_dir, a.min_side, a.limit)
     print(f"wrote {len(paths)} cut-outs to {a.out_dir}")

@@ -30,7 +30,7 @@ def run(a: argparse.Namespace) -> int:
     import cv2
 
     from flowclas_ros.data.files import DatasetError, read_image_rgb
-    from flowclas_ros.deploy.torch_backend import open_detector
+    from flowclas_ros.deploy.open_model import open_detector
     from flowclas_ros.runtime.images import ImageError
     from flowclas_ros.runtime.visualize import render_overlay
 

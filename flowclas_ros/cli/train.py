@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config key, e.g. --set loss.contrastive_weight=0")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    p.add_argument("--workers", type=int, default=0, help="processes extracting the frames of "
+                   "rosbag2 sources before training, one log each (default 0: one per log, at "
+                   "most one per core; 1: one after the other)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -70,6 +73,22 @@ def run(a: argparse.Namespace) -> int:
         for w in warnings:
             log.warning(w)
         out = Path(a.out or Path("runs") / Path(a.bag[0]).stem)
+    _extract_logs(cfg, a.workers)
     ckpt = train(cfg, out, resume=a.resume, progress=not a.quiet)
     print(f"checkpoint: {ckpt}")
     return 0
+
+
+def _extract_logs(cfg, workers: int) -> None:
+    """The frames of every rosbag2 source, extracted at once on the work pool (the trainer then
+    finds them in the cache). Under torchrun only the first local rank does it: the others read
+    the same cache (an extraction is renamed into place whole)."""
+    import os
+
+    from flowclas_ros.data.rosbag_layout import extract_bags
+
+    sources = [s for s in [*cfg.data.train, cfg.data.val] if s is not None and s.layout == "rosbag2"]
+    if len(sources) < 2 or os.environ.get("LOCAL_RANK", "0") != "0":
+        return
+    n = workers or min(len(sources), os.cpu_count() or 1)
+    extract_bags([(s.root, s.topic, s.stride) for s in sources], workers=n)

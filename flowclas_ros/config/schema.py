@@ -27,7 +27,7 @@ class BackboneConfig:
     # Train the flow on the features of the backbone quantised to int8 (ONNX Runtime, static QDQ,
     # ranges from `int8_calibration_frames` frames of the val source): the features an int8
     # deployment (`flowclas-ros quantize --backbone`) computes. A flow trained on fp32 features
-    # loses accuracy under an int8 backbone (README, speed section).
+    # loses accuracy under an int8 backbone (docs/speed.md).
     int8_features: bool = False
     int8_calibration_frames: int = 32
 
@@ -87,7 +87,7 @@ class OESourcesConfig:
     """Relative weights of the OE sources (0 = off): a frame that receives OE draws ONE source
     with these weights. cutouts / procedural / flow_patches paste into the image; flow_negatives
     append a flow-sampled negative copy of the frame's features (train.py; measured to hurt on
-    every variant tried, README: kept for ablations, never a default)."""
+    every variant tried, docs/results.md: kept for ablations, never a default)."""
 
     cutouts: float = 1.0
     procedural: float = 0.0
@@ -97,7 +97,7 @@ class OESourcesConfig:
 
 @dataclass
 class ProceduralFillsConfig:
-    """Relative weights of the procedural fill kinds (data/procedural.py)."""
+    """Relative weights of the procedural fill kinds (data/outliers/procedural_anomalies.py)."""
 
     texture: float = 1.0
     colour: float = 1.0
@@ -106,7 +106,7 @@ class ProceduralFillsConfig:
 
 @dataclass
 class ProceduralOEConfig:
-    """CL-flow-style procedural anomalies: noise-shaped blobs (data/procedural.py)."""
+    """CL-flow-style procedural anomalies: noise-shaped blobs (data/outliers/procedural_anomalies.py)."""
 
     count: list[int] = field(default_factory=lambda: [1, 2])
     scale: list[float] = field(default_factory=lambda: [0.1, 0.4])  # blob box side / shorter image side
@@ -121,7 +121,7 @@ class ProceduralOEConfig:
 @dataclass
 class FlowNegativesOEConfig:
     """NFlowJS-style latent negatives: shell samples of the flow's base Gaussian, inverted to
-    feature space (model/negatives.py)."""
+    feature space (model/outliers/flow_negative_sampler.py)."""
 
     cells: list[int] = field(default_factory=lambda: [4, 24])  # blob size in feature cells
     tau: list[float] = field(default_factory=lambda: [1.2, 1.6])  # shell radius / sqrt(C), > 1
@@ -138,7 +138,7 @@ class FlowNegativesOEConfig:
 
 @dataclass
 class FlowPatchShapesConfig:
-    """Relative weights of the mask shapes a flow patch is pasted with (data/flow_patches.py)."""
+    """Relative weights of the mask shapes a flow patch is pasted with (data/outliers/flow_patch_pasting.py)."""
 
     ellipse: float = 1.0
     polygon: float = 1.0
@@ -148,9 +148,9 @@ class FlowPatchShapesConfig:
 @dataclass
 class FlowPatchesOEConfig:
     """NFlowJS-style negatives drawn in IMAGE space: a multi-scale flow of the training frames' own
-    RGB patches (model/patch_flow.py) is trained once per data source, patches are sampled beyond
-    its inlier set into a cached bank (training/patch_negatives.py) and pasted like cut-outs with
-    random shape masks (data/flow_patches.py)."""
+    RGB patches (model/outliers/patch_generator_flow.py) is trained once per data source, patches are sampled beyond
+    its inlier set into a cached bank (training/outliers/flow_patch_bank.py) and pasted like cut-outs with
+    random shape masks (data/outliers/flow_patch_pasting.py)."""
 
     # Pasting: patches per pasted frame; longest side / shorter image side (the cut-outs' convention)
     count: list[int] = field(default_factory=lambda: [1, 2])
@@ -160,7 +160,7 @@ class FlowPatchesOEConfig:
     # Sampling the bank: latents drawn at T x their std, T uniform in `temperature` per patch, kept
     # when the patch's bits/dim under the patch flow lies in [q, q + border_width], q = the held-out
     # inlier patches' `border_quantile` bits/dim at the same size: just outside the inlier set, not
-    # noise (training/patch_negatives.py)
+    # noise (training/outliers/flow_patch_bank.py)
     temperature: list[float] = field(default_factory=lambda: [1.0, 1.2])
     border_quantile: float = 0.9
     border_width: float = 0.75  # bits per dimension
@@ -171,7 +171,7 @@ class FlowPatchesOEConfig:
     levels: int = 3
     steps: int = 4  # flow steps per level
     hidden_channels: int = 48
-    clamp: float = 1.0  # soft clamp of the couplings' log-scales: 1 keeps sampling stable (README)
+    clamp: float = 1.0  # soft clamp of the couplings' log-scales: 1 keeps sampling stable (docs/results.md)
     crop: int = 32  # training crop side (px)
     frame_scales: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     iterations: int = 3000
@@ -192,7 +192,7 @@ class OutlierExposureConfig:
     # uniform | log_uniform (as many small, far-looking outliers per octave as large ones)
     size_sampling: str = "uniform"
     # share of pasted cut-outs recoloured with a colour of the frame they go into, shading kept:
-    # obstacles that differ from the scene by shape alone (data.outliers.camouflage)
+    # obstacles that differ from the scene by shape alone (data.outliers.cutouts.camouflage)
     camouflage: float = 0.0
     sources: OESourcesConfig = field(default_factory=OESourcesConfig)
     procedural: ProceduralOEConfig = field(default_factory=ProceduralOEConfig)

@@ -5,6 +5,7 @@ import dataclasses
 
 from flowclas_ros.config.schema import Config, ConfigError
 from flowclas_ros.data.camera_model import CameraModel
+from flowclas_ros.runtime.model_info import MAX_INPUT_SIDE
 
 
 def _validate(cfg: Config) -> None:
@@ -15,8 +16,9 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{key}: {msg}")
 
     m = cfg.model
-    need(len(m.input_size) == 2 and all(v >= 32 for v in m.input_size), "model.input_size",
-         "must be [height, width], each >= 32")
+    need(len(m.input_size) == 2 and all(32 <= v <= MAX_INPUT_SIDE for v in m.input_size), "model.input_size",
+         f"must be [height, width], each 32..{MAX_INPUT_SIDE} (the runtime refuses larger models), "
+         f"got {m.input_size}")
     from flowclas_ros.model.registry import BACKBONES  # the registry knows which backbones and taps exist
 
     need(m.backbone.name in BACKBONES, "model.backbone.name",

@@ -42,6 +42,17 @@ def index_images(images_dir: Path) -> dict[str, Path]:
     return found
 
 
+def ignored_image_entries(images_dir: Path) -> list[str]:
+    """Names of the entries :func:`index_images` skips although they are not hidden: files
+    without an image extension and anything that is not a regular file (e.g. a directory named
+    ``x.png``), sorted; [] when the directory does not exist."""
+    if not images_dir.is_dir():
+        return []
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in images_dir.iterdir()
+                  if not p.name.startswith(".")
+                  and (p.suffix.lower() not in IMAGE_EXTENSIONS or not p.is_file()))
+
+
 def dataset_images(images_dir: Path, what: str) -> dict[str, Path]:
     """{id: path} of the images in a dataset's image directory; a missing or empty one is an error."""
     require_dir(images_dir, what)

@@ -7,7 +7,7 @@ label coding (add the coding to :data:`flowclas_ros.data.labels.LABEL_DECODERS`)
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
+from typing import Callable, Optional, Protocol, Sequence, TypeVar
 
 import numpy as np
 
@@ -17,8 +17,17 @@ from flowclas_ros.data.generic import generic_layout
 from flowclas_ros.data.labels import Sample
 from flowclas_ros.data.rosbag_layout import rosbag2_layout
 
-if TYPE_CHECKING:  # configs sit above the data readers; a source is read by attribute
-    from flowclas_ros.config import DataSource
+
+class LayoutSource(Protocol):
+    """What a data source needs to be read: the fields of a config's `data.train[i]` / `data.val`
+    (flowclas_ros.config.DataSource). Named here as a protocol, not imported, because configs sit
+    above the data readers: the readers take any object with these attributes."""
+
+    root: str
+    layout: str
+    topic: Optional[str]
+    stride: int
+
 
 LAYOUTS: dict[str, Callable[..., list[Sample]]] = {
     "generic": generic_layout,
@@ -48,13 +57,13 @@ def load_layout(name: str, root: PathLike, **kw: object) -> list[Sample]:
         raise DatasetError(f"layout {name!r}: bad layout option ({exc})") from exc
 
 
-def source_samples(src: DataSource) -> list[Sample]:
+def source_samples(src: LayoutSource) -> list[Sample]:
     """The samples of one configured data source; layout options (topic, stride) are passed only
     when set, so layouts without options keep working."""
     return load_layout(src.layout, src.root, **source_options(src))
 
 
-def source_options(src: DataSource) -> dict[str, str | int]:
+def source_options(src: LayoutSource) -> dict[str, str | int]:
     """The layout options a data source sets (its `topic`, a `stride` other than 1)."""
     opts: dict[str, str | int] = {}
     if src.topic is not None:

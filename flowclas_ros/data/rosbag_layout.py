@@ -21,7 +21,7 @@ import os
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from flowclas_ros.data.files import DatasetError, PathLike, write_png
 from flowclas_ros.data.generic import generic_layout
@@ -80,16 +80,9 @@ def extract_frames(bag: Bag, topic: str, stride: int, out: Path) -> dict:
     return manifest
 
 
-def rosbag2_layout(root: PathLike, topic: Optional[str] = None, stride: int = 1,
-                   require_labels: bool = False) -> list[Sample]:
-    """The frames of a rosbag2 log as unlabelled samples (inlier frames for training).
-
-    ``topic``: image topic (Image or CompressedImage; default the bag's only image topic);
-    ``stride``: keep every n-th message. Frames are extracted once to :func:`bag_cache_root`.
-    """
-    if require_labels:
-        raise DatasetError(f"the rosbag2 layout gives unlabelled frames ({root}); "
-                           "label a bag with flowclas-ros replay --gt-topic instead")
+def extracted_frames(root: PathLike, topic: Optional[str] = None, stride: int = 1) -> Path:
+    """The cache directory holding the selected frames of bag ``root``, extracted now if
+    needed (DatasetError when the topic has no readable frame)."""
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
         raise DatasetError(f"rosbag2 layout: stride must be an integer >= 1, got {stride!r}")
     bag = Bag(root)
@@ -118,5 +111,40 @@ def rosbag2_layout(root: PathLike, topic: Optional[str] = None, stride: int = 1,
             log.warning("%s: %d frames of %s skipped %s; %s", bag.path,
                         sum(manifest["skipped"].values()), topic, manifest["skipped"],
                         "; ".join(manifest["notes"]))
-    return generic_layout(cache)
+    return cache
 
+
+def _extract_task(source: tuple[str, Optional[str], int]) -> str:
+    return str(extracted_frames(*source))
+
+
+def extract_bags(sources: Sequence[tuple[PathLike, Optional[str], int]], workers: int = 1,
+                 cluster: Optional[str] = None) -> dict[str, str]:
+    """Extract many bags' frames at once on the work pool (:mod:`flowclas_ros.data.pool`), one
+    bag per worker process: (bag, topic, stride) -> its cache directory. A bag that fails is
+    logged and left out (the layout meets the same error again, with its own message, when
+    the bag is read). Bags already in the cache cost a directory listing."""
+    from flowclas_ros.data.pool import run_tasks
+
+    items = [(str(root), topic, int(stride)) for root, topic, stride in sources]
+    done: dict[str, str] = {}
+    for o in run_tasks(_extract_task, items, workers, cluster):
+        if o.ok:
+            done[items[o.index][0]] = o.value
+        else:
+            log.warning("extracting %s failed: %s", items[o.index][0], o.error)
+    return done
+
+
+def rosbag2_layout(root: PathLike, topic: Optional[str] = None, stride: int = 1,
+                   require_labels: bool = False) -> list[Sample]:
+    """The frames of a rosbag2 log as unlabelled samples (inlier frames for training).
+
+    ``topic``: image topic (Image or CompressedImage; default the bag's only image topic);
+    ``stride``: keep every n-th message. Frames are extracted once to :func:`bag_cache_root`
+    (many bags at once: :func:`extract_bags`).
+    """
+    if require_labels:
+        raise DatasetError(f"the rosbag2 layout gives unlabelled frames ({root}); "
+                           "label a bag with flowclas-ros replay --gt-topic instead")
+    return generic_layout(extracted_frames(root, topic, stride))

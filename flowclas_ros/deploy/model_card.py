@@ -115,18 +115,26 @@ def render_card(model: Path, checkpoint: Path, reports: dict[str, Path], command
 
 
 def size_table(metrics: dict[str, dict[str, Any]]) -> list[str]:
-    """Markdown lines of recall at the model threshold by obstacle size, per split (none when no
-    report has `recall_by_size`): small and far obstacles are where detectors fail first."""
-    sized = {split: r["recall_by_size"] for split, r in metrics.items() if r.get("recall_by_size")}
-    if not sized:
+    """Markdown lines of recall at the model threshold by obstacle size and by obstacle contrast,
+    per split (none when no report has them): small and far obstacles, and those that look like
+    their surroundings, are where detectors fail first."""
+    return (_bucket_table(metrics, "recall_by_size", " px", "Recall at the model threshold by "
+                          "obstacle size (pixels of a ground-truth component at the source resolution)")
+            + _bucket_table(metrics, "recall_by_contrast", "", "Recall at the model threshold by "
+                            "obstacle contrast (CIELAB Delta E between an obstacle and a ring of "
+                            "inlier pixels around it)"))
+
+
+def _bucket_table(metrics: dict[str, dict[str, Any]], key: str, unit: str, title: str) -> list[str]:
+    binned = {split: r[key] for split, r in metrics.items() if r.get(key)}
+    if not binned:
         return []
-    bins = list(next(iter(sized.values())))
-    lines = ["", "Recall at the model threshold by obstacle size (pixels of a ground-truth component at "
-             "the source resolution): pixel recall, in brackets the share of obstacles hit at all.", "",
-             "| split | " + " | ".join(f"{b} px" for b in bins) + " |", "|---|" + "---|" * len(bins)]
-    for split, by_size in sized.items():
-        cells = [f"{_fmt(by_size[b].get('pixel_recall'))} ({_fmt(by_size[b].get('hit_rate'))}; "
-                 f"{by_size[b].get('objects', 0)} obstacles)" if b in by_size else "" for b in bins]
+    bins = list(next(iter(binned.values())))
+    lines = ["", f"{title}: pixel recall, in brackets the share of obstacles hit at all.", "",
+             "| split | " + " | ".join(f"{b}{unit}" for b in bins) + " |", "|---|" + "---|" * len(bins)]
+    for split, by_bin in binned.items():
+        cells = [f"{_fmt(by_bin[b].get('pixel_recall'))} ({_fmt(by_bin[b].get('hit_rate'))}; "
+                 f"{by_bin[b].get('objects', 0)} obstacles)" if b in by_bin else "" for b in bins]
         lines.append(f"| {split} | " + " | ".join(cells) + " |")
     return lines
 

@@ -5,9 +5,13 @@ Export and quantisation both produce model files; the runtime reads them back wi
 """
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Optional
 
-from flowclas_ros.runtime.model_info import ModelInfo
+from flowclas_ros.runtime.model_info import ModelInfo, read_model_info
+from flowclas_ros.runtime.regions import REGION_KEY, RegionEvidence
 
 
 def set_metadata(proto: Any, info: ModelInfo) -> None:
@@ -16,3 +20,24 @@ def set_metadata(proto: Any, info: ModelInfo) -> None:
     for key, value in info.to_metadata().items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
+
+
+def set_region_evidence(model: str | os.PathLike, out: str | os.PathLike,
+                        regions: Optional[RegionEvidence]) -> ModelInfo:
+    """Copy an exported model to ``out`` with the region-evidence stage it carries set to
+    ``regions`` (None: removed). The graph and every other field are kept byte for byte; the
+    stage is post-processing after the graph (runtime/regions.py), so no retraining is needed.
+    Returns the new file's `ModelInfo`."""
+    import onnx
+
+    path = Path(model)
+    info = read_model_info(path)
+    extra = {k: v for k, v in info.extra.items() if k != REGION_KEY}
+    if regions is not None:
+        extra[REGION_KEY] = regions.to_json()
+    info = dataclasses.replace(info, extra=extra)
+    proto = onnx.load(str(path))
+    set_metadata(proto, info)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(out))
+    return read_model_info(out)

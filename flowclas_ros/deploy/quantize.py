@@ -7,7 +7,7 @@ their ReLU6 clips). The coupling arithmetic, the score and the guided upsampling
 
 Why the backbone only for models trained for it: the flow models the density of the features it
 was trained on. Under an int8 backbone the features of a flow trained on fp32 features move off
-that density (the README's speed section has the measured loss); a flow trained on the int8
+that density (docs/speed.md has the measured loss); a flow trained on the int8
 backbone's features (`model.backbone.int8_features: true`; `Int8Features` runs the
 same quantised backbone graph in the training loop) is scored on the features it learned. The
 backbone's activation ranges come from the same calibration frames in training and here (the
@@ -131,7 +131,7 @@ def quantize_flow(model_path: str | os.PathLike, data: Optional[str | os.PathLik
     learned = json.loads(info.extra[INT8_FEATURES_KEY]) if INT8_FEATURES_KEY in info.extra else None
     if backbone and learned is None and not force:
         raise QuantizeError(f"{model_path}: its flow was trained on fp32 backbone features; with "
-                            "an int8 backbone it loses accuracy (README, speed section). "
+                            "an int8 backbone it loses accuracy (docs/speed.md). "
                             "Train with model.backbone.int8_features: true, or pass --force")
     if data is None:
         if learned is None:

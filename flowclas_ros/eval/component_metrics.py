@@ -26,11 +26,13 @@ the benchmark's paper and reference text (``>``). The two only differ on exact t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Optional, Sequence
 
 import cv2
 import numpy as np
 
+from flowclas_ros.eval.component_filters import MIN_GT_AREA, MIN_PRED_AREA
 from flowclas_ros.eval.pixel_metrics import f1_from_counts
 from flowclas_ros.runtime.labels import ANOMALY, INLIER, VOID
 
@@ -65,8 +67,8 @@ def _components(mask: np.ndarray) -> tuple[int, np.ndarray]:
 
 
 def frame_components(scores: Optional[np.ndarray], labels: np.ndarray,
-                     threshold: Optional[float] = None, min_pred_area: int = 50,
-                     min_gt_area: int = 10, pred_mask: Optional[np.ndarray] = None) -> FrameComponents:
+                     threshold: Optional[float] = None, min_pred_area: int = MIN_PRED_AREA,
+                     min_gt_area: int = MIN_GT_AREA, pred_mask: Optional[np.ndarray] = None) -> FrameComponents:
     """sIoU per GT component and PPV per predicted component of one frame (module docstring).
 
     The prediction is ``scores >= threshold`` (float32), or ``pred_mask`` (bool) if given."""
@@ -127,9 +129,11 @@ class ComponentMetrics:
 
     ``update(scores, labels, threshold)`` per frame (or ``update_frame`` with a precomputed
     :class:`FrameComponents`); ``result()`` -> fractions, NaN where undefined. Memory: a few
-    counters, whatever the number of frames."""
+    counters, whatever the number of frames. The sIoU and PPV sums are exact (rational), so the
+    means do not depend on the order of the frames and shards pooled with :meth:`merge` give
+    the single pass's numbers to the last bit."""
 
-    def __init__(self, min_pred_area: int = 50, min_gt_area: int = 10,
+    def __init__(self, min_pred_area: int = MIN_PRED_AREA, min_gt_area: int = MIN_GT_AREA,
                  thresholds: Sequence[float] = SIOU_THRESHOLDS, tp_at_equal: bool = False) -> None:
         self.min_pred_area = int(min_pred_area)
         self.min_gt_area = int(min_gt_area)
@@ -139,8 +143,8 @@ class ComponentMetrics:
         self.tp = np.zeros(k, np.int64)
         self.fn = np.zeros(k, np.int64)
         self.fp = np.zeros(k, np.int64)
-        self.siou_sum = 0.0
-        self.ppv_sum = 0.0
+        self.siou_sum = Fraction(0)
+        self.ppv_sum = Fraction(0)
         self.gt_components = 0
         self.pred_components = 0
         self.gt_voided = 0
@@ -157,20 +161,61 @@ class ComponentMetrics:
         self.tp += tp
         self.fn += fn
         self.fp += fp
-        self.siou_sum += float(fc.siou.sum())
-        self.ppv_sum += float(fc.ppv.sum())
+        self.siou_sum += sum(map(Fraction, fc.siou.tolist()), Fraction(0))
+        self.ppv_sum += sum(map(Fraction, fc.ppv.tolist()), Fraction(0))
         self.gt_components += int(fc.siou.size)
         self.pred_components += int(fc.ppv.size)
         self.gt_voided += fc.gt_voided
         self.pred_dropped += fc.pred_dropped
         self.frames += 1
 
+    _COUNTERS = ("gt_components", "pred_components", "gt_voided", "pred_dropped", "frames")
+
+    def merge(self, other: "ComponentMetrics") -> None:
+        """Add another shard's counts and exact sums: the pooled result equals a single pass."""
+        if ((other.min_pred_area, other.min_gt_area, other.tp_at_equal)
+                != (self.min_pred_area, self.min_gt_area, self.tp_at_equal)
+                or not np.array_equal(other.thresholds, self.thresholds)):
+            raise ValueError("merge needs component metrics with the same settings")
+        self.tp += other.tp
+        self.fn += other.fn
+        self.fp += other.fp
+        self.siou_sum += other.siou_sum
+        self.ppv_sum += other.ppv_sum
+        for k in self._COUNTERS:
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+
+    def state(self) -> dict:
+        """JSON-able state (exact sums as integer numerator / denominator strings)."""
+        return {"min_pred_area": self.min_pred_area, "min_gt_area": self.min_gt_area,
+                "thresholds": self.thresholds.tolist(), "tp_at_equal": self.tp_at_equal,
+                "tp": self.tp.tolist(), "fn": self.fn.tolist(), "fp": self.fp.tolist(),
+                "siou_sum": [str(self.siou_sum.numerator), str(self.siou_sum.denominator)],
+                "ppv_sum": [str(self.ppv_sum.numerator), str(self.ppv_sum.denominator)],
+                **{k: getattr(self, k) for k in self._COUNTERS}}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "ComponentMetrics":
+        out = cls(int(state["min_pred_area"]), int(state["min_gt_area"]), state["thresholds"],
+                  bool(state["tp_at_equal"]))
+        k = out.thresholds.size
+        for name in ("tp", "fn", "fp"):
+            arr = np.asarray(state[name], np.int64)
+            if arr.shape != (k,):
+                raise ValueError(f"component state: {name} must hold {k} counts")
+            setattr(out, name, arr)
+        out.siou_sum = Fraction(int(state["siou_sum"][0]), int(state["siou_sum"][1]))
+        out.ppv_sum = Fraction(int(state["ppv_sum"][0]), int(state["ppv_sum"][1]))
+        for name in cls._COUNTERS:
+            setattr(out, name, int(state[name]))
+        return out
+
     def result(self) -> dict:
         nan = float("nan")
         f1 = f1_from_counts(self.tp, self.fp, self.fn)
         return {
-            "siou": self.siou_sum / self.gt_components if self.gt_components else nan,
-            "ppv": self.ppv_sum / self.pred_components if self.pred_components else nan,
+            "siou": float(self.siou_sum / self.gt_components) if self.gt_components else nan,
+            "ppv": float(self.ppv_sum / self.pred_components) if self.pred_components else nan,
             "mean_f1": float(np.mean(f1)) if f1.size and not np.isnan(f1).any() else nan,
             "f1": [float(v) for v in f1],
             "thresholds": [float(v) for v in self.thresholds],

@@ -96,6 +96,16 @@ class ImageMetrics:
         self.anomalous.append(anomalous)
         return {"anomalous": anomalous, "max": m, "topk": t}
 
+    def merge(self, other: "ImageMetrics") -> None:
+        """Append another shard's frames (after this one's: the order of a single pass over
+        the shards one after the other; the AUROC does not depend on it anyway)."""
+        if other.top_k != self.top_k:
+            raise ValueError(f"merge needs the same top_k, got {other.top_k} vs {self.top_k}")
+        self.max_scores += other.max_scores
+        self.topk_scores += other.topk_scores
+        self.anomalous += other.anomalous
+        self.skipped += other.skipped
+
     def result(self) -> dict:
         y = np.asarray(self.anomalous, dtype=bool)
         return {"auroc_max": rank_auroc(self.max_scores, y), "auroc_topk": rank_auroc(self.topk_scores, y),

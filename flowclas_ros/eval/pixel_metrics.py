@@ -129,11 +129,16 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     n_pos = int(np.count_nonzero(pos))
     if n_pos == 0:
         return float("nan")
-    order = np.argsort(-s, kind="stable")
-    s, pos = s[order], pos[order]
-    last = np.r_[np.flatnonzero(s[1:] != s[:-1]), s.size - 1]  # last index of each distinct score
-    tps = np.cumsum(pos, dtype=np.int64)[last]
-    fps = (last + 1) - tps
+    # one sort of (order-preserving key, class) pairs, as in PixelMetrics: faster than an
+    # argsort of the floats, and the same distinct scores in the same (descending) order
+    v = (float32_to_key(s).astype(np.uint64) << np.uint64(1)) | pos.astype(np.uint64)
+    v.sort()
+    k = v >> np.uint64(1)
+    last = np.r_[np.flatnonzero(k[1:] != k[:-1]), k.size - 1]  # last index of each distinct score
+    cum_pos = np.cumsum((v & np.uint64(1)).astype(np.int64))[last]
+    above = v.size - np.r_[0, last[:-1] + 1]  # pixels scoring >= each distinct score
+    tps = (n_pos - np.r_[0, cum_pos[:-1]])[::-1]  # descending score order
+    fps = above[::-1] - tps
     dtp = np.diff(np.r_[0, tps])
     return float(np.sum(dtp * (tps / (tps + fps))) / n_pos)
 
@@ -269,6 +274,61 @@ class PixelMetrics:
         self.frames += 1
         self.frames_with_positives += bool(pos.any())
         self.void += n_void
+
+    # -- pooling shards: the table depends only on the multiset of scores, not on their order
+    #    or on how they were split, so a merge reproduces the single-pass table exactly
+    def merge(self, other: "PixelMetrics") -> None:
+        """Add another accumulator's pixels (a shard of the same evaluation), exactly.
+
+        The single-pass table is the exact count of every ``key >> s*`` where ``s*`` is the
+        smallest shift at which all the scores fit in ``max_bins`` (coarsening only ever happens
+        when needed, and the number of distinct bins only grows with more frames). A shard's own
+        shift is never above ``s*`` (it holds a subset of the scores), so both tables are brought
+        to the larger shift and inserted, which coarsens further exactly as far as the single
+        pass would have: the merged table, hence every metric, equals the single pass's."""
+        if other.max_bins != self.max_bins or other._fixed != self._fixed:
+            raise ValueError("merge needs accumulators with the same max_bins and thresholds, got "
+                             f"{other.max_bins} / {other._fixed} vs {self.max_bins} / {self._fixed}")
+        shift = max(self.shift, other.shift)
+        if shift > self.shift:
+            k, p, q = _coarsened(self._keys[:self._n], self._pos[:self._n], self._neg[:self._n],
+                                 shift - self.shift)
+            self._n, self.shift = k.size, shift
+            self._keys[:k.size], self._pos[:k.size], self._neg[:k.size] = k, p, q
+        k, p, q = _coarsened(other._keys[:other._n], other._pos[:other._n],
+                             other._neg[:other._n], shift - other.shift)
+        if k.size:
+            self._insert(k.copy(), p.copy(), q.copy())
+        self._fixed_counts += other._fixed_counts
+        self.frames += other.frames
+        self.frames_with_positives += other.frames_with_positives
+        self.void += other.void
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The accumulator as plain arrays (the used part of the table only): what a worker
+        sends back and a resumable run stores (``np.savez``, read back without pickle)."""
+        return {"keys": self._keys[:self._n].copy(), "pos": self._pos[:self._n].copy(),
+                "neg": self._neg[:self._n].copy(), "fixed": np.asarray(self._fixed, np.float64),
+                "fixed_counts": self._fixed_counts.copy(),
+                "scalars": np.array([self.max_bins, self.shift, self.frames,
+                                     self.frames_with_positives, self.void], np.int64)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray]) -> "PixelMetrics":
+        """Inverse of :meth:`state`; checks the arrays hold a well-formed table."""
+        max_bins, shift, frames, with_pos, void = (int(v) for v in state["scalars"])
+        out = cls(max_bins=max_bins, thresholds=[float(t) for t in state["fixed"]])
+        keys = np.asarray(state["keys"], np.uint32)
+        n = keys.size
+        if (n > max_bins or not 0 <= shift <= 32 or state["pos"].shape != (n,)
+                or state["neg"].shape != (n,) or (n > 1 and not np.all(keys[1:] > keys[:-1]))
+                or state["fixed_counts"].shape != out._fixed_counts.shape):
+            raise ValueError("not a pixel-metrics table: shapes, order or shift out of range")
+        out._keys[:n], out._pos[:n], out._neg[:n] = keys, state["pos"], state["neg"]
+        out._n, out.shift = n, shift
+        out._fixed_counts[:] = state["fixed_counts"]
+        out.frames, out.frames_with_positives, out.void = frames, with_pos, void
+        return out
 
     @property
     def positives(self) -> int:

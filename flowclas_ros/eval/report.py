@@ -13,7 +13,9 @@ Files written by :func:`write_report`:
   counts, image score, inference ms);
 * ``montage_worst.png`` / ``montage_best.png``: up to ``MONTAGE_FRAMES`` frames ranked by
   :func:`worst_first` on their F1 at the model's own threshold, ground truth in green and in white
-  what the robot flags: the obstacle mask at the model threshold (not the best-F1 one);
+  what the robot flags: the obstacle mask at the model threshold (not the best-F1 one); obstacles
+  of low contrast to their surroundings that the mask missed (`size_recall.low_contrast_misses`)
+  are outlined in magenta and counted in the caption;
 * ``metrics.json``: the metrics dict plus ``report``, strict JSON (:func:`to_json`).
 """
 from __future__ import annotations
@@ -37,6 +39,7 @@ __all__ = ["fmt_number", "format_summary", "to_json", "worst_first", "write_repo
 MONTAGE_FRAMES = 8  # tiles in montage_worst.png / montage_best.png
 TILE_WIDTH = 320  # montage tiles are scaled to this width (toy frames are tiny)
 GT_COLOR = (0, 255, 0)  # bgr: ground-truth contour (prediction contours are white)
+LOW_CONTRAST_MISS_COLOR = (255, 0, 255)  # bgr: a low-contrast obstacle the mask missed
 
 
 def _clean(obj: Any) -> Any:
@@ -78,7 +81,7 @@ def write_report(out_dir: str | os.PathLike, result: dict, pixel: PixelMetrics,
     prediction (the model's threshold: what the robot flags)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _plot_curves(out, pixel.curves(), result)
+    plot_curves(out, pixel.curves(), result)
     with open(out / "per_frame.csv", "w", newline="") as f:
         cols = ["id", "f1", "f1_model", "ap", "anomaly_pixels", "valid_pixels", "max_score", "image_score",
                 "gt_components", "pred_components", "ms"]
@@ -95,7 +98,7 @@ def write_report(out_dir: str | os.PathLike, result: dict, pixel: PixelMetrics,
     (out / "metrics.json").write_text(to_json(result, indent=2) + "\n")
 
 
-def _plot_curves(out: Path, c: dict, result: dict) -> None:
+def plot_curves(out: Path, c: dict, result: dict) -> None:
     import numpy as np
     from matplotlib.figure import Figure  # lazy; Figure + savefig uses Agg, no global backend
 
@@ -134,6 +137,7 @@ def _tile(rgb: np.ndarray, heat: np.ndarray, label: np.ndarray, threshold: float
     import cv2
     import numpy as np
 
+    from flowclas_ros.eval.size_recall import low_contrast_misses
     from flowclas_ros.runtime.processing import threshold_components
     from flowclas_ros.runtime.visualize import render_overlay
 
@@ -150,6 +154,12 @@ def _tile(rgb: np.ndarray, heat: np.ndarray, label: np.ndarray, threshold: float
     gt = cv2.resize((label == 1).astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
     contours, _ = cv2.findContours(gt, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(img, contours, -1, GT_COLOR, 2)
+    missed = low_contrast_misses(rgb, heat, label, threshold)
+    if missed.any():
+        small = cv2.resize(missed, size, interpolation=cv2.INTER_NEAREST)
+        contours, _ = cv2.findContours(small, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(img, contours, -1, LOW_CONTRAST_MISS_COLOR, 2)
+        caption += f"  LC miss x{cv2.connectedComponents(missed, connectivity=8)[0] - 1}"
     bar = np.zeros((22, img.shape[1], 3), np.uint8)
     cv2.putText(bar, caption, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1,
                 cv2.LINE_AA)
@@ -175,7 +185,8 @@ def _montage(path: Path, rows: list[dict], read_rgb: Callable[[int], np.ndarray]
     grid = montage(tiles, columns=max(2, min(4, len(tiles))))  # >= 2: room for the legend
     legend = np.zeros((22, grid.shape[1], 3), np.uint8)
     cv2.putText(legend, f"green: ground truth   white: flagged at the model threshold "
-                f"(score >= {threshold:.4g}, area >= {min_pred_area})", (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                f"(score >= {threshold:.4g}, area >= {min_pred_area})   magenta: low-contrast (LC) miss",
+                (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
                 (200, 200, 200), 1, cv2.LINE_AA)
     cv2.imwrite(str(path), np.vstack([legend, grid]))
 
@@ -220,6 +231,10 @@ def format_summary(r: dict) -> str:
         lines.append("recall at the model threshold by obstacle size (px): " + "  ".join(
             f"{name} {fmt_number(b['pixel_recall'], '.1f')}% ({b['objects']})"
             for name, b in r["recall_by_size"].items()))
+    if "recall_by_contrast" in r:
+        lines.append("recall at the model threshold by obstacle contrast (Delta E to its ring): " + "  ".join(
+            f"{name} {fmt_number(b['pixel_recall'], '.1f')}% ({b['objects']})"
+            for name, b in r["recall_by_contrast"].items()))
     if scene_line(r):
         lines.append(scene_line(r))
     lines += [f"warning: {w}" for w in r["warnings"]]

@@ -17,14 +17,6 @@ BACKBONES: dict[str, type[Backbone]] = {
 }
 
 
-def register_backbone(name: str, cls: type[Backbone]) -> None:
-    """Make a Backbone subclass available to configs under `name` (for backbones that live
-    outside this package, e.g. in a robot team's own extension module)."""
-    if not (isinstance(cls, type) and issubclass(cls, Backbone)):
-        raise TypeError(f"backbone {name!r}: {cls!r} is not a Backbone subclass")
-    BACKBONES[name] = cls
-
-
 def build_backbone(name: str, input_size: tuple[int, int], taps: list[int], feature_stride: int,
                    weights: Optional[str] = None) -> Backbone:
     if name not in BACKBONES:

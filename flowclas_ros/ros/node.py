@@ -3,14 +3,18 @@
 The node is thin: parameters, QoS, conversion, publishing. The work is the runtime `Detector`, the
 same one the replay tool and the evaluator use, so a frame gives the same heatmap everywhere.
 
-Threading: the subscription callback only stores the newest message (a one-slot mailbox); a
-separate inference thread takes it, so when inference is slower than the camera the node works on
-the newest frame and counts the replaced ones as dropped, instead of queueing (bounded latency).
+Threading: the subscription callback only queues the message (at most `input_queue` frames; a
+full queue drops its oldest, counted as dropped); a separate inference thread takes them in
+order. A short queue answers every frame of a camera whose frames come in bursts (reliable DDS
+delivers a repaired frame and the ones held behind it at once) while keeping latency bounded
+when inference is slower than the camera; `input_queue: 1` always works on the newest frame.
 
-With `use_depth`, depth frames are kept in a small cache keyed by header stamp and the latest
-CameraInfo is kept; after inference the colour frame's depth is looked up by stamp, waiting at
-most `depth_wait` from the colour frame's receipt (depth usually arrives while the model runs).
-A frame without its depth gets no 3D outputs and is counted (`depth_unmatched`).
+With `use_depth`, a processed frame's mask and heatmap are handed to the 3D outputs
+(ros/depth_outputs.py), which pair them with their depth by stamp on a thread of their own:
+inference never waits for depth, and a depth frame that arrives late still gets its cloud.
+
+Nothing ends the node but a stop request: every callback, the timer and both worker threads run
+under an `EdgeGuard` (ros/edge_guard.py) that catches, counts and logs what escapes them.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import signal
 import sys
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any, Optional
 
 import rclpy
@@ -32,7 +36,9 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
-from flowclas_ros.ros.messages import array_to_image_msg, cloud_msg, marker_array_msg
+from flowclas_ros.ros.depth_outputs import DepthOutputs, ProcessedFrame
+from flowclas_ros.ros.edge_guard import EdgeGuard
+from flowclas_ros.ros.messages import array_to_image_msg
 from flowclas_ros.ros.qos import INPUT_RELIABILITY, input_subscriptions, output_qos, overridable
 from flowclas_ros.ros.stats import NodeStats, Throttle
 from flowclas_ros.runtime.detector import Detector
@@ -49,18 +55,14 @@ from flowclas_ros.runtime.node_interface import (
     OUTPUTS_3D,
     PARAMETERS,
 )
-from flowclas_ros.runtime.obstacles3d import (
-    CameraIntrinsics,
-    DepthError,
-    depth_from_fields,
-    frame_obstacles,
-)
 from flowclas_ros.runtime.pipeline import decode_compressed_frame, decode_image_fields, run_frame, stamp_ns
-from flowclas_ros.runtime.scene_alarm import ERROR, OK, alarm_level, describe, flagged_share
+from flowclas_ros.runtime.scene_alarm import ERROR, OK, WARN, alarm_level, describe, flagged_share
 
 STOP_POLL_S = 0.1  # longest wait between a stop request and the start of the shutdown
 DEPTH_CACHE = 30  # depth frames kept for matching: about 1 s of a 30 Hz camera
 DEPTH_QOS_DEPTH = 5
+SEEN_STAMPS = 64  # recent input stamps remembered to take each frame once (about 2 s at 30 Hz)
+RECENT_PROBLEM_S = 10.0  # an internal error (ERROR) or bad input (WARN) colours diagnostics this long
 _3D_TYPES = {"points": PointCloud2, "markers": MarkerArray}
 
 
@@ -111,15 +113,15 @@ class DetectorNode(Node):
                                  min_area=p["min_obstacle_area"], threads=p["intra_op_threads"],
                                  spinning=p["intra_op_spinning"])
         self.alpha = float(p["overlay_alpha"])
-        self.depth_scale = float(p["depth_scale"])
-        self.depth_tolerance = float(p["depth_sync_tolerance"])
-        self.depth_wait = float(p["depth_wait"])
-        self.max_points = int(p["max_obstacle_points"])
         self.scene_levels = (p["scene_warn_share"], p["scene_error_share"])
+        self._scene_level = OK  # the alarm's level as last logged: each change is logged once
         self.stats = NodeStats()
         self.throttle = Throttle(p["log_throttle_period"])
+        self.guard = EdgeGuard(self.get_logger(), self.stats, self.throttle)
         self._last_shape: Optional[tuple[int, ...]] = None
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_on_set_parameters_callback(self.guard.wrap(
+            "parameters", self._on_set_parameters,
+            fallback=SetParametersResult(successful=False, reason="internal error; see the node's log")))
 
         qos_out = output_qos()
         self.pub = {key: self.create_publisher(Image, f"~/{topic}", qos_out,
@@ -128,32 +130,44 @@ class DetectorNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         msg_type, topic = ((CompressedImage, COMPRESSED_INPUT_TOPIC) if p["input_transport"] == "compressed"
                            else (Image, INPUT_TOPIC))
-        self._last_in: Optional[tuple[tuple[int, int], int]] = None  # (stamp, subscription) of the last frame
-        self.subs = [self.create_subscription(msg_type, topic, lambda msg, k=k: self._on_image(msg, k), qos,
-                                              qos_overriding_options=options)
+        # stamp -> subscription of the last frames taken: with input_reliability auto a reliable
+        # camera's frame arrives on both subscriptions, not always back to back
+        self._seen: OrderedDict[tuple[int, int], int] = OrderedDict()
+        self.subs = [self.create_subscription(msg_type, topic, self.guard.wrap("image_callback",
+                                                                               lambda msg, k=k: self._on_image(msg, k)),
+                                              qos, qos_overriding_options=options)
                      for k, (qos, options) in enumerate(input_subscriptions(p["input_reliability"],
                                                                             p["qos_depth"]))]
         self.sub = self.subs[0]
         self.pub3d: dict[str, Any] = {}
-        self._depth: OrderedDict[int, Any] = OrderedDict()  # header stamp (ns) -> depth Image
-        self._depth_cv = threading.Condition()
-        self._camera_info: Optional[CameraInfo] = None
+        self.depth: Optional[DepthOutputs] = None
         if p["use_depth"]:
             self.pub3d = {key: self.create_publisher(_3D_TYPES[key], f"~/{topic}", qos_out,
                                                      qos_overriding_options=overridable())
                           for key, topic, _ in OUTPUTS_3D}
+            self.depth = DepthOutputs(
+                tolerance_s=p["depth_sync_tolerance"], wait_s=p["depth_wait"],
+                max_frames=p["depth_pending_frames"], max_depth=DEPTH_CACHE,
+                depth_scale=float(p["depth_scale"]), max_points=int(p["max_obstacle_points"]),
+                stats=self.stats, throttle=self.throttle, guard=self.guard, logger=self.get_logger(),
+                bad_input=self._bad_input, warn=self._warn,
+                now_ns=lambda: self.get_clock().now().nanoseconds)
             both = input_subscriptions(p["input_reliability"], DEPTH_QOS_DEPTH)
-            self.subs += [self.create_subscription(Image, DEPTH_TOPIC, self._on_depth, qos)
+            self.subs += [self.create_subscription(Image, DEPTH_TOPIC,
+                                                   self.guard.wrap("depth_callback", self.depth.add_depth), qos)
                           for qos, _ in both]
-            self.subs += [self.create_subscription(CameraInfo, CAMERA_INFO_TOPIC, self._on_camera_info,
-                                                   qos) for qos, _ in both]
+            self.subs += [self.create_subscription(CameraInfo, CAMERA_INFO_TOPIC,
+                                                   self.guard.wrap("camera_info_callback",
+                                                                   self.depth.add_camera_info), qos)
+                          for qos, _ in both]
 
-        self._slot: Optional[tuple[Any, float]] = None
+        # frames waiting for inference, oldest first; a full queue drops its oldest (counted)
+        self._queue: deque[tuple[Any, float]] = deque(maxlen=int(p["input_queue"]))
         self._cv = threading.Condition()
         self._stop = False
         self._worker = threading.Thread(target=self._run, name="flowclas-inference", daemon=True)
         self._worker.start()
-        self.create_timer(p["diagnostics_period"], self._publish_diagnostics)
+        self.create_timer(p["diagnostics_period"], self.guard.wrap("diagnostics_timer", self._publish_diagnostics))
         i = self.detector.info
         self.get_logger().info(
             f"model {self.detector.model_path} (version {i.model_version}, input {i.input_size[1]}x"
@@ -163,41 +177,33 @@ class DetectorNode(Node):
     # -- receive (executor thread): keep only the newest frame ------------------------------
     def _on_image(self, msg: Any, subscription: int = 0) -> None:
         stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
-        last, self._last_in = self._last_in, (stamp, subscription)
-        if last is not None and last[0] == stamp and last[1] != subscription:
+        first = self._seen.setdefault(stamp, subscription)
+        if first != subscription:
             return  # the same frame through the other subscription (input_reliability auto)
+        while len(self._seen) > SEEN_STAMPS:
+            self._seen.popitem(last=False)
         with self._cv:
-            replaced = self._slot is not None
-            self._slot = (msg, time.monotonic())
+            replaced = len(self._queue) == self._queue.maxlen
+            self._queue.append((msg, time.monotonic()))
             self._cv.notify()
         self.stats.on_received(replaced)
-
-    def _on_depth(self, msg: Image) -> None:
-        with self._depth_cv:
-            self._depth[stamp_ns(msg)] = msg  # the same frame via both subscriptions: kept once
-            while len(self._depth) > DEPTH_CACHE:
-                self._depth.popitem(last=False)
-            self._depth_cv.notify_all()
-
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._camera_info = msg  # intrinsics do not change per frame: the latest is used
 
     # -- inference thread ------------------------------------------------------------------
     def _run(self) -> None:
         while True:
             with self._cv:
-                while self._slot is None and not self._stop:
+                while not self._queue and not self._stop:
                     self._cv.wait()
                 if self._stop:
                     return
-                msg, received = self._slot
-                self._slot = None
-            try:
-                self._process(msg, received)
-            except ImageError as exc:
-                self._bad_input(exc.kind, str(exc))
-            except Exception as exc:  # noqa: BLE001 - never let one frame kill the node
-                self._bad_input("internal_error", f"{type(exc).__name__}: {exc}")
+                msg, received = self._queue.popleft()
+            self.guard.run("inference", self._process_or_refuse, msg, received)
+
+    def _process_or_refuse(self, msg: Any, received: float) -> None:
+        try:
+            self._process(msg, received)
+        except ImageError as exc:
+            self._bad_input(exc.kind, str(exc))
 
     def _wanted(self) -> dict[str, Any]:
         return {k: pub for k, pub in self.pub.items() if pub.get_subscription_count() > 0}
@@ -226,67 +232,12 @@ class DetectorNode(Node):
             wanted["mask"].publish(array_to_image_msg(det.mask, "mono8", header))
         if "overlay" in wanted:
             wanted["overlay"].publish(array_to_image_msg(out.overlay, "bgr8", header))
-        if wanted3d:
-            self._publish_3d(wanted3d, det, header, stamp_ns(msg), received)
+        if wanted3d and self.depth is not None:
+            self.depth.add_frame(ProcessedFrame(header, det.mask, det.heatmap, wanted3d))
         age_ms = (self.get_clock().now().nanoseconds - stamp_ns(msg)) / 1e6
         self.stats.on_processed((time.monotonic() - received) * 1e3, age_ms, flagged_share(det.heatmap, self.detector.threshold))
 
-    def _match_depth(self, stamp: int, received: float) -> Optional[Image]:
-        """The cached depth frame of `stamp` (nearest within the tolerance), waiting until
-        `depth_wait` after the colour frame's receipt; None when it does not come."""
-        deadline = received + self.depth_wait
-        tolerance = int(self.depth_tolerance * 1e9)
-        with self._depth_cv:
-            while True:
-                if stamp in self._depth:
-                    return self._depth[stamp]
-                if tolerance and self._depth:
-                    near = min(self._depth, key=lambda t: abs(t - stamp))
-                    if abs(near - stamp) <= tolerance:
-                        return self._depth[near]
-                left = deadline - time.monotonic()
-                if left <= 0 or self._stop:
-                    return None
-                self._depth_cv.wait(min(left, STOP_POLL_S))
-
-    def _publish_3d(self, wanted: dict[str, Any], det: Any, header: Any, stamp: int,
-                    received: float) -> None:
-        """Obstacle points and boxes of a processed frame, when its depth and a CameraInfo are
-        there; every reason for leaving them out is counted and logged (throttled)."""
-        t0 = time.monotonic()
-        depth = self._match_depth(stamp, received)
-        if depth is None:
-            self.stats.on_depth(False)
-            with self._depth_cv:
-                cached = len(self._depth)
-            if self.throttle.allow("depth_unmatched")[0]:
-                self.get_logger().warning(
-                    f"no depth frame with stamp {stamp / 1e9:.6f} within {self.depth_wait:g} s "
-                    f"(tolerance {self.depth_tolerance:g} s, {cached} cached): no 3D outputs for "
-                    "this frame; is the depth topic aligned to the colour camera and remapped?")
-            return
-        info = self._camera_info
-        if info is None:
-            self._warn("no_camera_info", f"no CameraInfo received on {CAMERA_INFO_TOPIC} yet: no 3D outputs")
-            return
-        try:
-            depth_m = depth_from_fields(depth.data, depth.height, depth.width, depth.encoding,
-                                        depth.step, bool(depth.is_bigendian), self.depth_scale)
-            intrinsics = CameraIntrinsics.from_k(info.k, info.width, info.height)
-            points, markers = frame_obstacles(det.mask, det.heatmap, depth_m, intrinsics, self.max_points,
-                                              points="points" in wanted, markers="markers" in wanted)
-            if points is not None:
-                wanted["points"].publish(cloud_msg(points, header))
-            if markers is not None:
-                wanted["markers"].publish(marker_array_msg(markers, header))
-        except DepthError as exc:
-            self._bad_input(exc.kind, str(exc))
-            return
-        except ImageError as exc:
-            self._bad_input(f"depth_{exc.kind}", f"depth image: {exc}")
-            return
-        self.stats.on_depth(True, (time.monotonic() - t0) * 1e3)
-
+    # -- problems: one fixed severity per call site (rclpy refuses a change) ------------------
     def _bad_input(self, kind: str, message: str) -> None:
         self.stats.on_bad_input(kind)
         allowed, suppressed = self.throttle.allow(kind)
@@ -298,6 +249,17 @@ class DetectorNode(Node):
         self.stats.on_bad_input(kind)
         if self.throttle.allow(kind)[0]:
             self.get_logger().warning(message)
+
+    def _log_scene_change(self, level: str, summary: str) -> None:
+        """The domain-shift alarm's level changed: logged once per change, at its own severity."""
+        previous, self._scene_level = self._scene_level, level
+        text = f"scene alarm {previous.upper()} -> {level.upper()}: {summary}"
+        if level == ERROR:
+            self.get_logger().error(text)
+        elif level == WARN:
+            self.get_logger().warning(text)
+        else:
+            self.get_logger().info(text)
 
     # -- parameters ------------------------------------------------------------------------
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
@@ -313,10 +275,8 @@ class DetectorNode(Node):
                     updates["min_area"] = int(prm.value)
                 elif prm.name == "overlay_alpha":
                     updates["alpha"] = _number("overlay_alpha", prm.value)
-                elif prm.name == "depth_sync_tolerance":
-                    updates["depth_tolerance"] = _number(prm.name, prm.value)
-                elif prm.name == "depth_wait":
-                    updates["depth_wait"] = _number(prm.name, prm.value)
+                elif prm.name in ("depth_sync_tolerance", "depth_wait"):
+                    updates[prm.name] = _number(prm.name, prm.value)
                 elif prm.name == "max_obstacle_points":
                     updates["max_points"] = int(prm.value)
                 elif isinstance(PARAMETERS.get(prm.name, (None,))[0], float):
@@ -324,29 +284,47 @@ class DetectorNode(Node):
             except ValueError as exc:
                 return SetParametersResult(successful=False, reason=str(exc))
         for key, value in updates.items():
-            target = self if key in ("alpha", "depth_tolerance", "depth_wait", "max_points") else self.detector
-            setattr(target, key, value)
+            if key == "alpha":
+                self.alpha = value
+            elif key in ("threshold", "min_area"):
+                setattr(self.detector, key, value)
+            elif self.depth is not None:  # the 3D outputs' settings (without use_depth: unused)
+                if key == "depth_sync_tolerance":
+                    self.depth.set_tolerance(value)
+                elif key == "depth_wait":
+                    self.depth.set_wait(value)
+                else:
+                    self.depth.max_points = int(value)
             self.get_logger().info(f"{key} set to {value:g}")
         return SetParametersResult(successful=True)
 
     # -- diagnostics -----------------------------------------------------------------------
-    def _publish_diagnostics(self) -> None:
-        s = self.stats.snapshot()
-        level, summary = DiagnosticStatus.OK, "ok"
-        if s["bad_input"]:
-            level, summary = DiagnosticStatus.WARN, "bad input frames seen"
-        if s["received"] and not s["processed"] and not s["skipped_no_subscribers"]:
-            level, summary = DiagnosticStatus.WARN, "receiving but no frame processed yet"
-        if s["depth_unmatched"] and not s["depth_matched"]:
-            level, summary = DiagnosticStatus.WARN, "no colour frame has matched a depth frame yet"
+    def _level(self, s: dict[str, Any]) -> tuple[int, str]:
+        """Diagnostics level and message, the most severe reason first."""
+        scene = OK
         if s["flagged_share_mean"] is not None:
             scene = alarm_level(s["flagged_share_mean"], self.scene_levels[0], self.scene_levels[1])
-            if scene != OK:
-                level = DiagnosticStatus.ERROR if scene == ERROR else DiagnosticStatus.WARN
-                summary = describe(s["flagged_share_mean"], s["flagged_share_frames"], scene)
-                if self.throttle.allow("scene")[0]:
-                    log = self.get_logger().error if scene == ERROR else self.get_logger().warning
-                    log(summary)
+            if scene != self._scene_level:
+                self._log_scene_change(scene, describe(s["flagged_share_mean"], s["flagged_share_frames"], scene))
+        since_error = self.stats.seconds_since("internal_error")
+        if since_error is not None and since_error < RECENT_PROBLEM_S:
+            return DiagnosticStatus.ERROR, (f"internal error {since_error:.0f} s ago "
+                                            f"({s['internal_error']} so far; see the node's log)")
+        if scene != OK:
+            return ((DiagnosticStatus.ERROR if scene == ERROR else DiagnosticStatus.WARN),
+                    describe(s["flagged_share_mean"], s["flagged_share_frames"], scene))
+        since_bad = self.stats.seconds_since("bad_input")
+        if since_bad is not None and since_bad < RECENT_PROBLEM_S:
+            return DiagnosticStatus.WARN, "bad input frames seen"
+        if s["received"] and not s["processed"] and not s["skipped_no_subscribers"]:
+            return DiagnosticStatus.WARN, "receiving but no frame processed yet"
+        if s.get("depth_unmatched") and not s.get("depth_matched"):
+            return DiagnosticStatus.WARN, "no colour frame has matched a depth frame yet"
+        return DiagnosticStatus.OK, "ok"
+
+    def _publish_diagnostics(self) -> None:
+        s = self.stats.snapshot()
+        level, summary = self._level(s)
         fmt = lambda v: "n/a" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))  # noqa: E731
         values = {
             "model": str(self.detector.model_path),
@@ -354,8 +332,10 @@ class DetectorNode(Node):
             "backend": f"{self.detector.backend.name} {','.join(self.detector.providers)}",
             "threshold": f"{self.detector.threshold:g}",
             "input_topic": self.sub.topic_name,
-            **{k: fmt(v) for k, v in s.items() if k != "bad_input"},
+            "scene_level": self._scene_level,
+            **{k: fmt(v) for k, v in s.items() if k not in ("bad_input", "internal_errors")},
             **{f"bad_input.{k}": str(v) for k, v in sorted(s["bad_input"].items())},
+            **{f"internal_error.{k}": str(v) for k, v in sorted(s["internal_errors"].items())},
         }
         status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: anomaly detection",
                                   message=summary, hardware_id=str(self.detector.model_path),
@@ -369,6 +349,8 @@ class DetectorNode(Node):
             self._stop = True
             self._cv.notify()
         self._worker.join(timeout=5.0)
+        if self.depth is not None:
+            self.depth.stop()
 
 
 def main(args: Optional[list[str]] = None) -> int:

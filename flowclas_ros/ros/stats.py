@@ -80,9 +80,11 @@ class NodeStats:
         self.flagged = FlaggedShareWindow()  # the domain-shift alarm's input (runtime/scene_alarm.py)
         self.processing_ms = LatencyWindow()  # receipt -> outputs published
         self.stamp_age_ms = LatencyWindow()  # header stamp -> outputs published
-        self.depth_matched = 0  # frames whose depth was found (3D outputs published)
-        self.depth_unmatched = 0  # frames whose depth did not come within depth_wait
-        self.obstacles3d_ms = LatencyWindow()  # depth match + 3D outputs, per frame
+        self.depth: dict[str, int] = {}  # the depth synchroniser's counts (runtime/stamp_sync.py)
+        self.obstacles3d_ms = LatencyWindow()  # 3D outputs' own work, per frame
+        self.obstacles3d_age_ms = LatencyWindow()  # header stamp -> 3D outputs published
+        self.internal_errors: Counter[str] = Counter()  # by the callback / thread that caught it
+        self.last_problem: dict[str, float] = {}  # "bad_input" / "internal_error" -> monotonic time
 
     def on_received(self, replaced_unprocessed: bool) -> None:
         with self.lock:
@@ -99,18 +101,30 @@ class NodeStats:
             self.processing_ms.add(processing_ms)
             self.stamp_age_ms.add(age_ms)
 
-    def on_depth(self, matched: bool, ms: Optional[float] = None) -> None:
+    def on_obstacles3d(self, work_ms: float, age_ms: float) -> None:
         with self.lock:
-            if matched:
-                self.depth_matched += 1
-                if ms is not None:
-                    self.obstacles3d_ms.add(ms)
-            else:
-                self.depth_unmatched += 1
+            self.obstacles3d_ms.add(work_ms)
+            self.obstacles3d_age_ms.add(age_ms)
+
+    def on_depth_counts(self, counts: dict[str, int]) -> None:
+        with self.lock:
+            self.depth = dict(counts)
 
     def on_bad_input(self, kind: str) -> None:
         with self.lock:
             self.bad_input[kind] += 1
+            self.last_problem["bad_input"] = time.monotonic()
+
+    def on_internal_error(self, site: str) -> None:
+        with self.lock:
+            self.internal_errors[site] += 1
+            self.last_problem["internal_error"] = time.monotonic()
+
+    def seconds_since(self, problem: str) -> Optional[float]:
+        """Seconds since the last problem of this kind (None: never)."""
+        with self.lock:
+            last = self.last_problem.get(problem)
+        return None if last is None else time.monotonic() - last
 
     def snapshot(self) -> dict[str, float | int | None | dict]:
         with self.lock:
@@ -122,9 +136,13 @@ class NodeStats:
                 "processing_ms_p95": self.processing_ms.percentile(95),
                 "latency_ms_p50": self.stamp_age_ms.percentile(50),
                 "latency_ms_p95": self.stamp_age_ms.percentile(95),
-                "depth_matched": self.depth_matched, "depth_unmatched": self.depth_unmatched,
+                **{f"depth_{k}": v for k, v in self.depth.items()},
                 "obstacles3d_ms_p50": self.obstacles3d_ms.percentile(50),
+                "obstacles3d_latency_ms_p50": self.obstacles3d_age_ms.percentile(50),
+                "obstacles3d_latency_ms_p95": self.obstacles3d_age_ms.percentile(95),
+                "internal_error": sum(self.internal_errors.values()),
                 "flagged_share_mean": self.flagged.mean if self.flagged.shares else None,
                 "flagged_share_frames": len(self.flagged.shares),
                 "bad_input": dict(self.bad_input),
+                "internal_errors": dict(self.internal_errors),
             }

@@ -75,7 +75,7 @@ class OnnxRuntimeBackend:
                  spinning: bool = True, batch: Optional[int] = 1) -> None:
         """`spinning`: ORT's worker threads busy-wait between operators and runs. On: lowest
         latency; off: far less CPU between camera frames, for a node that shares its cores
-        (measured in the README's speed section). `batch`: the batch size this session runs
+        (measured in docs/speed.md). `batch`: the batch size this session runs
         (the graph's batch is dynamic; fixing it lets ORT fold the shape arithmetic at load,
         a measurable share of a small model's frame time); None keeps it dynamic."""
         import onnxruntime as ort
@@ -138,7 +138,7 @@ def open_backend(model_path: str | os.PathLike, providers: Sequence[str] = ("cpu
                  **kwargs) -> OnnxRuntimeBackend:
     """An exported `.onnx` model on ONNX Runtime. A training checkpoint (`.pt`) needs torch, which
     the runtime never imports: it is refused with the command that exports it
-    (`flowclas_ros.deploy.torch_backend.open_detector` runs one as the torch reference)."""
+    (`flowclas_ros.deploy.open_model.open_detector` runs one as the torch reference)."""
     path = Path(model_path)
     if path.suffix == ".pt":
         raise ModelFileError(f"{path} is a training checkpoint; the runtime runs exported models: "

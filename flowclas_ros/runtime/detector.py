@@ -10,14 +10,24 @@ import numpy as np
 
 from flowclas_ros.runtime.backends import Backend, open_backend
 from flowclas_ros.runtime.images import to_rgb8
-from flowclas_ros.runtime.model_info import ModelInfo, resolve_model_path
+from flowclas_ros.runtime.model_info import ModelFileError, ModelInfo, resolve_model_path
 from flowclas_ros.runtime.processing import (
     Geometry,
     Obstacle,
+    content_box,
     heatmap_to_source,
-    preprocess,
+    preprocess_with_image,
     threshold_components,
 )
+from flowclas_ros.runtime.regions import (
+    RegionEvidence,
+    RegionEvidenceError,
+    lift_regions,
+    region_evidence_of,
+)
+
+# `regions=` of a Detector: the stage the model file carries, or none at all
+FROM_MODEL, NO_REGIONS = "model", "off"
 
 
 @dataclass
@@ -37,40 +47,74 @@ class Detector:
     `images.to_rgb8` for the conversion policy). `threshold=None` uses the model's calibrated
     threshold. `providers` is a preference list (tensorrt, cuda, cpu); unavailable ones are skipped
     with a logged warning and CPU is the fallback. `backend`: another backend than ONNX Runtime
-    on `model_path` (the torch reference of `flowclas_ros.deploy.torch_backend`).
+    on `model_path` (the torch reference of `flowclas_ros.deploy.torch_backend`). `regions`: the
+    region-evidence stage after the model (runtime/regions.py): "model" (default) runs the one
+    the model file carries, if any; "off" none; a `RegionEvidence` that one.
     """
 
     def __init__(self, model_path: Optional[str | os.PathLike] = None,
                  providers: Sequence[str] = ("cpu",), threshold: Optional[float] = None,
-                 min_area: int = 0, backend: Optional[Backend] = None, **backend_kwargs) -> None:
+                 min_area: int = 0, backend: Optional[Backend] = None,
+                 regions: str | RegionEvidence = FROM_MODEL, **backend_kwargs) -> None:
         self.model_path = resolve_model_path(model_path)
         self.backend = backend or open_backend(self.model_path, providers, **backend_kwargs)
         self.info: ModelInfo = self.backend.info
         self.threshold = float(self.info.threshold if threshold is None else threshold)
         self.min_area = int(min_area)
+        self.regions: Optional[RegionEvidence] = self._regions(regions)
+
+    def _regions(self, regions: str | RegionEvidence) -> Optional[RegionEvidence]:
+        if isinstance(regions, RegionEvidence):
+            return regions
+        if regions == FROM_MODEL:
+            try:
+                return region_evidence_of(self.info.extra, str(self.model_path))
+            except RegionEvidenceError as exc:  # a damaged model file, said as such
+                raise ModelFileError(str(exc)) from exc
+        if regions == NO_REGIONS:
+            return None
+        raise ValueError(f"regions must be '{FROM_MODEL}', '{NO_REGIONS}' or a RegionEvidence, got {regions!r}")
 
     @property
     def providers(self) -> list[str]:
         return list(self.backend.providers)
 
     def prepare(self, image: np.ndarray, encoding: str = "rgb8") -> tuple[np.ndarray, Geometry]:
+        x, geom, _ = self.prepare_with_image(image, encoding)
+        return x, geom
+
+    def prepare_with_image(self, image: np.ndarray, encoding: str = "rgb8"
+                           ) -> tuple[np.ndarray, Geometry, np.ndarray]:
+        """`prepare` plus the frame placed on the model input (uint8), which `refine` needs."""
         rgb = to_rgb8(image, encoding)
         i = self.info
-        return preprocess(rgb, i.input_size, i.mean, i.std, i.resize_policy)
+        return preprocess_with_image(rgb, i.input_size, i.mean, i.std, i.resize_policy)
+
+    def refine(self, score: np.ndarray, geom: Geometry, placed: np.ndarray) -> np.ndarray:
+        """The model's score map after the region stage (unchanged without one)."""
+        if self.regions is None:
+            return score
+        score = np.array(score, dtype=np.float32, copy=True)
+        box = content_box(score, geom)
+        box[...] = lift_regions(box, content_box(placed, geom), self.regions)
+        return score
 
     def heatmap(self, image: np.ndarray, encoding: str = "rgb8") -> np.ndarray:
-        x, geom = self.prepare(image, encoding)
-        return heatmap_to_source(self.backend(x[None])[0], geom)
+        x, geom, placed = self.prepare_with_image(image, encoding)
+        return heatmap_to_source(self.refine(self.backend(x[None])[0], geom, placed), geom)
 
     def detect(self, image: np.ndarray, encoding: str = "rgb8") -> Detection:
         t0 = time.perf_counter()
-        x, geom = self.prepare(image, encoding)
+        x, geom, placed = self.prepare_with_image(image, encoding)
         t1 = time.perf_counter()
         score = self.backend(x[None])[0]
         t2 = time.perf_counter()
+        score = self.refine(score, geom, placed)
+        t3 = time.perf_counter()
         heat = heatmap_to_source(score, geom)
         mask, obstacles = threshold_components(heat, self.threshold, self.min_area)
-        t3 = time.perf_counter()
+        t4 = time.perf_counter()
         timings = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3,
-                   "postprocess": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3}
+                   "regions": (t3 - t2) * 1e3, "postprocess": (t4 - t3) * 1e3,
+                   "total": (t4 - t0) * 1e3}
         return Detection(heat, mask, obstacles, timings)

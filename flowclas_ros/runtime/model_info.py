@@ -16,14 +16,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from flowclas_ros.runtime.node_interface import DEFAULT_ROLE, MODEL_ROLES
+
 FORMAT_VERSION = 1
-DEFAULT_MODEL_NAME = "flowclas_default.onnx"
-# Shipped models by role: `model_path` / `model:=` / `--model` take these names as well as file
-# names. `fast` is the default (real time at 30 Hz on a 2-core CPU); `accurate` scores a finer
-# feature grid for small and far obstacles at a lower frame rate (README, Speed and Results).
-MODEL_ALIASES = {"fast": DEFAULT_MODEL_NAME, "accurate": "flowclas_accurate.onnx",
-                 "planetary": "flowclas_planetary.onnx",
-                 "planetary_accurate": "flowclas_planetary_accurate.onnx"}
+DEFAULT_MODEL_NAME = MODEL_ROLES[DEFAULT_ROLE][0]
+# Role name -> shipped file (the table with what each role is for: node_interface.MODEL_ROLES).
+MODEL_ALIASES = {role: file for role, (file, _) in MODEL_ROLES.items()}
 # A graph input larger than this is refused at load, before ONNX Runtime allocates for it (the
 # shipped models run at 240x320; 4K frames are 2160x3840).
 MIN_INPUT_SIDE, MAX_INPUT_SIDE = 16, 4096

@@ -1,9 +1,11 @@
-"""The detector node's public interface: its name, topics, encodings and parameters with defaults.
+"""The detector node's public interface: its name, topics, encodings, the shipped models' role
+names, the domain-shift alarm's levels and the parameters with their defaults.
 
 Plain data with no ROS import, so the node (ros/), the replay tool (which writes the topics the node
-would have published, with the node's defaults), the launch file, the docs and the tests all read
-the one copy. Topic names are relative to the node: a namespace `ns` gives `/ns/flowclas_detector/...`
-for the private outputs and `/ns/image` for the input.
+would have published, with the node's defaults), the launch file, config/detector.yaml (generated
+from this file: `flowclas-ros node-params --out config/detector.yaml`), the docs and the tests all
+read the one copy. Topic names are relative to the node: a namespace `ns` gives
+`/ns/flowclas_detector/...` for the private outputs and `/ns/image` for the input.
 """
 from __future__ import annotations
 
@@ -26,11 +28,26 @@ OUTPUTS_3D: tuple[tuple[str, str, str], ...] = (
     ("markers", "obstacles", "visualization_msgs/msg/MarkerArray"),
 )
 
+# The shipped models by role: `model_path`, the launch argument `model:=` and every `--model` take
+# these names as well as file names. role: (shipped file, what it is for)
+MODEL_ROLES: dict[str, tuple[str, str]] = {
+    "fast": ("flowclas_default.onnx", "the default: courtyard world, stride-8 feature grid, real time"),
+    "accurate": ("flowclas_accurate.onnx", "courtyard world, stride-4 grid: small and far obstacles, "
+                 "at about half the frame rate"),
+    "planetary": ("flowclas_planetary.onnx", "planetary world (trained from its logs), stride 8"),
+    "planetary_accurate": ("flowclas_planetary_accurate.onnx", "planetary world, stride 4"),
+}
+DEFAULT_ROLE = "fast"
+
+# The domain-shift alarm (runtime/scene_alarm.py) averages the share of flagged pixels over this
+# many frames; its WARN and ERROR levels are the parameters scene_warn_share / scene_error_share.
+SCENE_WINDOW_FRAMES = 30
+
 # name: (default, description, read_only, range)  -- the single source of the node's parameters
 PARAMETERS: dict[str, tuple[Any, str, bool, Optional[tuple]]] = {
     "model_path": ("", "ONNX model file; empty = the shipped default model; a bare name "
-                   "(flowclas_default_int8.onnx) = that shipped model; fast, accurate, planetary, "
-                   "planetary_accurate = the shipped model of that role", True, None),
+                   "(flowclas_default_int8.onnx) = that shipped model; "
+                   f"{', '.join(MODEL_ROLES)} = the shipped model of that role", True, None),
     "providers": (["cpu"], "execution provider preference, e.g. [tensorrt, cuda, cpu]", True, None),
     "intra_op_threads": (0, "ONNX Runtime CPU threads; 0 = all cores", True, (0, 256)),
     "intra_op_spinning": (True, "ONNX Runtime threads busy-wait: lower latency, more CPU", True, None),
@@ -41,13 +58,18 @@ PARAMETERS: dict[str, tuple[Any, str, bool, Optional[tuple]]] = {
     "publish_mask": (True, "publish ~/obstacle_mask (mono8 0/255)", True, None),
     "publish_overlay": (True, "publish ~/overlay (bgr8)", True, None),
     "input_transport": ("raw", "raw: subscribe `image` (Image); compressed: `image/compressed`", True, None),
-    "qos_depth": (1, "subscription queue depth (keep last)", True, (1, 100)),
+    "qos_depth": (5, "subscription queue depth (keep last): a reliable camera's frames held back "
+                  "behind a repaired one arrive together, and a depth of 1 would keep only the last",
+                  True, (1, 100)),
+    "input_queue": (3, "frames waiting for inference, oldest first; when full the oldest is dropped "
+                    "(counted): 1 = always the newest frame, lowest latency", True, (1, 30)),
     "input_reliability": ("auto", "auto: a reliable AND a best-effort subscription, so reliable cameras "
                           "are received reliably and best-effort ones still match (frames seen twice "
                           "are taken once, by header stamp); reliable | best_effort: one subscription "
                           "of that kind, overridable with qos_overrides", True, None),
     "scene_warn_share": (0.05, "diagnostics WARN when the mean share of flagged pixels over the last "
-                         "frames exceeds this (the scene may be unlike the training data)", True, (0.0, 1.0)),
+                         f"{SCENE_WINDOW_FRAMES} frames exceeds this (the scene may be unlike the "
+                         "training data)", True, (0.0, 1.0)),
     "scene_error_share": (0.2, "diagnostics ERROR above this mean flagged share: the mask is mostly "
                           "noise, retrain on this robot's logs", True, (0.0, 1.0)),
     "use_depth": (False, "subscribe `depth/image` (aligned to the colour frame) and `camera_info` and "
@@ -56,8 +78,11 @@ PARAMETERS: dict[str, tuple[Any, str, bool, Optional[tuple]]] = {
                     (1e-6, 1.0)),
     "depth_sync_tolerance": (0.0, "seconds a depth stamp may differ from the colour stamp and "
                              "still match (0: the same stamp, as aligned depth has)", False, (0.0, 1.0)),
-    "depth_wait": (0.1, "seconds to wait for the matching depth frame after the colour frame "
-                   "arrived; a frame without one gets no 3D outputs and is counted", False, (0.0, 2.0)),
+    "depth_wait": (1.0, "seconds a processed frame waits for its depth frame and a CameraInfo "
+                   "(inference never waits: the 3D outputs are published when both are there); "
+                   "a frame without them by then gets no 3D outputs and is counted", False, (0.0, 10.0)),
+    "depth_pending_frames": (15, "processed frames (mask + heatmap) kept waiting for their depth; "
+                             "the oldest is given up (counted) when more wait", True, (1, 300)),
     "max_obstacle_points": (5000, "most points in one ~/obstacle_points cloud (evenly decimated)",
                             False, (1, 10_000_000)),
     "diagnostics_period": (1.0, "seconds between /diagnostics messages", True, (0.05, 60.0)),

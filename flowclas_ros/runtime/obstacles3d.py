@@ -33,6 +33,7 @@ __all__ = [
     "back_project",
     "camera_info_fields",
     "cloud_msg_fields",
+    "cloud_points",
     "depth_from_fields",
     "depth_to_metres",
     "frame_obstacles",
@@ -233,9 +234,10 @@ def cloud_msg_fields(points: np.ndarray) -> dict[str, Any]:
 
 
 def cloud_points(data: ImageBytes, width: int, height: int = 1) -> np.ndarray:
-    """PointCloud2 data in :data:`POINT_FIELDS` layout -> N x 4 float32 (for readers of the
-    node's and replay's clouds)."""
-    return np.frombuffer(bytes(data), dtype="<f4").reshape(width * height, 4)
+    """PointCloud2 data in :data:`POINT_FIELDS` layout -> N x 4 float32: the inverse of
+    :func:`cloud_msg_fields`, for tools that read the node's and replay's clouds back
+    (scripts/frame_delivery.py checks every point against the depth it published)."""
+    return np.frombuffer(bytes(data), dtype="<f4").reshape(width * height, len(POINT_FIELDS))
 
 
 def camera_info_fields(intrinsics: CameraIntrinsics) -> dict[str, Any]:

@@ -73,6 +73,14 @@ def place(img: np.ndarray, geom: Geometry, fill: float | Sequence[float],
 def preprocess(rgb: np.ndarray, input_hw: tuple[int, int], mean: Sequence[float],
                std: Sequence[float], policy: str) -> tuple[np.ndarray, Geometry]:
     """HxWx3 uint8 RGB -> ([3,H,W] float32 normalised, geometry)."""
+    x, geom, _ = preprocess_with_image(rgb, input_hw, mean, std, policy)
+    return x, geom
+
+
+def preprocess_with_image(rgb: np.ndarray, input_hw: tuple[int, int], mean: Sequence[float],
+                          std: Sequence[float], policy: str) -> tuple[np.ndarray, Geometry, np.ndarray]:
+    """`preprocess`, plus the frame as placed on the model input (HxWx3 uint8): what a stage
+    after the model that looks at the image (runtime/regions.py) sees, pixel for pixel."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"preprocess expects HxWx3 uint8 RGB, got {rgb.shape} {rgb.dtype}")
     geom = fit_geometry(rgb.shape[:2], tuple(input_hw), policy)
@@ -81,7 +89,14 @@ def preprocess(rgb: np.ndarray, input_hw: tuple[int, int], mean: Sequence[float]
     scale = np.asarray([1.0 / (255.0 * s) for s in std], np.float32)
     offset = np.asarray([m / s for m, s in zip(mean, std)], np.float32)
     x = placed.astype(np.float32) * scale - offset
-    return np.ascontiguousarray(x.transpose(2, 0, 1)), geom
+    return np.ascontiguousarray(x.transpose(2, 0, 1)), geom, placed
+
+
+def content_box(img: np.ndarray, geom: Geometry) -> np.ndarray:
+    """The part of a model-input-sized array that holds the frame (a view: letterbox padding cut)."""
+    t, l = geom.top, geom.left
+    ch, cw = geom.content_hw
+    return img[t:t + ch, l:l + cw]
 
 
 def label_to_input(label: np.ndarray, geom: Geometry) -> np.ndarray:
@@ -91,9 +106,7 @@ def label_to_input(label: np.ndarray, geom: Geometry) -> np.ndarray:
 
 def heatmap_to_source(score: np.ndarray, geom: Geometry) -> np.ndarray:
     """Model-resolution score map [H,W] -> float32 heatmap at the source frame's resolution."""
-    t, l = geom.top, geom.left
-    ch, cw = geom.content_hw
-    crop = np.ascontiguousarray(score[t:t + ch, l:l + cw], dtype=np.float32)
+    crop = np.ascontiguousarray(content_box(score, geom), dtype=np.float32)
     h, w = geom.src_hw
     if crop.shape == (h, w):
         return crop

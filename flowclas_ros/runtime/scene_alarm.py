@@ -13,10 +13,14 @@ from collections import deque
 
 import numpy as np
 
+from flowclas_ros.runtime.node_interface import SCENE_WINDOW_FRAMES, default
+
 OK, WARN, ERROR = "ok", "warn", "error"
-WARN_SHARE = 0.05  # mean flagged share above which the scene is suspect
-ERROR_SHARE = 0.20  # ... above which the mask is mostly noise
-WINDOW_FRAMES = 30  # about 1-3 s of camera frames
+# The levels and the window are the node's (runtime/node_interface.py), so evaluate and replay
+# report the level the node's alarm would reach with its default parameters.
+WARN_SHARE: float = default("scene_warn_share")  # mean flagged share above which the scene is suspect
+ERROR_SHARE: float = default("scene_error_share")  # ... above which the mask is mostly noise
+WINDOW_FRAMES = SCENE_WINDOW_FRAMES  # about 1-3 s of camera frames
 RETRAIN_ADVICE = "scene unlike the training data: retrain on this robot's logs (flowclas-ros train --bag)"
 
 

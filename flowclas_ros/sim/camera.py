@@ -91,18 +91,6 @@ class Camera:
         f = self.focal_px
         return CameraIntrinsics(f, f, (self.width - 1) / 2, (self.height - 1) / 2, self.width, self.height)
 
-    def world_to_optical(self, points: np.ndarray) -> np.ndarray:
-        """World points (N x 3) in the camera's ROS optical frame: x right, y down, z forward."""
-        forward, right, up = self._basis()
-        rel = np.atleast_2d(points) - np.asarray(self.eye)
-        return np.stack([rel @ right, -(rel @ up), rel @ forward], axis=1)
-
-    def optical_to_world(self, points: np.ndarray) -> np.ndarray:
-        """Optical-frame points (N x 3) back into the world."""
-        forward, right, up = self._basis()
-        p = np.atleast_2d(points)
-        return np.asarray(self.eye) + p[:, :1] * right - p[:, 1:2] * up + p[:, 2:3] * forward
-
     def metadata(self) -> dict[str, Any]:
         """Pose and intrinsics, so a frame can be re-rendered or its pixels back-projected."""
         return {

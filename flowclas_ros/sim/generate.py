@@ -25,7 +25,7 @@ import numpy as np
 from flowclas_ros.data.camera_model import CameraModel
 from flowclas_ros.data.files import DatasetError
 from flowclas_ros.data.generic import write_sample
-from flowclas_ros.data.outliers import save_cutout
+from flowclas_ros.data.outliers.cutouts import save_cutout
 from flowclas_ros.runtime.labels import VOID
 from flowclas_ros.sim.camera import Camera
 from flowclas_ros.sim.family import check_world, terrain

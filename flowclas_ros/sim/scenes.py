@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from flowclas_ros.data.outliers import Cutout, trim_cutout
+from flowclas_ros.data.outliers.cutouts import Cutout, trim_cutout
 from flowclas_ros.runtime.labels import ANOMALY, INLIER
 from flowclas_ros.sim import planetary
 from flowclas_ros.sim.camera import Camera, _sample_camera, _sample_light, _unit

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from flowclas_ros.data.generic import write_sample
-from flowclas_ros.data.outliers import Cutout, paste_cutout, resize_cutout, save_cutout, trim_cutout
+from flowclas_ros.data.outliers.cutouts import Cutout, paste_cutout, resize_cutout, save_cutout, trim_cutout
 
 __all__ = [
     "CUTOUT_FAMILIES",

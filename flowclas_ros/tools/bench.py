@@ -14,8 +14,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from flowclas_ros.deploy.open_model import open_detector
 from flowclas_ros.deploy.timing import interleaved_times, time_calls
-from flowclas_ros.deploy.torch_backend import open_detector
 from flowclas_ros.runtime.detector import Detector
 from flowclas_ros.runtime.images import image_from_fields, to_msg_fields, to_rgb8
 from flowclas_ros.runtime.model_info import resolve_model_path
@@ -67,11 +67,13 @@ def sample_frame(h: int, w: int, seed: int = 7) -> np.ndarray:
 def stage_timings(det: Detector, rgb: np.ndarray, frames: int) -> dict[str, list[float]]:
     """ms per stage of the node's per-frame path: decode/convert (rgb8 message bytes -> RGB
     array), preprocess, inference, postprocess (upsample + threshold + components), overlay, and
-    message packing of the three outputs."""
+    message packing of the three outputs; regions: the model's region-evidence stage
+    (runtime/regions.py; about nothing for a model without one)."""
     data, step = to_msg_fields(rgb, "rgb8")
     h, w = rgb.shape[:2]
-    x, geom = det.prepare(rgb, "rgb8")
-    score = det.backend(x[None])[0]
+    x, geom, placed = det.prepare_with_image(rgb, "rgb8")
+    raw = det.backend(x[None])[0]
+    score = det.refine(raw, geom, placed)
     heat = heatmap_to_source(score, geom)
     mask, _ = threshold_components(heat, det.threshold, det.min_area)
     overlay = render_overlay(rgb, heat, mask, det.threshold)
@@ -79,6 +81,7 @@ def stage_timings(det: Detector, rgb: np.ndarray, frames: int) -> dict[str, list
         "decode": lambda: to_rgb8(image_from_fields(data, h, w, "rgb8", step), "rgb8"),
         "preprocess": lambda: det.prepare(rgb, "rgb8"),
         "inference": lambda: det.backend(x[None]),
+        "regions": lambda: det.refine(raw, geom, placed),
         "postprocess": lambda: threshold_components(heatmap_to_source(score, geom), det.threshold,
                                                     det.min_area),
         "overlay": lambda: render_overlay(rgb, heat, mask, det.threshold),
@@ -311,7 +314,7 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     return out
 
 
-STAGES = ("decode", "preprocess", "inference", "postprocess", "overlay", "packing")
+STAGES = ("decode", "preprocess", "inference", "regions", "postprocess", "overlay", "packing")
 
 
 def format_table(result: dict, sizes: Sequence[tuple[int, int]]) -> str:

@@ -133,7 +133,7 @@ def run_demo(model: Optional[str], out: Path, frames: int = 12, rate_hz: float =
             print(run.node_log)
             return 1
     else:
-        from flowclas_ros.deploy.torch_backend import open_detector
+        from flowclas_ros.deploy.open_model import open_detector
         from flowclas_ros.runtime.visualize import render_overlay
 
         det = open_detector(model_path, providers=("cpu",), min_area=20)

@@ -6,7 +6,7 @@ different data without a sampler.
 
 Outlier exposure: a frame receives OE with `outlier_exposure.probability`, from ONE source drawn
 with the `outlier_exposure.sources` weights: `cutouts`, `procedural` and `flow_patches` (patches
-sampled by a flow of the frames' own pixels, training/patch_negatives.py; its bank is trained or
+sampled by a flow of the frames' own pixels, training/outliers/flow_patch_bank.py; its bank is trained or
 read from the cache when the frames are set up) paste into the image here (at source resolution,
 before the flip and the resize); `flow_negatives` leaves the image alone and
 only marks the frame (`TrainingFrame.source`), the training loop appends a flow-sampled negative copy of its
@@ -34,14 +34,14 @@ import numpy as np
 from flowclas_ros.config import Config
 from flowclas_ros.data.camera_model import CameraModel
 from flowclas_ros.data.files import read_image_rgb
-from flowclas_ros.data.flow_patches import FlowPatchConfig, PatchBank, paste_flow_patches
 from flowclas_ros.data.labels import read_label_or_inlier
 from flowclas_ros.data.layouts import source_samples
-from flowclas_ros.data.outliers import CutoutBank, PasteConfig, paste_outliers
-from flowclas_ros.data.procedural import ProceduralConfig, paste_procedural
+from flowclas_ros.data.outliers.cutouts import CutoutBank, PasteConfig, paste_outliers
+from flowclas_ros.data.outliers.flow_patch_pasting import FlowPatchConfig, PatchBank, paste_flow_patches
+from flowclas_ros.data.outliers.procedural_anomalies import ProceduralConfig, paste_procedural
 from flowclas_ros.model.registry import BACKBONES
 from flowclas_ros.runtime.processing import label_to_input, preprocess
-from flowclas_ros.training.patch_negatives import flow_patch_bank
+from flowclas_ros.training.outliers.flow_patch_bank import flow_patch_bank
 
 if TYPE_CHECKING:
     import torch

@@ -32,7 +32,7 @@ from flowclas_ros.training.checkpoint import (
     save_checkpoint,
 )
 from flowclas_ros.training.devices import distributed
-from flowclas_ros.training.flow_negatives import (
+from flowclas_ros.training.outliers.flow_negative_batches import (
     flow_negative_config,
     load_generator_head,
     with_flow_negatives,

@@ -9,7 +9,7 @@ a log changes:
 * outlier exposure needs no extra step: procedural anomalies made from the frames themselves, plus
   pasted cut-outs when a bank is given (`--bank`); `--oe` picks the sources (e.g.
   `--oe flow_patches,procedural`: patches drawn by a flow of the log's own frames, see
-  training/patch_negatives.py);
+  training/outliers/flow_patch_bank.py);
 * the calibration frames are `--val` (a labelled dataset directory, or another log), else the
   first training log; the warnings returned say what the threshold then means.
 """

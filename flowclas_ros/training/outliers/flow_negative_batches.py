@@ -1,6 +1,6 @@
 """Flow-sampled negatives in the training loop (the NFlowJS-style OE source `flow_negatives`).
 
-The sampler itself is `flowclas_ros.model.negatives`; this module turns the config into it, loads
+The sampler itself is `flowclas_ros.model.outliers.flow_negative_sampler`; this module turns the config into it, loads
 an optional frozen generator flow, and appends the negative copies to a batch.
 """
 from __future__ import annotations
@@ -12,7 +12,11 @@ import torch
 
 from flowclas_ros.config import Config, ConfigError
 from flowclas_ros.model.flowclas import FlowHead
-from flowclas_ros.model.negatives import FlowNegativeConfig, append_negatives, negative_feature_maps
+from flowclas_ros.model.outliers.flow_negative_sampler import (
+    FlowNegativeConfig,
+    append_negatives,
+    negative_feature_maps,
+)
 from flowclas_ros.training.checkpoint import CheckpointError, checkpoint_config, load_checkpoint
 
 log = logging.getLogger("flowclas_ros.train")
@@ -24,7 +28,7 @@ def flow_negative_config(cfg: Config) -> Optional[FlowNegativeConfig]:
     if "flow_negatives" not in oe.source_weights():
         return None
     log.warning("outlier_exposure.sources.flow_negatives: latent-space negatives lowered AUPRC in every "
-                "variant measured (README, outlier-source ablation); kept for ablations only. For "
+                "variant measured (docs/results.md, outlier-source ablation); kept for ablations only. For "
                 "negatives without an object set use flow_patches or procedural")
     fn = oe.flow_negatives
     return FlowNegativeConfig(probability=1.0, cells=tuple(fn.cells), tau=tuple(fn.tau),
@@ -58,7 +62,7 @@ def with_flow_negatives(head: FlowHead, feats: torch.Tensor, cells: torch.Tensor
                         neg_cfg: Optional[FlowNegativeConfig],
                         generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Append a flow-sampled negative copy of every frame whose OE source is flow_negatives
-    (model/negatives.py); returns (feats, cells, copies appended). The originals stay in the
+    (model/outliers/flow_negative_sampler.py); returns (feats, cells, copies appended). The originals stay in the
     batch, so the likelihood term keeps all their inlier cells."""
     idx = [i for i, f in enumerate(batch) if f.source == "flow_negatives"]
     if neg_cfg is None or not idx:

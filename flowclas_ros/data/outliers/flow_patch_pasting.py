@@ -1,7 +1,7 @@
 """The `flow_patches` OE source: pasting a bank of flow-generated image patches (NFlowJS style).
 
 The bank (square uint8 RGB patches at a few sides, e.g. 32 / 64 / 128 px) is sampled once per
-training source by a flow of the frames' own patches (training/patch_negatives.py); this module
+training source by a flow of the frames' own patches (training/outliers/flow_patch_bank.py); this module
 only reads and pastes it, with numpy + OpenCV, deterministically given an ``np.random.Generator``:
 
 - a target box is drawn as for procedural blobs: longest side ``scale`` x the shorter image side,
@@ -10,12 +10,12 @@ only reads and pastes it, with numpy + OpenCV, deterministically given an ``np.r
   one of the 8 orientations, resized to the box, so a patch is rarely magnified and its texture
   keeps the frames' pixel scale;
 - the mask is a random ``ellipse``, ``polygon`` (5-10 vertices around the centre) or noise-shaped
-  ``blob`` (data/procedural.py's :func:`blob_mask`), drawn with the ``shapes`` weights;
+  ``blob`` (data/outliers/procedural_anomalies.py's :func:`blob_mask`), drawn with the ``shapes`` weights;
 - a paste whose mean change over its mask is below ``min_change`` grey levels (a patch that
   happens to match the background under it) is moved, up to 4 tries, else dropped: pixels no one
   can see as anomalous must not be labelled anomaly.
 
-Label contract: the same as cut-outs (data/outliers.py): new arrays are returned, mask pixels are
+Label contract: the same as cut-outs (data/outliers/cutouts.py): new arrays are returned, mask pixels are
 pasted unblended and labelled 1 (anomaly), overriding inlier and void labels. The camera model of
 the training frames (``augmentation``) applies after the paste, to patches and frames alike.
 """
@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from flowclas_ros.data.files import DatasetError, PathLike
-from flowclas_ros.data.outliers import (
+from flowclas_ros.data.outliers.cutouts import (
     Cutout,
     as_pair,
     kind_weights,
@@ -37,7 +37,7 @@ from flowclas_ros.data.outliers import (
     random_orientation,
     start_paste,
 )
-from flowclas_ros.data.procedural import blob_mask
+from flowclas_ros.data.outliers.procedural_anomalies import blob_mask
 
 __all__ = ["SHAPE_KINDS", "FlowPatchConfig", "PatchBank", "paste_flow_patches", "shape_mask"]
 

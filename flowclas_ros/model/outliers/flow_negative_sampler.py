@@ -45,7 +45,7 @@ clearly higher NLL per dimension than the inlier cells they replace. What is NOT
 they resemble real anomalies. They are the model's own blind spots, pushed out so that the
 contrastive term separates "unlikely under the current flow" from the inlier mode (NFlowJS's bet).
 
-Measured limitation (README, outlier-source ablation): as the only OE source they did not beat
+Measured limitation (docs/results.md, outlier-source ablation): as the only OE source they did not beat
 NF-only, far behind pasted cut-outs. A likely reason: the contrastive
 embedding is an L2-normalised projection of z, blind to a latent's radius (only the projection
 bias sees it), while shell negatives differ from inliers mainly by radius; and since they are
@@ -67,7 +67,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from flowclas_ros.data.outliers import as_pair
+from flowclas_ros.data.outliers.cutouts import as_pair
 from flowclas_ros.runtime.labels import ANOMALY, INLIER, VOID
 
 __all__ = [
@@ -169,7 +169,7 @@ def blob_cells(allowed: torch.Tensor, k: int, generator: torch.Generator) -> tor
     """A compact, noise-shaped blob of exactly min(k, #allowed) cells of the bool map ``allowed``
     [h, w]: a random allowed centre, cells ranked by fractal noise minus the squared distance to
     it (in units of the blob's radius), the top k allowed cells kept."""
-    from flowclas_ros.data.procedural import fractal_noise
+    from flowclas_ros.data.outliers.procedural_anomalies import fractal_noise
 
     h, w = allowed.shape
     flat_allowed = allowed.reshape(-1).cpu()

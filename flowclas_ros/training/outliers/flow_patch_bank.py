@@ -3,7 +3,7 @@ sample patches just beyond its inlier set (NFlowJS's negatives, drawn in image s
 
 What is drawn, and why it lies off the inlier set:
 
-1. **Generator** (`model/patch_flow.py`): a multi-scale Glow-style flow trained by maximum
+1. **Generator** (`model/outliers/patch_generator_flow.py`): a multi-scale Glow-style flow trained by maximum
    likelihood (bits per dimension) on random ``crop`` x ``crop`` crops of the training frames,
    cut at every ``frame_scales`` downsampling of each frame (1 = source pixels; 8 = a crop spans an
    eighth of the frame), so it learns fine texture and coarse layout alike. One frame in ten
@@ -13,7 +13,7 @@ What is drawn, and why it lies off the inlier set:
    its typical set (what maximum likelihood fits; a briefly trained flow's T = 1 samples are
    already less likely than most real patches); T > 1 moves the latent radially outwards, so the
    decoded patches keep the frames' colours and structures but in combinations and contrasts the
-   frames do not show. Beyond T = 1.2 most draws blow up in the inverse flow (README), which the
+   frames do not show. Beyond T = 1.2 most draws blow up in the inverse flow (docs/results.md), which the
    band rejects anyway.
 3. **Border band (rejection)**: a sample is kept only if its own likelihood under the patch flow,
    in bits/dim, lies in ``[q, q + border_width]``, where ``q`` is the ``border_quantile``
@@ -29,7 +29,7 @@ once per generator and sampling settings, under ``$XDG_CACHE_HOME/flowclas_ros/p
 (``outlier_exposure.flow_patches.cache_dir``). Keys: the frames' paths, sizes and mtimes (a bag's
 frames are its extraction cache, keyed on the bag's files), the settings and the seed; a changed
 source trains a new generator. Entries are written to a temporary name and renamed into place.
-The measured cost is in the README (outlier-source section).
+The measured cost is in docs/results.md (flow-generated patches).
 """
 from __future__ import annotations
 
@@ -50,10 +50,10 @@ import torch
 
 from flowclas_ros.config import Config
 from flowclas_ros.data.files import DatasetError, read_image_rgb
-from flowclas_ros.data.flow_patches import PatchBank
 from flowclas_ros.data.labels import Sample, read_label_or_inlier
 from flowclas_ros.data.layouts import evenly_spaced, source_samples
-from flowclas_ros.model.patch_flow import PatchFlow
+from flowclas_ros.data.outliers.flow_patch_pasting import PatchBank
+from flowclas_ros.model.outliers.patch_generator_flow import PatchFlow
 from flowclas_ros.runtime.labels import ANOMALY
 
 log = logging.getLogger("flowclas_ros.patch_negatives")

@@ -19,13 +19,12 @@ import cv2
 import numpy as np
 
 from flowclas_ros.data.files import DatasetError, decode_file, write_png
-from flowclas_ros.runtime.labels import ANOMALY, VOID
+from flowclas_ros.runtime.labels import ANOMALY
 
 __all__ = [
     "Cutout",
     "CutoutBank",
     "PasteConfig",
-    "anomaly_fraction",
     "camouflage",
     "load_cutout",
     "paste_cutout",
@@ -294,10 +293,3 @@ def paste_outliers(
         top_left = (int(rng.integers(height - h + 1)), int(rng.integers(width - w + 1)))
         paste_cutout(out_image, out_label, cutout, top_left)
     return out_image, out_label, True
-
-
-def anomaly_fraction(label: np.ndarray) -> float:
-    """Fraction of non-void pixels labelled anomalous (0.0 when everything is void)."""
-    valid = label != VOID
-    n_valid = int(np.count_nonzero(valid))
-    return float(np.count_nonzero(label[valid] == ANOMALY)) / n_valid if n_valid else 0.0

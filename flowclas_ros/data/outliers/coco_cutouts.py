@@ -11,7 +11,7 @@ Segmentations are rasterised without pycocotools: polygons with ``cv2.fillPoly``
 follow COCO's pixel-centre convention, see :func:`polygons_to_mask`), RLE (uncompressed ``counts`` lists and COCO's compressed ``counts`` strings)
 with the pure-numpy decoder below.
 
-Command line: ``python -m flowclas_ros.data.coco INSTANCES_JSON IMAGES_DIR OUT_DIR [--min-side 480] [--limit N]``.
+Command line: ``python -m flowclas_ros.data.outliers.coco_cutouts INSTANCES_JSON IMAGES_DIR OUT_DIR [--min-side 480] [--limit N]``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from flowclas_ros.data.files import DatasetError, PathLike, read_image_rgb
-from flowclas_ros.data.outliers import Cutout, save_cutout, trim_cutout
+from flowclas_ros.data.outliers.cutouts import Cutout, save_cutout, trim_cutout
 
 __all__ = [
     "EXCLUDED_CLASSES",

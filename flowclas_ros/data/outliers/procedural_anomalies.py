@@ -45,7 +45,7 @@ from typing import Mapping, Optional
 import cv2
 import numpy as np
 
-from flowclas_ros.data.outliers import SIZE_SAMPLINGS, as_pair, draw_scale, kind_weights, start_paste
+from flowclas_ros.data.outliers.cutouts import SIZE_SAMPLINGS, as_pair, draw_scale, kind_weights, start_paste
 from flowclas_ros.runtime.labels import ANOMALY
 
 __all__ = [
@@ -299,7 +299,7 @@ class ProceduralConfig:
     octaves: int = 4
     frequency: tuple[int, int] = (2, 5)
     fills: Mapping[str, float] | tuple = (("texture", 1.0), ("colour", 1.0), ("geometry", 1.0))
-    size_sampling: str = "uniform"  # or log_uniform (data.outliers.draw_scale)
+    size_sampling: str = "uniform"  # or log_uniform (data.outliers.cutouts.draw_scale)
 
     def __post_init__(self) -> None:
         if isinstance(self.probability, bool) or not 0.0 <= self.probability <= 1.0:

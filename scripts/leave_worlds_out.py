@@ -119,7 +119,7 @@ def table(worlds: list[str], recipes: list[str], steps: list[int], split: str) -
             "1000-5000 / >=5000 px |\n|---|---|---|---|---|---|---|---|")
     lines = [head]
     for recipe in recipes:
-        for n in steps:
+        for n in dict.fromkeys(steps):  # a step count given twice is one block
             rows = {w: row(m) for w in worlds if (m := metrics(w, recipe, n, split)) is not None}
             if not rows:
                 continue

@@ -9,8 +9,9 @@ import pytest
 pytest.importorskip("pybullet")
 
 from flowclas_ros.runtime.labels import ANOMALY  # noqa: E402
-from flowclas_ros.sim.planetary import paint_sky, regolith_texture, rock_mesh  # noqa: E402
+from flowclas_ros.sim.planetary import paint_sky, rock_mesh  # noqa: E402
 from flowclas_ros.sim.scenes import WORLDS, render_frame  # noqa: E402
+from flowclas_ros.sim.textures import regolith_texture  # noqa: E402
 from flowclas_ros.sim.world import RESERVED_OBJECTS  # noqa: E402
 
 RESERVED_NAMES = {a.name for a in RESERVED_OBJECTS}

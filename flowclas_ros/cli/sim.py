@@ -15,9 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train: inlier frames; val/test: frames with obstacles; reserved: the "
                    "generalisation split (obstacles are the reserved named objects: ducks, teddies, "
                    "balls, mugs, lego, jenga, cubes, spheres); oe: cut-out bank")
-    s.add_argument("--world", choices=WORLDS, default="courtyard",
-                   help="courtyard (the fixed benchmark) or planetary (regolith, rocks, low sun, "
-                   "obstacles down to a few pixels at 20 m); rules: docs/sim-worlds.md")
+    s.add_argument("--world", type=_world_name, default="courtyard", metavar="WORLD",
+                   help=f"{' or '.join(WORLDS)} (regolith, rocks, low sun, obstacles down to a few "
+                   "pixels at 20 m), or gen-N: a new terrain world drawn from seed N (ground, sky, "
+                   "sun, camera, clutter and obstacles all drawn); rules: docs/sim-worlds.md")
     s.add_argument("-n", type=int_at_least(1), required=True, help="number of frames (or cut-outs)")
     s.add_argument("--out", required=True, help="output directory")
     s.add_argument("--seed", type=int, default=0)
@@ -28,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--camera", choices=("clean", "robot"), default="clean",
                    help="camera model applied to every frame: clean (the fixed benchmark renders) or "
                    "robot (exposure, vignetting, motion blur, shot + read noise, JPEG; "
-                   "data/camera_model.py ROBOT_CAMERA)")
+                   "data/camera_model.py ROBOT_CAMERA; a gen-N world's own drawn camera)")
     s.add_argument("--noise", type=float, default=0.0, metavar="STD",
                    help="Gaussian read noise std in grey levels, replacing the camera model's (e.g. 6)")
     s.add_argument("--bag-jpeg", type=int, metavar="QUALITY",
@@ -37,14 +38,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=run)
 
 
+def _world_name(value: str) -> str:
+    from flowclas_ros.sim.family import check_world
+
+    try:
+        check_world(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
 def run(a: argparse.Namespace) -> int:
     import dataclasses
 
-    from flowclas_ros.data.camera_model import ROBOT_CAMERA, CameraModel
+    from flowclas_ros.data.camera_model import CameraModel
     from flowclas_ros.data.files import DatasetError
+    from flowclas_ros.sim.family import robot_camera
     from flowclas_ros.sim.generate import build_oe_bank, generate_split
 
-    camera = ROBOT_CAMERA if a.camera == "robot" else CameraModel()
+    camera = robot_camera(a.world) if a.camera == "robot" else CameraModel()
     if a.noise:
         try:
             camera = dataclasses.replace(camera, read_noise=(a.noise, a.noise))

@@ -24,6 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "log, else generic)")
     p.add_argument("--bank", help="with --bag: an OE cut-out bank to paste besides the procedural "
                    "anomalies (default: procedural only)")
+    p.add_argument("--recipe", default="default", metavar="NAME",
+                   help="with --bag: default (the shipped model's recipe), new-world (cut-outs "
+                   "with --bank and procedural blobs, paste sizes and contrast derived from the log "
+                   "and printed) or "
+                   "new-world-accurate (the same at the camera's full resolution, trained on crops)")
     p.add_argument("--oe", metavar="SOURCES", help="outlier-exposure sources, comma-separated, each "
                    "with an optional weight (default 1); the others are switched off: e.g. "
                    "'flow_patches,procedural' or 'cutouts=1,procedural=1,flow_patches=1' (sources: "
@@ -44,14 +49,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(a: argparse.Namespace) -> int:
     from flowclas_ros.config import ConfigError, load_config
     from flowclas_ros.training.loop import train
-    from flowclas_ros.training.recipes import logs_config, oe_overrides
+    from flowclas_ros.training.recipes import logs_config, oe_overrides, recipe_overrides
 
     overrides = (oe_overrides(a.oe) if a.oe is not None else []) + list(a.set or [])
     if a.max_steps is not None:
         overrides.append(f"train.max_steps={a.max_steps}")
     if a.config:
         used = [f"--{k.replace('_', '-')}" for k in ("topic", "val", "val_layout", "bank")
-                if getattr(a, k) is not None] + (["--stride"] if a.stride != 1 else [])
+                if getattr(a, k) is not None] + (["--stride"] if a.stride != 1 else []) + (
+                    ["--recipe"] if a.recipe != "default" else [])
         if used:
             raise ConfigError(f"{', '.join(used)} only apply with --bag (a config names its own data)")
         cfg = load_config(a.config, overrides)
@@ -59,6 +65,10 @@ def run(a: argparse.Namespace) -> int:
     else:
         if a.stride < 1:
             raise ConfigError(f"--stride must be >= 1, got {a.stride}")
+        derived, notes = recipe_overrides(a.recipe, a.bag, a.topic, a.stride, a.bank)
+        for note in notes:
+            print(note, flush=True)
+        overrides = derived + overrides  # the user's --oe / --set win
         cfg, warnings = logs_config(a.bag, a.topic, a.stride, a.val, a.val_layout, a.bank, overrides)
         for w in warnings:
             log.warning(w)

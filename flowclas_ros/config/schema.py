@@ -225,6 +225,10 @@ class TrainConfig:
     log_every: int = 10
     cache_features: bool = True
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # [height, width]: train on random crops of the model's input (model.input_size) instead of the
+    # whole frame, so a model that infers at full camera resolution (small, far obstacles stay
+    # several cells wide) trains at the cost of a smaller input; null: whole frames
+    crop_size: Optional[list[int]] = None
 
 
 @dataclass
@@ -303,4 +307,5 @@ _ADDED_LATER: dict[str, tuple[type, tuple[str, ...]]] = {
                                                  "camouflage", "flow_patches")),
     "model": (ModelConfig, ("score_guided_radius", "score_guided_eps")),
     "model.backbone": (BackboneConfig, ("int8_features", "int8_calibration_frames")),
+    "train": (TrainConfig, ("crop_size",)),
 }

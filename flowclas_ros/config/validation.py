@@ -31,6 +31,10 @@ def _validate(cfg: Config) -> None:
     coarsest = max(m.backbone.taps)
     need(all(v % coarsest == 0 for v in m.input_size), "model.input_size",
          f"each side must be a multiple of the coarsest backbone tap stride ({coarsest})")
+    crop = cfg.train.crop_size
+    need(crop is None or (len(crop) == 2 and all(c % coarsest == 0 and 0 < c <= v for c, v in
+                                                  zip(crop, m.input_size))), "train.crop_size",
+         f"must be null or [height, width], each a multiple of {coarsest} and at most model.input_size")
     need(m.backbone.int8_calibration_frames >= 1, "model.backbone.int8_calibration_frames",
          "must be >= 1")
     need(m.flow.steps >= 1, "model.flow.steps", "must be >= 1")

@@ -41,10 +41,11 @@ class Camera:
     far: float = FAR
 
     @classmethod
-    def from_yaw_pitch(cls, eye: tuple[float, float, float], yaw_deg: float, pitch_deg: float) -> Camera:
+    def from_yaw_pitch(cls, eye: tuple[float, float, float], yaw_deg: float, pitch_deg: float,
+                       vfov_deg: float = VFOV_DEG) -> Camera:
         yaw, pitch = math.radians(yaw_deg), math.radians(pitch_deg)
         forward = (math.cos(pitch) * math.cos(yaw), math.cos(pitch) * math.sin(yaw), math.sin(pitch))
-        return cls(eye, forward)
+        return cls(eye, forward, vfov_deg)
 
     @property
     def focal_px(self) -> float:
@@ -110,10 +111,11 @@ class Camera:
 
 def _sample_camera(rng: np.random.Generator, xy: tuple[float, float] = _CAMERA_XY,
                    height: tuple[float, float] = _CAMERA_HEIGHT,
-                   pitch_deg: tuple[float, float] = _CAMERA_PITCH_DEG) -> Camera:
-    """A camera at x, y in ``xy``, ``height`` m up, any yaw, pitched within ``pitch_deg`` (a world's ranges)."""
+                   pitch_deg: tuple[float, float] = _CAMERA_PITCH_DEG, vfov_deg: float = VFOV_DEG) -> Camera:
+    """A camera at x, y in ``xy``, ``height`` m up, any yaw, pitched within ``pitch_deg``, with a
+    ``vfov_deg`` lens (a world's ranges)."""
     eye = (float(rng.uniform(*xy)), float(rng.uniform(*xy)), float(rng.uniform(*height)))
-    return Camera.from_yaw_pitch(eye, float(rng.uniform(0.0, 360.0)), float(rng.uniform(*pitch_deg)))
+    return Camera.from_yaw_pitch(eye, float(rng.uniform(0.0, 360.0)), float(rng.uniform(*pitch_deg)), vfov_deg)
 
 
 def _unit(azimuth: float, elevation: float) -> np.ndarray:

@@ -28,7 +28,8 @@ from flowclas_ros.data.generic import write_sample
 from flowclas_ros.data.outliers.cutouts import save_cutout
 from flowclas_ros.runtime.labels import VOID
 from flowclas_ros.sim.camera import Camera
-from flowclas_ros.sim.scenes import SPLITS, WORLDS, _check_split, render_cutout, render_frame
+from flowclas_ros.sim.family import check_world, terrain
+from flowclas_ros.sim.scenes import SPLITS, _check_split, render_cutout, render_frame
 from flowclas_ros.sim.topics import CAMERA_INFO_TOPIC, DEPTH_TOPIC, FRAME_ID, GT_TOPIC, IMAGE_TOPIC
 
 __all__ = ["build_oe_bank", "generate_split"]
@@ -148,7 +149,7 @@ def generate_split(
     if bag_jpeg is not None and not bag:
         raise DatasetError("bag_jpeg needs bag=True (it is the bag's image format)")
     _check_split(split, SPLITS)
-    _check_split(world, WORLDS)
+    check_world(world)
     _check_counts(n, workers)
     out = Path(out)
     if bag and (out / "bag").exists():
@@ -168,6 +169,8 @@ def generate_split(
             frames_file.write(json.dumps(meta) + "\n")
             stats.add(label, meta)
     summary = {"world": world, "split": split, "seed": seed, **stats.summary()}
+    if world.startswith("gen-"):
+        summary["world_axes"] = terrain(world).describe()
     if camera is not None:
         summary["camera"] = dataclasses.asdict(camera)
     if bag_jpeg is not None:

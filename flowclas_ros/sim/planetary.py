@@ -1,14 +1,16 @@
-"""The planetary world: a rover on open regolith among rocks, under a low sun and a dusty sky.
+"""Terrain worlds: a rover on an open plain among rocks, under a sun and a sky; planetary is one.
 
-Why this exists: a detector tuned in one world says little about the next one. This world is
-unlike the courtyard on every axis a user's robot varies: ground (a reddish textured regolith
-instead of a grey floor), inlier clutter (many procedural rocks of every size and a parked rover
-instead of furniture), light (a low sun with cast shadows, a butterscotch sky) and geometry (an
-open plain where obstacles can stand 20 m away and cover a few pixels). The split rules are the
-courtyard's: train frames hold no obstacles, val/test obstacles are ``random_urdfs/500..999``, the
-generalisation split uses the reserved named objects, OE stays ``random_urdfs/000..499``. Some
-obstacles are repainted in regolith colours, because a grey rock-like box on grey-red ground is
-what a planetary rover actually meets.
+Why this exists: a detector tuned in one world says little about the next one. The planetary
+world is unlike the courtyard on every axis a user's robot varies: ground (a reddish textured
+regolith instead of a grey floor), inlier clutter (many procedural rocks of every size and a parked
+rover instead of furniture), light (a low sun with cast shadows, a butterscotch sky) and geometry
+(an open plain where obstacles can stand 20 m away and cover a few pixels). Every one of those
+axes is a field of :class:`Terrain`; ``PLANETARY`` holds the planetary world's values, and the
+generated family (sim/family.py) draws new ones from a seed, so every terrain world is rendered by
+the same code. The split rules are the courtyard's: train frames hold no obstacles, val/test
+obstacles are ``random_urdfs/500..999``, the generalisation split uses the reserved named objects,
+OE stays ``random_urdfs/000..499``. Some obstacles are repainted in ground or rock colours, because
+a grey rock-like box on grey-red ground is what a planetary rover actually meets.
 
 The ground texture and rock meshes are generated from fixed seeds, so every process (and every
 machine) renders the same world; the texture files are written once to a per-user cache.
@@ -16,82 +18,102 @@ machine) renders the same world; the texture files are written once to a per-use
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from flowclas_ros.sim.camera import Camera, _sample_camera, _sample_light, _unit
+from flowclas_ros.sim.camera import VFOV_DEG, Camera, _sample_camera, _sample_light, _unit
 from flowclas_ros.sim.placement import CLEARANCE, sample_range, try_place
+from flowclas_ros.sim.textures import REGOLITH, ground_texture, regolith_texture
 from flowclas_ros.sim.world import _Asset, _World
 
-__all__ = ["build_static", "paint_sky", "place_anomalies", "place_known", "regolith_texture", "rock_mesh"]
+__all__ = ["PLANETARY", "Terrain", "build_static", "paint_sky", "place_anomalies", "place_known", "rock_mesh"]
 
-_GROUND_HALF = 250.0  # metres: beyond the far plane's ground footprint for a camera within _CAMERA_XY
+_GROUND_HALF = 250.0  # metres: beyond the far plane's ground footprint for a camera within 60 m of 0
 _TEXTURE_PX = 512
-_TEXTURE_TILE_M = 4.0  # one texture tile covers this many metres of ground
 _ROCK_SHAPES = 16  # distinct procedural rock meshes per process
-_REGOLITH = np.array([0.62, 0.43, 0.30])  # mean ground albedo (linear RGB 0..1)
-
-_CAMERA_XY = (-60.0, 60.0)
-_CAMERA_HEIGHT = (0.5, 1.6)
-_CAMERA_PITCH_DEG = (-22.0, -3.0)  # shallower than the courtyard's: the horizon, and far obstacles, are in view
-_LIGHT_ELEVATION_DEG = (8.0, 45.0)
-
-_ROCK_COUNT = (4, 18)
-_ROCK_DISTANCE = (1.5, 40.0)
-_ROCK_SIZE = (0.08, 1.4)  # largest side, metres, log-uniform
 _ROVER = _Asset("husky/husky.urdf", "husky/husky.urdf")
-_ROVER_PROBABILITY = 0.3
-_ROVER_DISTANCE = (3.0, 15.0)
 
-_ANOMALY_COUNT = (1, 3)
-_ANOMALY_DISTANCE = (1.5, 20.0)  # log-uniform: far, few-pixel obstacles are as common as near ones
-_ANOMALY_SIZE = (0.1, 1.0)  # largest side, metres
-_LOW_CONTRAST_PROBABILITY = 0.3  # obstacles repainted in a regolith / rock colour
-
-_SKY_HORIZON = np.array([214, 170, 128], dtype=np.float32)
-_SKY_ZENITH = np.array([120, 96, 84], dtype=np.float32)
+Range = tuple[float, float]
+Colour = tuple[float, float, float]
 
 
-# ---------------------------------------------------------------- static scene (fixed seeds)
+@dataclass(frozen=True)
+class Terrain:
+    """Everything that makes one terrain world: ground, sky, light, camera, clutter and obstacles.
+
+    Ranges are [min, max] drawn per frame; the defaults are the planetary world's. Frozen and
+    hashable: a world's client and its cached files are keyed by it."""
+
+    name: str = "planetary"
+    # ground (sim/textures.py): family, mean albedo (linear RGB 0..1), variation, tint, texture seed
+    texture: str = "regolith"
+    albedo: Colour = REGOLITH
+    texture_contrast: float = 1.0
+    texture_tint: Colour = (1.0, 1.0, 1.0)
+    texture_seed: int = 0
+    texture_tile_m: float = 4.0  # one texture tile covers this many metres of ground
+    # sky (painted where no surface is hit), 0..255 RGB at the horizon and overhead
+    sky_horizon: Colour = (214.0, 170.0, 128.0)
+    sky_zenith: Colour = (120.0, 96.0, 84.0)
+    # light: the sun's elevation and the renderer's lighting
+    light_elevation_deg: Range = (8.0, 45.0)
+    shadows: bool = True
+    light_colour: Colour = (1.0, 0.93, 0.82)
+    ambient: float = 0.45
+    diffuse: float = 0.6
+    specular: float = 0.05
+    # camera pose and lens
+    camera_xy: Range = (-60.0, 60.0)
+    camera_height: Range = (0.5, 1.6)
+    camera_pitch_deg: Range = (-22.0, -3.0)  # shallow: the horizon, and far obstacles, are in view
+    vfov_deg: float = VFOV_DEG
+    # inlier clutter: rocks (largest side and distance log-uniform) and now and then a parked rover
+    rock_count: tuple[int, int] = (4, 18)
+    rock_distance: Range = (1.5, 40.0)
+    rock_size: Range = (0.08, 1.4)
+    rock_grey: Range = (0.3, 0.75)
+    rover_probability: float = 0.3
+    rover_distance: Range = (3.0, 15.0)
+    # obstacles (val / test / reserved): largest side and distance log-uniform
+    anomaly_count: tuple[int, int] = (1, 3)
+    anomaly_distance: Range = (1.5, 20.0)
+    anomaly_size: Range = (0.1, 1.0)
+    low_contrast_probability: float = 0.3  # obstacles repainted in a ground / rock colour
+
+    def render_options(self) -> dict[str, Any]:
+        return {"shadow": int(self.shadows), "lightColor": list(self.light_colour),
+                "lightAmbientCoeff": self.ambient, "lightDiffuseCoeff": self.diffuse,
+                "lightSpecularCoeff": self.specular}
+
+    def ground(self) -> np.ndarray:
+        """The ground texture tile (HxWx3 uint8)."""
+        if (self.texture, self.albedo, self.texture_contrast) == ("regolith", REGOLITH, 1.0):
+            return regolith_texture(_TEXTURE_PX, self.texture_seed)
+        return ground_texture(self.texture, self.albedo, self.texture_contrast, self.texture_seed,
+                              _TEXTURE_PX, self.texture_tint)
+
+    def describe(self) -> dict[str, Any]:
+        """The world's axes as JSON-able values (for summaries and reports)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
 
 
-def _value_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
-    """Tileable smooth noise: a periodic random grid upsampled with a cosine blend."""
-    grid = rng.random((cells, cells))
-    coords = np.arange(size) * cells / size
-    i0 = np.floor(coords).astype(int)
-    t = (1 - np.cos((coords - i0) * math.pi)) / 2
-    i1 = (i0 + 1) % cells
-    rows = grid[i0] * (1 - t)[:, None] + grid[i1] * t[:, None]
-    return rows[:, i0] * (1 - t)[None, :] + rows[:, i1] * t[None, :]
+PLANETARY = Terrain()
 
 
-def regolith_texture(size: int = _TEXTURE_PX, seed: int = 0) -> np.ndarray:
-    """A tileable HxWx3 uint8 regolith: multi-octave albedo variation, dark pebbles, fine grain."""
-    rng = np.random.default_rng([seed, 7])
-    height = sum(_value_noise(rng, size, cells) / (i + 1) for i, cells in enumerate((4, 8, 16, 32, 64)))
-    height = (height - height.min()) / (np.ptp(height) + 1e-9)
-    albedo = _REGOLITH[None, None, :] * (0.75 + 0.45 * height[..., None])
-    hue = _value_noise(rng, size, 6)[..., None]
-    albedo = albedo * (1.0 + 0.10 * (hue - 0.5) * np.array([1.0, 0.2, -0.8]))
-    pebbles = _value_noise(rng, size, 128) > 0.86
-    albedo[pebbles] *= 0.55
-    albedo = albedo + rng.normal(0.0, 0.025, albedo.shape)
-    return np.clip(albedo * 255.0, 0, 255).astype(np.uint8)
-
-
-def _asset_dir() -> Path:
-    """The generated ground files, written once per content version (atomically: workers race)."""
+def _asset_dir(terrain: Terrain) -> Path:
+    """The world's generated ground files, written once per content version (atomically: workers race)."""
     import cv2
 
-    texture = regolith_texture()
-    tile = 2 * _GROUND_HALF / _TEXTURE_TILE_M
+    texture = terrain.ground()
+    tile = 2 * _GROUND_HALF / terrain.texture_tile_m
     obj = "\n".join([
         "mtllib ground.mtl",
         "o Ground",
@@ -180,11 +202,10 @@ class _Rocks:
 _ROCKS: dict[int, _Rocks] = {}  # per client (one per world and process, alive as long as the process)
 
 
-def build_static(world: _World) -> int:
-    """Load the regolith plain; returns the ground body. Rendering gets cast shadows and a warm sun."""
-    ground = world.client.loadURDF(str(_asset_dir() / "ground.urdf"))
-    world.render_options = {"shadow": 1, "lightColor": [1.0, 0.93, 0.82], "lightAmbientCoeff": 0.45,
-                            "lightDiffuseCoeff": 0.6, "lightSpecularCoeff": 0.05}
+def build_static(world: _World, terrain: Terrain = PLANETARY) -> int:
+    """Load the world's plain; returns the ground body. Rendering gets the world's light and shadows."""
+    ground = world.client.loadURDF(str(_asset_dir(terrain) / "ground.urdf"))
+    world.render_options = terrain.render_options()
     _ROCKS[id(world)] = _Rocks(world)
     return ground
 
@@ -192,40 +213,42 @@ def build_static(world: _World) -> int:
 # ---------------------------------------------------------------- content rules
 
 
-def sample_camera(rng: np.random.Generator) -> Camera:
-    return _sample_camera(rng, _CAMERA_XY, _CAMERA_HEIGHT, _CAMERA_PITCH_DEG)
+def sample_camera(rng: np.random.Generator, terrain: Terrain = PLANETARY) -> Camera:
+    return _sample_camera(rng, terrain.camera_xy, terrain.camera_height, terrain.camera_pitch_deg, terrain.vfov_deg)
 
 
-def sample_light(rng: np.random.Generator) -> list[float]:
-    """A low sun: long shadows and grazing light, as on a planetary surface."""
-    return _sample_light(rng, _LIGHT_ELEVATION_DEG)
+def sample_light(rng: np.random.Generator, terrain: Terrain = PLANETARY) -> list[float]:
+    """The sun: planetary's is low (long shadows and grazing light)."""
+    return _sample_light(rng, terrain.light_elevation_deg)
 
 
-def _rock_colour(rng: np.random.Generator) -> tuple[float, float, float, float]:
-    grey = rng.uniform(0.3, 0.75)
-    tint = _REGOLITH / _REGOLITH.mean()
+def _rock_colour(rng: np.random.Generator, terrain: Terrain) -> tuple[float, float, float, float]:
+    grey = rng.uniform(*terrain.rock_grey)
+    albedo = np.asarray(terrain.albedo)
+    tint = albedo / albedo.mean()
     mix = rng.uniform(0.2, 0.9)
     rgb = grey * (mix * tint + (1 - mix))
     return (*np.clip(rgb, 0, 1).tolist(), 1.0)
 
 
-def place_rocks(world: _World, camera: Camera, rng: np.random.Generator) -> list[dict[str, Any]]:
+def place_rocks(world: _World, camera: Camera, rng: np.random.Generator,
+                terrain: Terrain = PLANETARY) -> list[dict[str, Any]]:
     """Inlier clutter: rocks of every size, near and far, each on free ground (none that does not fit)."""
     rocks = _ROCKS[id(world)]
     placed = []
     camera_yaw = math.radians(camera.yaw_deg)
-    for _ in range(int(rng.integers(_ROCK_COUNT[0], _ROCK_COUNT[1] + 1))):
+    for _ in range(int(rng.integers(terrain.rock_count[0], terrain.rock_count[1] + 1))):
         kind = int(rng.integers(_ROCK_SHAPES))
-        size = sample_range(rng, _ROCK_SIZE, log_uniform=True)
-        range_m = sample_range(rng, _ROCK_DISTANCE, log_uniform=True)
+        size = sample_range(rng, terrain.rock_size, log_uniform=True)
+        range_m = sample_range(rng, terrain.rock_distance, log_uniform=True)
         bearing = camera_yaw + rng.uniform(-1.2, 1.2) * camera.half_hfov
         yaw = float(rng.uniform(0.0, 2 * math.pi))
-        colour = _rock_colour(rng)
+        colour = _rock_colour(rng, terrain)
         centre = np.array([camera.eye[0], camera.eye[1], 0.0]) + range_m * _unit(bearing, 0.0)
         if not world.floor_free(centre, size / 2 + CLEARANCE):
             continue
         visual, collision = rocks.shape(kind, size)
-        base = centre - np.array([0.0, 0.0, 0.1 * size])  # partly sunk into the regolith
+        base = centre - np.array([0.0, 0.0, 0.1 * size])  # partly sunk into the ground
         body = world.add_shape(visual, collision, base, yaw, colour)
         placed.append({"name": f"rock/{kind:02d}", "body": body, "role": "known",
                        "position": [round(float(v), 6) for v in base], "yaw_deg": round(math.degrees(yaw), 4),
@@ -233,38 +256,41 @@ def place_rocks(world: _World, camera: Camera, rng: np.random.Generator) -> list
     return placed
 
 
-def place_known(world: _World, camera: Camera, rng: np.random.Generator) -> list[dict[str, Any]]:
+def place_known(world: _World, camera: Camera, rng: np.random.Generator,
+                terrain: Terrain = PLANETARY) -> list[dict[str, Any]]:
     """A parked rover now and then, then the rocks."""
     placed = []
-    if rng.random() < _ROVER_PROBABILITY:
-        rover = try_place(world, camera, rng, _ROVER, 1.0, _ROVER_DISTANCE, whole_in_view=False)
+    if rng.random() < terrain.rover_probability:
+        rover = try_place(world, camera, rng, _ROVER, 1.0, terrain.rover_distance, whole_in_view=False)
         if rover is not None:
             placed.append({**rover, "role": "known"})
-    return placed + place_rocks(world, camera, rng)
+    return placed + place_rocks(world, camera, rng, terrain)
 
 
-def place_anomalies(world: _World, camera: Camera, rng: np.random.Generator,
-                    assets: list[_Asset]) -> list[dict[str, Any]] | None:
-    """1-3 obstacles, 0.1-1.0 m, 1.5-20 m away (log-uniform), some repainted in ground colours."""
-    count = int(rng.integers(_ANOMALY_COUNT[0], _ANOMALY_COUNT[1] + 1))
+def place_anomalies(world: _World, camera: Camera, rng: np.random.Generator, assets: list[_Asset],
+                    terrain: Terrain = PLANETARY) -> list[dict[str, Any]] | None:
+    """The world's obstacles (planetary: 1-3, 0.1-1.0 m, 1.5-20 m away, log-uniform), some
+    repainted in ground or rock colours; None if one does not fit."""
+    count = int(rng.integers(terrain.anomaly_count[0], terrain.anomaly_count[1] + 1))
     placed = []
     for pick in rng.choice(len(assets), size=count, replace=False):
         asset = assets[int(pick)]
         lo, hi = world.bounds(asset.path)
-        scale = float(sample_range(rng, _ANOMALY_SIZE, log_uniform=True) / (hi - lo).max())
-        obj = try_place(world, camera, rng, asset, scale, _ANOMALY_DISTANCE, whole_in_view=True, log_uniform=True)
+        scale = float(sample_range(rng, terrain.anomaly_size, log_uniform=True) / (hi - lo).max())
+        obj = try_place(world, camera, rng, asset, scale, terrain.anomaly_distance, whole_in_view=True,
+                        log_uniform=True)
         if obj is None:
             return None
-        low_contrast = bool(rng.random() < _LOW_CONTRAST_PROBABILITY)
+        low_contrast = bool(rng.random() < terrain.low_contrast_probability)
         if low_contrast:
-            world.recolour(obj["body"], _rock_colour(rng) if rng.random() < 0.5 else
-                           (*np.clip(_REGOLITH * rng.uniform(0.85, 1.15), 0, 1).tolist(), 1.0))
+            world.recolour(obj["body"], _rock_colour(rng, terrain) if rng.random() < 0.5 else
+                           (*np.clip(np.asarray(terrain.albedo) * rng.uniform(0.85, 1.15), 0, 1).tolist(), 1.0))
         placed.append({**obj, "role": "anomaly", "low_contrast": low_contrast})
     return placed
 
 
-def paint_sky(rgb: np.ndarray, body_ids: np.ndarray, camera: Camera) -> np.ndarray:
-    """Pixels that hit nothing get a dusty sky, bright at the horizon and darker towards the zenith."""
+def paint_sky(rgb: np.ndarray, body_ids: np.ndarray, camera: Camera, terrain: Terrain = PLANETARY) -> np.ndarray:
+    """Pixels that hit nothing get the world's sky, its horizon colour blending into its zenith colour."""
     sky = body_ids < 0
     if not sky.any():
         return rgb
@@ -278,7 +304,8 @@ def paint_sky(rgb: np.ndarray, body_ids: np.ndarray, camera: Camera) -> np.ndarr
     direction_z = forward[2] + x * right[2] + y * up[2]
     elevation = np.clip(direction_z / np.sqrt(1 + x * x + y * y), 0.0, 1.0)
     blend = np.sqrt(elevation)[:, None]
+    horizon = np.asarray(terrain.sky_horizon, dtype=np.float32)
+    zenith = np.asarray(terrain.sky_zenith, dtype=np.float32)
     out = rgb.copy()
-    out[rows, cols] = np.clip(_SKY_HORIZON * (1 - blend) + _SKY_ZENITH * blend, 0, 255).astype(np.uint8)
+    out[rows, cols] = np.clip(horizon * (1 - blend) + zenith * blend, 0, 255).astype(np.uint8)
     return out
-

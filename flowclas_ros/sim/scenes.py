@@ -1,7 +1,7 @@
 """What one benchmark frame or one outlier-exposure cut-out contains, drawn from (world, split, index, seed).
 
-The courtyard's content rules are below; the planetary world's live in sim/planetary.py, and both
-worlds' split rules in docs/sim-worlds.md. The ``reserved`` split follows the val/test rules with
+The courtyard's content rules are below; the terrain worlds' (planetary and the generated ``gen-N``
+family, sim/family.py) live in sim/planetary.py, and every world's split rules in docs/sim-worlds.md. The ``reserved`` split follows the val/test rules with
 the reserved named objects (ducks, teddies, balls, ...) as obstacles: the generalisation test.
 
 Why this exists: the benchmark's content rules live here, apart from the simulator plumbing
@@ -33,6 +33,7 @@ from flowclas_ros.data.outliers.cutouts import Cutout, trim_cutout
 from flowclas_ros.runtime.labels import ANOMALY, INLIER
 from flowclas_ros.sim import planetary
 from flowclas_ros.sim.camera import Camera, _sample_camera, _sample_light, _unit
+from flowclas_ros.sim.family import FIXED_WORLDS, check_world, terrain
 from flowclas_ros.sim.placement import try_place, yaw_matrix
 from flowclas_ros.sim.topics import frame_stamp_ns
 from flowclas_ros.sim.world import (
@@ -49,9 +50,10 @@ __all__ = ["SPLITS", "WORLDS", "render_cutout", "render_frame"]
 
 # reserved: the generalisation split, val/test rules with the reserved named objects as obstacles
 SPLITS: tuple[str, ...] = ("train", "val", "test", "reserved")
-WORLDS: tuple[str, ...] = ("courtyard", "planetary")
+WORLDS: tuple[str, ...] = FIXED_WORLDS  # and gen-N for any seed N (sim/family.py)
 _SEED_STREAMS = {"train": 0, "val": 1, "test": 2, "oe": 3, "reserved": 4}
 _WORLD_STREAMS = {"planetary": 1}  # appended to the seed; the courtyard's seeds predate worlds
+_GENERATED_STREAM = 2  # gen-N: [seed, split, index, 2, N]
 
 _KNOWN_COUNT = (0, 3)
 _KNOWN_DISTANCE = (2.5, 9.0)
@@ -71,13 +73,16 @@ _OE_ELEVATION_DEG = (5.0, 50.0)  # seen from slightly above, as a ground robot s
 def _rng(seed: int, split: str, index: int, world: str = "courtyard") -> np.random.Generator:
     """One independent stream per (seed, split, index, world): frames never depend on each other."""
     key = [seed, _SEED_STREAMS[split], index]
-    return np.random.default_rng(key + ([_WORLD_STREAMS[world]] if world in _WORLD_STREAMS else []))
+    if world in _WORLD_STREAMS:
+        key.append(_WORLD_STREAMS[world])
+    elif world != "courtyard":
+        key += [_GENERATED_STREAM, int(world.split("-", 1)[1])]
+    return np.random.default_rng(key)
 
 
 def _check_split(split: str, allowed: tuple[str, ...]) -> None:
     if split not in allowed:
-        raise ValueError(f"unknown {'world' if allowed == WORLDS else 'split'} {split!r}; "
-                         f"expected one of {', '.join(allowed)}")
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(allowed)}")
 
 
 def _frame_id(split: str, index: int) -> str:
@@ -118,14 +123,15 @@ def _compose(world: _World, split: str, rng: np.random.Generator, world_name: st
              ) -> tuple[Camera, list[dict[str, Any]]]:
     """Draw a camera and place the frame's objects (anomalies first: they are mandatory in val/test)."""
     reserved = split == "reserved"
+    ground = terrain(world_name)
     for _ in range(_SCENE_TRIES):
         world.clear()
-        if world_name == "planetary":
-            camera = planetary.sample_camera(rng)
+        if ground is not None:
+            camera = planetary.sample_camera(rng, ground)
             assets = list(RESERVED_OBJECTS) if reserved else [_random_urdf(n) for n in ANOMALY_OBJECTS]
-            anomalies = [] if split == "train" else planetary.place_anomalies(world, camera, rng, assets)
+            anomalies = [] if split == "train" else planetary.place_anomalies(world, camera, rng, assets, ground)
             if anomalies is not None:
-                return camera, anomalies + planetary.place_known(world, camera, rng)
+                return camera, anomalies + planetary.place_known(world, camera, rng, ground)
             continue
         camera = _sample_camera(rng)
         anomalies = [] if split == "train" else _place_anomalies(world, camera, rng, reserved)
@@ -135,9 +141,10 @@ def _compose(world: _World, split: str, rng: np.random.Generator, world_name: st
 
 
 def _client(world_name: str) -> _World:
-    _check_split(world_name, WORLDS)
-    if world_name == "planetary":
-        return _world(world_name, planetary.build_static)
+    check_world(world_name)
+    ground = terrain(world_name)
+    if ground is not None:
+        return _world(world_name, functools.partial(planetary.build_static, terrain=ground))
     return _world()
 
 
@@ -152,10 +159,11 @@ def render_frame(split: str, index: int, seed: int, world: str = "courtyard", wi
     client = _client(world)
     rng = _rng(seed, split, index, world)
     camera, objects = _compose(client, split, rng, world)
-    light = planetary.sample_light(rng) if world == "planetary" else _sample_light(rng)
+    ground = terrain(world)
+    light = planetary.sample_light(rng, ground) if ground is not None else _sample_light(rng)
     rgb, body_ids, depth = client.render_with_depth(camera, light)
-    if world == "planetary":
-        rgb = planetary.paint_sky(rgb, body_ids, camera)
+    if ground is not None:
+        rgb = planetary.paint_sky(rgb, body_ids, camera, ground)
     anomaly_bodies = [o["body"] for o in objects if o["role"] == "anomaly"]
     label = np.where(np.isin(body_ids, anomaly_bodies), np.uint8(ANOMALY), np.uint8(INLIER))
     for obj in objects:

@@ -13,6 +13,12 @@ only marks the frame (`TrainingFrame.source`), the training loop appends a flow-
 features. A config with cut-outs as the only source draws exactly the random numbers it drew
 before the other sources existed, so older runs resume on the same batches.
 
+Native-resolution crops (`train.crop_size`, off by default): a frame is first cut to a random
+window that becomes `crop_size` at the model's input scale, on the grid of the backbone's coarsest
+stride (so its feature cells are cells of the whole frame's grid); outliers are pasted into the
+window. A model that infers on whole frames at full camera resolution then trains at the cost of
+a smaller input. Cropped frames are never feature-cached (every crop is new).
+
 Camera augmentation (`augmentation`, off by default): with its probability a frame, after any
 paste, goes through the camera model (data/camera_model.py), so inliers and outliers are seen
 through the same sensor; it draws random numbers only when enabled.
@@ -90,7 +96,10 @@ class TrainingFrames:
         self.camera = (CameraModel.from_mapping(dataclasses.asdict(aug.camera))
                        if aug.probability > 0 else None)
         m = cfg.model
-        self.input_hw = tuple(m.input_size)
+        self.model_hw: tuple[int, ...] = tuple(m.input_size)
+        self.crop_hw: Optional[tuple[int, ...]] = tuple(cfg.train.crop_size) if cfg.train.crop_size else None
+        self.input_hw = self.crop_hw or self.model_hw  # what one training frame is resized to
+        self.crop_grid = max(m.backbone.taps)
         backbone_cls = BACKBONES[m.backbone.name]
         self.mean, self.std = backbone_cls.mean, backbone_cls.std
 
@@ -125,10 +134,25 @@ class TrainingFrames:
             rgb, label, _ = paste_flow_patches(rgb, label, self.patch_bank, self.patch_cfg, rng)
         return rgb, label, source  # flow_negatives: the image is untouched (train.py)
 
+    def crop(self, rgb: np.ndarray, label: np.ndarray, rng: np.random.Generator
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """A random window of the frame that maps onto `crop_size` at the model's input scale,
+        its offset on the coarsest stride's grid (in source pixels)."""
+        assert self.crop_hw is not None
+        src_h, src_w = rgb.shape[:2]
+        (in_h, in_w), (c_h, c_w) = self.model_hw, self.crop_hw
+        win_h, win_w = round(c_h * src_h / in_h), round(c_w * src_w / in_w)
+        cell_h, cell_w = self.crop_grid * src_h / in_h, self.crop_grid * src_w / in_w
+        top = round(cell_h * int(rng.integers(0, int((src_h - win_h) / cell_h) + 1)))
+        left = round(cell_w * int(rng.integers(0, int((src_w - win_w) / cell_w) + 1)))
+        return rgb[top:top + win_h, left:left + win_w], label[top:top + win_h, left:left + win_w]
+
     def frame(self, index: int, flip: bool, rng: np.random.Generator) -> TrainingFrame:
         rgb, label = self.read(index)
+        if self.crop_hw is not None:
+            rgb, label = self.crop(rgb, label, rng)
         rgb, label, source = self.outlier_exposure(rgb, label, rng)
-        modified = source in PASTED
+        modified = source in PASTED or self.crop_hw is not None
         if self.camera is not None and rng.random() < self.cfg.augmentation.probability:
             rgb = self.camera.apply(rgb, rng)  # after the paste: outliers seen by the same camera
             modified = True

@@ -118,3 +118,54 @@ def logs_config(bags: Sequence[str | Path], topic: Optional[str] = None, stride:
                         f"inlier, so the threshold flags {rate} of them; an obstacle in those frames "
                         "would raise it. Record the validation log with no obstacles in view")
     return cfg, warnings
+
+
+# ---------------------------------------------------------------- recipes for a new world
+
+RECIPES: tuple[str, ...] = ("default", "new-world", "new-world-accurate")
+# What "a world unlike the courtyard" adds to the default: cut-outs and procedural blobs, half the
+# cut-outs camouflaged; the paste sizes and the procedural contrast come from the log
+# (training/log_scale.py). No flow patches: their generator trains for 15-20 min per log on this
+# CPU, a third of the hour a log training may take.
+_NEW_WORLD_OE = "cutouts,procedural"
+_NEW_WORLD = ["outlier_exposure.camouflage=0.5"]
+
+
+def recipe_overrides(recipe: str, bags: Sequence[str | Path], topic: Optional[str] = None,
+                     stride: int = 1, bank: Optional[str | Path] = None) -> tuple[list[str], list[str]]:
+    """(overrides, notes) of a named recipe for `train --bag`; the notes say what was derived
+    from the log and are printed. ``new-world``: the fast model (the default's input and grid)
+    with cut-outs (given a bank) and procedural blobs, paste sizes and contrast from the log;
+    ``new-world-accurate``: the same at the camera's full resolution, trained on crops of the
+    default's input size."""
+    if recipe not in RECIPES:
+        raise ConfigError(f"--recipe: unknown recipe {recipe!r} (known: {', '.join(RECIPES)})")
+    if recipe == "default":
+        return [], []
+    from flowclas_ros.config.schema import DataSource
+    from flowclas_ros.data.files import read_image_rgb
+    from flowclas_ros.data.layouts import source_samples
+    from flowclas_ros.training.log_scale import measure_log
+
+    model = base_recipe().get("model", {})
+    in_h, in_w = model.get("input_size", [240, 320])
+    grid = int(model.get("backbone", {}).get("feature_stride", 8))
+    coarsest = max(model.get("backbone", {}).get("taps", [grid]))
+    samples = source_samples(DataSource(root=str(bags[0]), layout="rosbag2", topic=topic, stride=stride))
+    frame_h, frame_w = read_image_rgb(samples[0].image_path).shape[:2]
+    sources = _NEW_WORLD_OE if bank is not None else "procedural"
+    overrides = oe_overrides(sources) + list(_NEW_WORLD)
+    if recipe == "new-world-accurate":
+        full = [max(coarsest, round(v / coarsest) * coarsest) for v in (frame_h, frame_w)]
+        crop = [min(c, f) for c, f in zip((in_h, in_w), full)]
+        overrides += [f"model.input_size=[{full[0]},{full[1]}]", f"train.crop_size=[{crop[0]},{crop[1]}]"]
+        in_h, window_short = full[0], min(crop) * frame_h / full[0]
+        role = f"accurate: the full {full[1]}x{full[0]} frame at inference, {crop[1]}x{crop[0]} crops in training"
+    else:
+        window_short = min(frame_h, frame_w)
+        role = f"fast: {in_w}x{in_h} input"
+    scale = measure_log(bags[0], samples, cell_px=grid * frame_h / in_h)
+    overrides += scale.overrides(window_short)
+    notes = [f"recipe {recipe} ({role}; OE {sources}, camouflage 0.5)", scale.describe(),
+             "derived: " + " ".join(o for o in overrides if "scale=" in o or "min_change" in o)]
+    return overrides, notes

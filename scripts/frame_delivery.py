@@ -85,16 +85,10 @@ def _count_frames(ns: str, cam_topic: str, width: int, height: int, rate: float,
     pub = node.create_publisher(CompressedImage if compressed else Image,
                                 cam_topic + ("/compressed" if compressed else ""), qos)
     answered: set[int] = set()
-    diag: dict[str, str] = {}
     node.create_subscription(Image, output_topics(ns)["mask"],
                              lambda m: answered.add(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec),
                              QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
-
-    def on_diag(msg: DiagnosticArray) -> None:
-        for st in msg.status:
-            if f"/{ns}/" in st.name:
-                diag.update({kv.key: kv.value for kv in st.values})
-    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+    diag = _watch_diagnostics(node, ns)
     try:
         deadline = time.monotonic() + 90
         while pub.get_subscription_count() == 0 or not diag:
@@ -126,6 +120,18 @@ def _count_frames(ns: str, cam_topic: str, width: int, height: int, rate: float,
 
 
 @contextmanager
+def _watch_diagnostics(node, ns: str) -> dict[str, str]:
+    """The node's latest diagnostics key/values, kept up to date by a /diagnostics subscription."""
+    diag: dict[str, str] = {}
+
+    def on_diag(msg: DiagnosticArray) -> None:
+        for st in msg.status:
+            if f"/{ns}/" in st.name:
+                diag.update({kv.key: kv.value for kv in st.values})
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+    return diag
+
+
 def _launched(args: list[str]):
     """`ros2 launch flowclas_ros detector.launch.py ARGS` in its own process group, stopped with a
     terminal-style Ctrl-C; yields the launch process (its output is read by the caller if wanted)."""
@@ -215,7 +221,6 @@ def run_depth_setting(width: int, height: int, rate: float, encoding: str, frame
         heatmaps: set[int] = set()
         masks: dict[int, np.ndarray] = {}
         clouds: dict[int, tuple[np.ndarray, float]] = {}
-        diag: dict[str, str] = {}
         topics, topics3d = output_topics(ns), output_topics_3d(ns)
         stamp_of = lambda m: m.header.stamp.sec * 10**9 + m.header.stamp.nanosec  # noqa: E731
         node.create_subscription(Image, topics["heatmap"], lambda m: heatmaps.add(stamp_of(m)), out_qos)
@@ -223,12 +228,7 @@ def run_depth_setting(width: int, height: int, rate: float, encoding: str, frame
             stamp_of(m), np.frombuffer(bytes(m.data), np.uint8).reshape(m.height, m.width)), out_qos)
         node.create_subscription(PointCloud2, topics3d["points"], lambda m: clouds.__setitem__(
             stamp_of(m), (cloud_points(m.data, m.width, m.height).copy(), time.time_ns())), out_qos)
-
-        def on_diag(msg: DiagnosticArray) -> None:
-            for st in msg.status:
-                if f"/{ns}/" in st.name:
-                    diag.update({kv.key: kv.value for kv in st.values})
-        node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+        diag = _watch_diagnostics(node, ns)
         try:
             deadline = time.monotonic() + 90
             while not (all(p.get_subscription_count() >= 2 for p in pubs.values()) and diag):

@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from nested_compare import assert_same
 from test_bags import image_msg, write_bag
 
 from flowclas_ros import cli
@@ -36,22 +37,6 @@ T0, PERIOD = 1_700_000_000_000_000_000, 100_000_000
 # keys that measure time, or name the data and model as each caller does
 NOT_COMPARED = {"ms_per_frame", "ms_per_frame_p95", "data", "layout", "model", "model_version",
                 "providers"}
-
-
-def same(a, b, path="") -> None:
-    """Exactly equal, NaN equal to NaN (the pooled numbers must be the single pass's, bit for bit)."""
-    if isinstance(a, dict):
-        assert set(a) == set(b), path
-        for k in a:
-            same(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            same(x, y, f"{path}[{i}]")
-    elif isinstance(a, float) and math.isnan(a):
-        assert isinstance(b, float) and math.isnan(b), path
-    else:
-        assert a == b, f"{path}: {a!r} != {b!r}"
 
 
 def compared(metrics: dict) -> dict:
@@ -109,7 +94,7 @@ def test_pooled_stats_merge_exactly_even_when_the_table_coarsens():
         for s in shards[1:]:
             pooled.merge(s)
         meta = {"model": "m", "model_version": None, "providers": [], "threshold": 2.0}
-        same(pooled.result(meta, "d", "generic"), whole.result(meta, "d", "generic"))
+        assert_same(pooled.result(meta, "d", "generic"), whole.result(meta, "d", "generic"))
         np.testing.assert_array_equal(pooled.pixel._keys[:pooled.pixel._n],
                                       whole.pixel._keys[:whole.pixel._n])
 
@@ -125,7 +110,7 @@ def test_pooled_over_shards_equals_one_evaluation_exactly(trained, toy_world, tm
     single = evaluate(samples(toy_world / "test") + samples(toy_world / "val"), trained["onnx"],
                       progress=False, component_threshold="model")
     assert r["pooled"]["frames"] == single["frames"] == 14
-    same(compared(r["pooled"]), compared(single))
+    assert_same(compared(r["pooled"]), compared(single))
     on_disk = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert on_disk["auprc"] == pytest.approx(single["auprc"], abs=0, rel=0)
     # the command line, shards of another size, 2 worker processes: the same numbers
@@ -140,7 +125,7 @@ def test_pooled_over_shards_equals_one_evaluation_exactly(trained, toy_world, tm
     # each dataset's own row: its shards pooled, equal to evaluate on that dataset alone
     row = next(b for b in r["bags"] if b["name"] == "val")
     alone = evaluate(toy_world / "val", trained["onnx"], progress=False, component_threshold="model")
-    same(compared(row["metrics"]), compared(alone))
+    assert_same(compared(row["metrics"]), compared(alone))
 
 
 def test_replay_fleet_two_workers_equal_one_and_equal_evaluate(bags, trained, tmp_path):
@@ -151,14 +136,14 @@ def test_replay_fleet_two_workers_equal_one_and_equal_evaluate(bags, trained, tm
     two = run_fleet("replay", [str(root)], tmp_path / "two", trained["onnx"], settings,
                     workers=2, threads=1, progress=False)
     assert one["failed"] == two["failed"] == 0 and one["frames"] == 14 == two["scored_frames"]
-    same(compared(one["pooled"]), compared(two["pooled"]))
+    assert_same(compared(one["pooled"]), compared(two["pooled"]))
     assert [b["name"] for b in one["bags"]] == [b["name"] for b in two["bags"]]
     for a, b in zip(one["bags"], two["bags"]):
-        same(compared(a["metrics"]), compared(b["metrics"]))
+        assert_same(compared(a["metrics"]), compared(b["metrics"]))
     # the node's pipeline on the bag frames == the evaluator's path on the same frames
     single = evaluate([f for p in parts for f in p], trained["onnx"], progress=False,
                       component_threshold="model")
-    same(compared(one["pooled"]), compared(single))
+    assert_same(compared(one["pooled"]), compared(single))
     # the table: worst F1 at the model threshold first, one CSV row per bag, frames per bag
     f1 = [b["metrics"]["at_model_threshold"]["f1"] for b in one["bags"]]
     assert f1 == sorted(f1)
@@ -177,7 +162,7 @@ def test_rerun_resumes_and_reruns_what_changed(bags, trained, tmp_path):
     again = run_fleet("replay", [str(work)], tmp_path / "r", trained["onnx"], settings, workers=1, progress=False)
     assert (first["reused_shards"], again["reused_shards"]) == (0, 3)
     assert math.isnan(again["frames_per_s"])  # nothing scored again
-    same(compared(first["pooled"]), compared(again["pooled"]))
+    assert_same(compared(first["pooled"]), compared(again["pooled"]))
     # output bags asked for later: the bags run again to write them, then are done
     outs = [run_fleet("replay", [str(work)], tmp_path / "r", trained["onnx"], settings,
                       out=tmp_path / "outs", workers=1, progress=False)["reused_shards"] for _ in range(2)]
@@ -191,7 +176,7 @@ def test_rerun_resumes_and_reruns_what_changed(bags, trained, tmp_path):
     assert (edited["reused_shards"], edited["frames"]) == (2, 12)
     fresh = run_fleet("replay", [str(work)], tmp_path / "fresh", trained["onnx"], settings,
                       progress=False)
-    same(compared(edited["pooled"]), compared(fresh["pooled"]))
+    assert_same(compared(edited["pooled"]), compared(fresh["pooled"]))
     # another setting (threshold) is another key: everything runs again
     other = run_fleet("replay", [str(work)], tmp_path / "r", trained["onnx"],
                       {**settings, "threshold": 0.5}, workers=1, progress=False)
@@ -279,7 +264,7 @@ def test_dask_cluster_of_two_workers_gives_the_local_pooled_result(bags, trained
         local = run_fleet("replay", [str(root)], tmp_path / "local", trained["onnx"], settings,
                           workers=1, threads=1, progress=False)
         assert on_cluster["failed"] == 0 and on_cluster["engine"] == f"dask {address}"
-        same(compared(on_cluster["pooled"]), compared(local["pooled"]))
+        assert_same(compared(on_cluster["pooled"]), compared(local["pooled"]))
         where = [b["where"] for b in on_cluster["bags"]]
         assert all(w and w.startswith("tcp://127.0.0.1:") for w in where)
         assert len(set(where)) == 2  # both workers took bags

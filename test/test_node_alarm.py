@@ -43,6 +43,10 @@ def scene(kind: str, base: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def scenes(trained):
+    return measure_scenes(trained)
+
+
+def measure_scenes(trained) -> tuple[dict[str, list[np.ndarray]], dict[str, float]]:
     """Frames of each kind and their flagged shares, measured with the runtime Detector (the
     node runs the same one on the same lossless frames, so it sees the same shares)."""
     rng = np.random.default_rng(0)
@@ -55,19 +59,26 @@ def scenes(trained):
     return frames, shares
 
 
-class AlarmRig:
-    """The node (own process, alarm levels between the scenes' shares) and a camera peer."""
+def alarm_params(trained, shares: dict[str, float]) -> dict:
+    """Node parameters with the alarm's levels halfway between the scenes' flagged shares."""
+    return {"model_path": trained["onnx"], "scene_warn_share": round((shares["ok"] + shares["warn"]) / 2, 4),
+            "scene_error_share": round((shares["warn"] + shares["error"]) / 2, 4), "diagnostics_period": 0.1,
+            "publish_overlay": False}
 
-    def __init__(self, trained, shares: dict[str, float]) -> None:
-        warn_level = (shares["ok"] + shares["warn"]) / 2
-        error_level = (shares["warn"] + shares["error"]) / 2
+
+class AlarmRig:
+    """The node (own process, alarm levels between the scenes' shares) and a camera peer.
+
+    `start_node(params)` starts the node in namespace NS listening on CAMERA and returns its
+    process handle (`.proc`, `.log`); by default `python -m flowclas_ros.ros.node`."""
+
+    def __init__(self, trained, shares: dict[str, float], start_node=None) -> None:
         self.peer = Peer("flowclas_alarm_peer")
         self.mask_topic = output_topics(NS)["mask"]
         self.peer.subscribe(Image, self.mask_topic)
         self.peer.subscribe(DiagnosticArray, "/diagnostics")
-        self.proc = NodeProcess({"model_path": trained["onnx"], "scene_warn_share": round(warn_level, 4),
-                                 "scene_error_share": round(error_level, 4), "diagnostics_period": 0.1,
-                                 "publish_overlay": False}, NS, remap={"image": CAMERA})
+        params = alarm_params(trained, shares)
+        self.proc = (start_node or (lambda p: NodeProcess(p, NS, remap={"image": CAMERA})))(params)
         self.camera = self.peer.node.create_publisher(Image, CAMERA, RELIABLE_QOS)
         self.stamp = 1_800_000_000_000_000_000
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import tempfile
 import time
 from collections import defaultdict
@@ -14,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from nested_compare import assert_same
 from rosbags.rosbag2 import Reader
 from test_bags import compressed_msg, image_msg, write_bag
 
@@ -142,29 +142,12 @@ def test_obstacle_points_and_boxes_from_the_bags_depth(replayed, sim):
     assert n_points > 0
 
 
-def _same(a, b, path=""):
-    if isinstance(a, dict):
-        assert set(a) == set(b), path
-        for k in a:
-            _same(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            _same(x, y, f"{path}[{i}]")
-    elif isinstance(a, float) and math.isnan(a):
-        assert isinstance(b, float) and math.isnan(b), path
-    elif isinstance(a, float):
-        assert b == pytest.approx(a, abs=1e-6), path
-    else:
-        assert a == b, path
-
-
 def test_metrics_equal_the_evaluator_on_the_same_frames(replayed, sim, trained, tmp_path):
     r, _, _ = replayed
     e = evaluate(sim, trained["onnx"], out_dir=tmp_path / "eval", progress=False)  # the same
     own = {"frames", "ms_per_frame", "ms_per_frame_p95", "data", "layout", "report", "warnings"}
     for key in set(e) - own:
-        _same(r[key], e[key], key)
+        assert_same(r[key], e[key], key, abs_tol=1e-6)
     assert r["scored_frames"] == e["frames"] == 6 and e["anomaly_frames"] > 0
     assert 0 < r["auroc"] <= 100 and r["components"]["gt_components"] > 0
     with open(tmp_path / "eval" / "per_frame.csv") as f:

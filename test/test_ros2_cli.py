@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from ros_harness import Peer, image_msg, wait_for
 from sensor_msgs.msg import Image
+from test_node_alarm import BLOCK, CAMERA, CYCLE, NS, RATE_HZ, AlarmRig, measure_scenes
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_SH = Path(sys.executable).resolve().parent.parent / "ros2-env.sh"
@@ -93,6 +94,15 @@ class Launch:
         finally:
             if self.proc.poll() is None:
                 os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+    def interrupt(self) -> int:
+        return self.ctrl_c()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
 
 
 def _param(workspace: Path, *args: str, tries: int = 20) -> str:
@@ -198,3 +208,33 @@ def test_an_rgbd_camera_without_a_dds_profile_gets_a_cloud_for_every_frame(works
         assert r["heatmaps"] >= 0.95 * r["sent"], r
         assert r["clouds_on_depth"] >= 0.95 * r["sent"], r
         assert r["node"]["depth_unmatched"] == "0", r  # every processed frame got its depth
+
+
+def test_the_alarm_swings_under_ros2_launch_and_ctrl_c_ends_it_cleanly(workspace, trained):
+    """The installed package under the real `ros2 launch`, levels set in a params file: the scenes
+    swing /diagnostics OK -> WARN -> ERROR -> WARN -> OK -> ERROR, the node answers the frames,
+    logs each level change once, survives, and a terminal's Ctrl-C ends it cleanly."""
+    frames, shares = measure_scenes(trained)
+
+    def launched(params: dict) -> Launch:
+        path = workspace / "alarm_params.yaml"
+        path.write_text("/**:\n  ros__parameters:\n" + "".join(f"    {k}: {v}\n" for k, v in params.items()))
+        return Launch(workspace, f"namespace:={NS.strip('/')}", f"image_topic:={CAMERA}", f"params_file:={path}")
+
+    rig = AlarmRig(trained, shares, start_node=launched)
+    try:
+        rig.start(frames["ok"][0])
+        blocks = [[frames[kind][i % len(frames[kind])] for i in range(BLOCK)] for kind in CYCLE]
+        sent = rig.play(blocks, RATE_HZ)
+        assert rig.proc.proc.poll() is None, "ros2 launch ended:\n" + rig.proc.log
+        assert rig.answered(sent) >= 0.95 * len(sent), (rig.answered(sent), len(sent), rig.proc.log[-3000:])
+        changes, logged = rig.scene_changes()
+        reached = iter(b for _, b in changes)  # the cycle's levels in order (OK -> ERROR passes WARN)
+        assert all(level in reached for level in CYCLE[1:]), changes
+        assert logged[: len(changes)] == changes and len(logged) <= len(changes) + 1, (logged, changes)
+        rc = rig.proc.interrupt()
+    finally:
+        rig.close()
+    assert rc == 0, rig.proc.log[-3000:]
+    assert "process has finished cleanly" in rig.proc.log, rig.proc.log[-3000:]
+    assert "Traceback" not in rig.proc.log and "internal error" not in rig.proc.log, rig.proc.log[-3000:]

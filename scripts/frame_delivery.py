@@ -119,7 +119,6 @@ def _count_frames(ns: str, cam_topic: str, width: int, height: int, rate: float,
         node.destroy_node()
 
 
-@contextmanager
 def _watch_diagnostics(node, ns: str) -> dict[str, str]:
     """The node's latest diagnostics key/values, kept up to date by a /diagnostics subscription."""
     diag: dict[str, str] = {}
@@ -132,6 +131,7 @@ def _watch_diagnostics(node, ns: str) -> dict[str, str]:
     return diag
 
 
+@contextmanager
 def _launched(args: list[str]):
     """`ros2 launch flowclas_ros detector.launch.py ARGS` in its own process group, stopped with a
     terminal-style Ctrl-C; yields the launch process (its output is read by the caller if wanted)."""

@@ -126,36 +126,27 @@ def _run(src: Any, topics: ReplayTopics, scorer: FrameScorer, output: Any,
     extra = set(topics.extra)
     try:
         for message in src.messages(topics.read):
-            t = message.log_time_ns
-            if message.topic in extra:  # depth and CameraInfo: copied, then used
-                try:
-                    msg = deserialize(message)
-                except BagFrameError as exc:
-                    kind = "depth" if message.topic == topics.depth else "camera_info"
-                    output.obstacles.problems[f"{kind}_{exc.kind}"] += 1
-                    continue
-                output.copy(message.topic, t, message.raw)
-                output.extra(message.topic, msg)
-                continue
-            if message.topic == topics.gt:
-                try:
-                    msg = deserialize(message)
-                except BagFrameError as exc:
-                    scorer.gt_skipped[exc.kind] += 1
-                    continue
-                output.copy(message.topic, t, message.raw)
-                scorer.label(msg)
-                continue
-            bar.update()
-            frames_done()
+            t, topic = message.log_time_ns, message.topic
+            if topic not in extra and topic != topics.gt:  # a camera frame
+                bar.update()
+                frames_done()
             try:
                 msg = deserialize(message)
-            except BagFrameError as exc:
-                scorer.skipped[exc.kind] += 1
+            except BagFrameError as exc:  # counted where its kind is reported, then skipped
+                if topic in extra:
+                    kind = "depth" if topic == topics.depth else "camera_info"
+                    output.obstacles.problems[f"{kind}_{exc.kind}"] += 1
+                elif topic == topics.gt:
+                    scorer.gt_skipped[exc.kind] += 1
+                else:
+                    scorer.skipped[exc.kind] += 1
                 continue
-            output.copy(message.topic, t, message.raw)
-            res = scorer.frame(message.msgtype, msg, t)
-            if res is not None:
+            output.copy(topic, t, message.raw)
+            if topic in extra:  # depth and CameraInfo: copied, then used
+                output.extra(topic, msg)
+            elif topic == topics.gt:
+                scorer.label(msg)
+            elif (res := scorer.frame(message.msgtype, msg, t)) is not None:
                 output.frame(t, stamp_ns(msg), msg.header, res.detection, res.overlay)
     except KeyboardInterrupt:
         if output.path is not None:

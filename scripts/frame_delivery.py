@@ -16,6 +16,11 @@ its CameraInfo, all with one stamp per frame; the node runs `use_depth:=true` wi
 default model. Per setting: heatmaps received, non-empty point clouds received whose every point
 lies on the published depth at a pixel of the node's obstacle mask for that stamp, and the latency
 of the 3D outputs (stamp -> cloud received here).
+
+Counting starts once the node has answered a warm-up frame (its own stamps, never counted): the
+camera's writers finding the node's readers says nothing of the node's output writers finding this
+process's readers, and the node computes only the outputs somebody subscribes to, so frames sent
+in between are lost to discovery, not to delivery (under load, the first second of a run).
 """
 from __future__ import annotations
 
@@ -95,17 +100,21 @@ def _count_frames(ns: str, cam_topic: str, width: int, height: int, rate: float,
             ex.spin_once(timeout_sec=0.1)
             if time.monotonic() > deadline:
                 raise TimeoutError("the launched node did not come up")
-        base = int(diag.get("received", 0))
         rgb = _scene(height, width)
         jpeg = cv2.imencode(".jpg", rgb, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+
+        def frame(stamp: int):
+            if compressed:
+                return CompressedImage(header=_header(stamp), format="rgb8; jpeg compressed bgr8", data=jpeg)
+            return array_to_image_msg(rgb, "rgb8", _header(stamp))
+
+        _warm_up(ex, lambda stamp: pub.publish(frame(stamp)), lambda sent: bool(answered & sent))
+        _fresh_diagnostics(ex, diag)
+        base = int(diag.get("received", 0))
+        counted = {10**12 + i for i in range(frames)}
         t0 = time.monotonic()
         for i in range(frames):
-            if compressed:
-                msg = CompressedImage(header=_header(10**12 + i), format="rgb8; jpeg compressed bgr8",
-                                      data=jpeg)
-            else:
-                msg = array_to_image_msg(rgb, "rgb8", _header(10**12 + i))
-            pub.publish(msg)
+            pub.publish(frame(10**12 + i))
             while time.monotonic() < t0 + (i + 1) / rate:
                 ex.spin_once(timeout_sec=0.005)
         end = time.monotonic() + 3.0
@@ -114,7 +123,7 @@ def _count_frames(ns: str, cam_topic: str, width: int, height: int, rate: float,
         received = int(diag.get("received", 0)) - base
         return {"size": f"{width}x{height}" + (" jpeg" if compressed else ""), "rate": rate,
                 "qos": "reliable" if reliable else "best_effort",
-                "sent": frames, "received": received, "answered": len(answered)}
+                "sent": frames, "received": received, "answered": len(answered & counted)}
     finally:
         node.destroy_node()
 
@@ -127,8 +136,38 @@ def _watch_diagnostics(node, ns: str) -> dict[str, str]:
         for st in msg.status:
             if f"/{ns}/" in st.name:
                 diag.update({kv.key: kv.value for kv in st.values})
+                diag[_DIAG_COUNT] = str(int(diag.get(_DIAG_COUNT, "0")) + 1)
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
     return diag
+
+
+_DIAG_COUNT = "_messages_here"  # /diagnostics messages of the node received by this process
+WARM_UP_TIMEOUT_S = 60.0
+WARM_UP_PERIOD_S = 0.25
+
+
+def _warm_up(ex, send, answered) -> None:
+    """Send warm-up frames (`send(stamp)`, fresh stamps) until `answered(stamps sent)` is true:
+    then every endpoint between the camera, the node and this process is matched both ways."""
+    stamps: set[int] = set()
+    deadline = time.monotonic() + WARM_UP_TIMEOUT_S
+    while not answered(stamps):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the node answered none of {len(stamps)} warm-up frames")
+        stamp = time.time_ns()
+        stamps.add(stamp)
+        send(stamp)
+        end = time.monotonic() + WARM_UP_PERIOD_S
+        while time.monotonic() < end:
+            ex.spin_once(timeout_sec=0.02)
+
+
+def _fresh_diagnostics(ex, diag: dict[str, str]) -> None:
+    """Spin until two more /diagnostics messages arrived: the counters then include the warm-up."""
+    target = int(diag.get(_DIAG_COUNT, "0")) + 2
+    deadline = time.monotonic() + 10.0
+    while int(diag.get(_DIAG_COUNT, "0")) < target and time.monotonic() < deadline:
+        ex.spin_once(timeout_sec=0.05)
 
 
 @contextmanager
@@ -237,15 +276,22 @@ def run_depth_setting(width: int, height: int, rate: float, encoding: str, frame
                     raise TimeoutError("the launched node did not come up")
             info = CameraInfo(**camera_info_fields(k))
             info.header.frame_id = "camera"
+
+            def send(stamp: int) -> None:
+                info.header = _header(stamp)
+                pubs["info"].publish(info)
+                pubs["image"].publish(array_to_image_msg(rgb, "rgb8", _header(stamp)))
+                pubs["depth"].publish(array_to_image_msg(raw_depth, encoding, _header(stamp)))
+
+            _warm_up(ex, send, lambda sent: bool(sent & heatmaps & set(masks) & set(clouds)))
+            _fresh_diagnostics(ex, diag)
+            base = {key: diag.get(key) for key in _NODE_COUNTERS}
             stamps = []
             t0 = time.monotonic()
             for i in range(frames):
                 stamp = time.time_ns()  # the driver's clock: latency = receipt - stamp
                 stamps.append(stamp)
-                info.header = _header(stamp)
-                pubs["info"].publish(info)
-                pubs["image"].publish(array_to_image_msg(rgb, "rgb8", _header(stamp)))
-                pubs["depth"].publish(array_to_image_msg(raw_depth, encoding, _header(stamp)))
+                send(stamp)
                 while time.monotonic() < t0 + (i + 1) / rate:
                     ex.spin_once(timeout_sec=0.005)
             end = time.monotonic() + 4.0
@@ -263,9 +309,19 @@ def run_depth_setting(width: int, height: int, rate: float, encoding: str, frame
             "clouds_on_depth": len(good),
             "latency_3d_ms_p50": float(np.nanpercentile(latency, 50)),
             "latency_3d_ms_p95": float(np.nanpercentile(latency, 95)),
-            "node": {k: diag.get(k) for k in ("received", "processed", "dropped", "depth_matched",
-                                              "depth_unmatched", "depth_late", "depth_unused",
-                                              "processing_ms_p50", "obstacles3d_ms_p50")}}
+            "node": {k: _since(diag.get(k), base.get(k)) for k in _NODE_COUNTERS + _NODE_TIMINGS}}
+
+
+_NODE_COUNTERS = ("received", "processed", "dropped", "skipped_no_subscribers", "depth_matched",
+                  "depth_unmatched", "depth_late", "depth_unused")
+_NODE_TIMINGS = ("processing_ms_p50", "obstacles3d_ms_p50")
+
+
+def _since(now: Optional[str], before: Optional[str]) -> Optional[str]:
+    """A node counter over the counted frames (the warm-up taken off); timings as reported."""
+    if now is None or before is None or not now.isdigit() or not before.isdigit():
+        return now
+    return str(int(now) - int(before))
 
 
 def _scene(height: int, width: int) -> np.ndarray:

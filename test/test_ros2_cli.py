@@ -191,7 +191,10 @@ def test_an_rgbd_camera_without_a_dds_profile_gets_a_cloud_for_every_frame(works
     Depth often lands after its colour frame was processed; the node pairs them anyway: >= 95 % of
     the frames get a heatmap and a non-empty cloud whose every point lies on the published depth at
     a pixel of that frame's obstacle mask (scripts/frame_delivery.py; 100 % on a quiet machine, and
-    one frame in 60 may go missing next to a training; the old design lost 18-37 of 60). What is tested is delivery,
+    one frame in 60 may go missing next to a training; the old design lost 18-37 of 60). Counting
+    starts once the node answered a warm-up frame with a heatmap, a mask and a cloud: until the
+    node's output writers have found this test's readers (discovery, a second under load) its
+    answers have nowhere to go, and that is start-up, not delivery. What is tested is delivery,
     so the node runs the suite's tiny model with every pixel flagged (threshold 0): inference
     costs a few ms and a busy CI machine cannot turn a delivery test into a speed test; the
     shipped model's figures are in docs/navigation.md."""
@@ -205,9 +208,10 @@ def test_an_rgbd_camera_without_a_dds_profile_gets_a_cloud_for_every_frame(works
     rows = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
     assert res.returncode == 0 and len(rows) == 2, res.stdout[-3000:] + res.stderr[-3000:]
     for r in rows:
-        assert r["heatmaps"] >= 0.95 * r["sent"], r
-        assert r["clouds_on_depth"] >= 0.95 * r["sent"], r
-        assert r["node"]["depth_unmatched"] == "0", r  # every processed frame got its depth
+        row = json.dumps(r)  # whole, with the frames that went missing and the node's counters
+        assert r["heatmaps"] >= 0.95 * r["sent"], row
+        assert r["clouds_on_depth"] >= 0.95 * r["sent"], row
+        assert r["node"]["depth_unmatched"] == "0", row  # every processed frame got its depth
 
 
 def test_the_alarm_swings_under_ros2_launch_and_ctrl_c_ends_it_cleanly(workspace, trained):

@@ -10,12 +10,13 @@ started by `ros2 launch flowclas_ros detector.launch.py` (with the package's lar
 unless --node-profile none), and the node's /diagnostics give how many frames it received; the
 node's obstacle masks received here give how many it answered. One line per setting.
 
-With --depth, the camera is an RGB-D driver with the ROS default QoS (reliable, keep last 10)
-and no profile: a PyBullet benchmark frame (rgb8), its aligned depth in each listed encoding and
-its CameraInfo, all with one stamp per frame; the node runs `use_depth:=true` with the shipped
-default model. Per setting: heatmaps received, non-empty point clouds received whose every point
-lies on the published depth at a pixel of the node's obstacle mask for that stamp, and the latency
-of the 3D outputs (stamp -> cloud received here).
+With --depth, the camera is an RGB-D driver with the ROS default QoS (reliable, keep last 10) and
+no profile: a PyBullet benchmark frame (rgb8), its aligned depth in each listed encoding and its
+CameraInfo, all with one stamp per frame (and a second more of them, not counted, as a camera
+streams on); the node runs `use_depth:=true` with the shipped default model. Per setting: heatmaps
+received, non-empty point clouds received whose every point lies on the published depth at a pixel
+of the node's obstacle mask for that stamp, and the latency of the 3D outputs (stamp -> cloud
+received here).
 
 Counting starts once the node has answered a warm-up frame (its own stamps, never counted): the
 camera's writers finding the node's readers says nothing of the node's output writers finding this
@@ -288,9 +289,11 @@ def run_depth_setting(width: int, height: int, rate: float, encoding: str, frame
             base = {key: diag.get(key) for key in _NODE_COUNTERS}
             stamps = []
             t0 = time.monotonic()
-            for i in range(frames):
+            trailing = max(5, round(TRAILING_S * rate))
+            for i in range(frames + trailing):
                 stamp = time.time_ns()  # the driver's clock: latency = receipt - stamp
-                stamps.append(stamp)
+                if i < frames:
+                    stamps.append(stamp)
                 send(stamp)
                 while time.monotonic() < t0 + (i + 1) / rate:
                     ex.spin_once(timeout_sec=0.005)
@@ -306,12 +309,19 @@ def run_depth_setting(width: int, height: int, rate: float, encoding: str, frame
             "heatmaps": len(heatmaps & set(stamps)), "clouds": len(set(clouds) & set(stamps)),
             "frames_without_heatmap": [i for i, st in enumerate(stamps) if st not in heatmaps],
             "frames_without_cloud": [i for i, st in enumerate(stamps) if st not in good],
+            "processed_without_cloud": [i for i, st in enumerate(stamps) if st in heatmaps and st not in clouds],
             "clouds_on_depth": len(good),
             "latency_3d_ms_p50": float(np.nanpercentile(latency, 50)),
             "latency_3d_ms_p95": float(np.nanpercentile(latency, 95)),
             "node": {k: _since(diag.get(k), base.get(k)) for k in _NODE_COUNTERS + _NODE_TIMINGS}}
 
 
+# The camera streams on for this long after the counted frames, as a camera does: a reliable
+# writer resends a lost fragment once the reader learns of it, from the later samples' heartbeats,
+# or when none follow from the periodic heartbeat (Fast DDS: every 3 s), so the last counted
+# frames would otherwise test the end of a stream, not delivery. The node's counters include these frames; the per-frame fields
+# do not.
+TRAILING_S = 1.0
 _NODE_COUNTERS = ("received", "processed", "dropped", "skipped_no_subscribers", "depth_matched",
                   "depth_unmatched", "depth_late", "depth_unused")
 _NODE_TIMINGS = ("processing_ms_p50", "obstacles3d_ms_p50")

@@ -21,7 +21,8 @@ received here).
 Counting starts once the node has answered a warm-up frame (its own stamps, never counted): the
 camera's writers finding the node's readers says nothing of the node's output writers finding this
 process's readers, and the node computes only the outputs somebody subscribes to, so frames sent
-in between are lost to discovery, not to delivery (under load, the first second of a run).
+in between would be lost to discovery, not to delivery; start-up costs of the 3D path are paid by
+the warm-up too.
 """
 from __future__ import annotations
 

@@ -193,8 +193,9 @@ def test_an_rgbd_camera_without_a_dds_profile_gets_a_cloud_for_every_frame(works
     a pixel of that frame's obstacle mask (scripts/frame_delivery.py; 100 % on a quiet machine, and
     one frame in 60 may go missing next to a training; the old design lost 18-37 of 60). Counting
     starts once the node answered a warm-up frame with a heatmap, a mask and a cloud: until the
-    node's output writers have found this test's readers (discovery, a second under load) its
-    answers have nowhere to go, and that is start-up, not delivery. What is tested is delivery,
+    node's output writers have found this test's readers its answers have nowhere to go, and that
+    is start-up, not delivery; the camera streams a second past the counted frames, so their last
+    lost fragment is resent as in a live stream. What is tested is delivery,
     so the node runs the suite's tiny model with every pixel flagged (threshold 0): inference
     costs a few ms and a busy CI machine cannot turn a delivery test into a speed test; the
     shipped model's figures are in docs/navigation.md."""

@@ -320,8 +320,8 @@ def run_depth_setting(width: int, height: int, rate: float, encoding: str, frame
 # The camera streams on for this long after the counted frames, as a camera does: a reliable
 # writer resends a lost fragment once the reader learns of it, from the later samples' heartbeats,
 # or when none follow from the periodic heartbeat (Fast DDS: every 3 s), so the last counted
-# frames would otherwise test the end of a stream, not delivery. The node's counters include these frames; the per-frame fields
-# do not.
+# frames would otherwise test the end of a stream, not delivery. The node's counters include
+# these frames; the per-frame fields do not.
 TRAILING_S = 1.0
 _NODE_COUNTERS = ("received", "processed", "dropped", "skipped_no_subscribers", "depth_matched",
                   "depth_unmatched", "depth_late", "depth_unused")
@@ -329,7 +329,8 @@ _NODE_TIMINGS = ("processing_ms_p50", "obstacles3d_ms_p50")
 
 
 def _since(now: Optional[str], before: Optional[str]) -> Optional[str]:
-    """A node counter over the counted frames (the warm-up taken off); timings as reported."""
+    """A node counter since the warm-up (the counted frames and the trailing second); timings as
+    reported."""
     if now is None or before is None or not now.isdigit() or not before.isdigit():
         return now
     return str(int(now) - int(before))

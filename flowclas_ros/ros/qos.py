@@ -1,14 +1,15 @@
 """The node's QoS profiles, in one place so the node, the demo, the benchmark and the tests agree.
 
-Input: keep-last `qos_depth` (1 by default): a detector that falls behind should work on the
-newest frame, never on a queue of stale ones. Reliability (`input_reliability`): a best-effort
-subscription matches every camera, but it never asks a reliable camera to resend a lost fragment,
-and a camera-sized frame over Fast DDS's default transports is many fragments: from a stock
-camera (no large-image profile of its own) most frames were lost (scripts/frame_delivery.py). A
-reliable subscription recovers them but does not match best-effort cameras. `auto` (the default)
-therefore subscribes both ways: a reliable camera is received reliably (its frames also reach the
-best-effort subscription and are taken once, by header stamp), a best-effort camera matches the
-best-effort one. Outputs: reliable, keep last 2,
+Input: keep-last `qos_depth` (5 by default): a reliable camera delivers a repaired frame and the
+ones held behind it at once, and a shallower history would keep only the last of them; staleness
+is bounded after the subscription, by the node's own `input_queue`. Reliability
+(`input_reliability`): a best-effort subscription matches every camera, but it never asks a
+reliable camera to resend a lost fragment, and a camera-sized frame over Fast DDS's default
+transports is many fragments: from a stock camera (no large-image profile of its own) most frames
+were lost (scripts/frame_delivery.py). A reliable subscription recovers them but does not match
+best-effort cameras. `auto` (the default) therefore subscribes both ways: a reliable camera is
+received reliably (its frames also reach the best-effort subscription and are taken once, by
+header stamp), a best-effort camera matches the best-effort one. Outputs: reliable, keep last 2,
 which a best-effort subscriber (RViz) also matches.
 
 Each can be overridden the ROS way (REP-2003), at start-up, by parameters named after the

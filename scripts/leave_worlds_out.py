@@ -10,6 +10,7 @@ under `flock FILE`, as this project's shared machines require.
     scripts/leave_worlds_out.py render gen-1 gen-2 gen-3 gen-4 gen-5 gen-6 gen-7
     scripts/leave_worlds_out.py run --worlds gen-1 gen-2 --recipes mix new-world new-world-accurate --steps 1000
     scripts/leave_worlds_out.py run --worlds gen-3 gen-4 gen-5 gen-6 gen-7 --recipes new-world-accurate nf-only --steps 2000 --test
+    scripts/leave_worlds_out.py run --worlds gen-3 gen-4 gen-5 gen-6 gen-7 --recipes new-world-accurate+zoom --steps 2000 --test
     scripts/leave_worlds_out.py table --worlds gen-3 gen-4 gen-5 gen-6 gen-7 --split test
 """
 from __future__ import annotations
@@ -43,6 +44,17 @@ RECIPES: dict[str, list[str]] = {
     "nf-only-accurate": ["--recipe", "new-world-accurate", "--set", "loss.contrastive_weight=0",
                          "--set", "outlier_exposure.enabled=false"],
 }
+# RECIPE+zoom: that recipe's model given the zoomed band (`flowclas-ros zoom`, fitted on the world's
+# own val: no retraining, no choice made on test)
+ZOOM = "+zoom"
+
+
+def recipe_name(text: str) -> str:
+    """A recipe argument: a known recipe, optionally with +zoom."""
+    if text.removesuffix(ZOOM) not in RECIPES:
+        raise argparse.ArgumentTypeError(f"unknown recipe {text!r} (known: {', '.join(RECIPES)}, each "
+                                         f"optionally with {ZOOM})")
+    return text
 
 
 def cli(*args: str) -> list[str]:
@@ -82,7 +94,13 @@ def train_and_score(world: str, recipe: str, steps: int, test: bool, lock: str |
     out = RUNS / f"{world}/{recipe}_{steps}"
     model = out / "model.onnx"
     unit: list[str] = []
-    if not model.is_file():
+    if recipe.endswith(ZOOM) and not model.is_file():
+        base = RUNS / f"{world}/{recipe.removesuffix(ZOOM)}_{steps}/model.onnx"
+        if not base.is_file():
+            raise SystemExit(f"{base}: train the recipe first (run --recipes {recipe.removesuffix(ZOOM)})")
+        out.mkdir(parents=True, exist_ok=True)
+        unit.append(shlex.join(cli("zoom", str(base), "--val", str(DATA / world / "val"), "--out", str(model))))
+    elif not model.is_file():
         train = cli("train", "--bag", str(DATA / world / "train/bag"), "--val", str(DATA / world / "val"),
                     "--bank", str(DATA / "oe_bank"), *RECIPES[recipe], "--max-steps", str(steps),
                     "--out", str(out), "--quiet")
@@ -166,7 +184,8 @@ def main() -> int:
     r.add_argument("--workers", type=int, default=2, help="rendering processes (1: one core, no lock needed)")
     t = sub.add_parser("run")
     t.add_argument("--worlds", nargs="+", required=True)
-    t.add_argument("--recipes", nargs="+", required=True, choices=list(RECIPES))
+    t.add_argument("--recipes", nargs="+", required=True, type=recipe_name,
+                   help=f"{', '.join(RECIPES)}; RECIPE{ZOOM}: its trained model with the zoomed band")
     t.add_argument("--steps", type=int, default=2000)
     t.add_argument("--test", action="store_true", help="score the test split instead of val (held-out "
                    "worlds: no choice is made there, so their val is not needed)")

@@ -422,3 +422,34 @@ def test_the_region_stage_gives_the_same_mask_in_node_replay_and_evaluate(sim, t
         np.testing.assert_array_equal(to_array(replayed_bag[OUT["mask"]][i][1]), masks[i])
         np.testing.assert_allclose(to_array(node[i]["heatmap"]), heat[i], rtol=0, atol=1e-6)
         np.testing.assert_array_equal(to_array(node[i]["mask"]), masks[i])
+
+def test_the_zoomed_band_gives_the_same_mask_in_node_replay_and_evaluate(sim, tmp_path):
+    """The shipped `fast` model carrying the zoomed band (runtime/zoom_band.py; place and scale
+    set by hand, threshold kept): the real node, replay and the evaluator's path give the same
+    heatmap and mask on the same frames, and the band changed them."""
+    from flowclas_ros.deploy.onnx_metadata import set_zoom_band
+    from flowclas_ros.runtime.model_info import read_model_info, resolve_model_path
+    from flowclas_ros.runtime.zoom_band import ZoomBand
+
+    frames = [(stamp_ns(m), m) for _, m in read_bag(sim / "bag")[IMAGE_TOPIC][:3]]
+    rgbs = [np.asarray(m.data).reshape(m.height, m.width, 3) for _, m in frames]
+    shipped = resolve_model_path("fast")
+    band = ZoomBand(center=0.55, zoom=2.0, scale=1.5)
+    model = tmp_path / "zoomed.onnx"
+    set_zoom_band(shipped, model, band, read_model_info(shipped).threshold, "test")
+    det = Detector(model)
+    assert det.zoom == band and Detector(model, zoom="off").zoom is None
+    heat = [det.heatmap(rgb) for rgb in rgbs]  # the evaluator's path
+    plain = [Detector(shipped).heatmap(rgb) for rgb in rgbs]
+    assert all(not np.array_equal(h, p) for h, p in zip(heat, plain))
+    masks = [threshold_components(h, det.threshold, 50)[0] for h in heat]
+    r = replay(sim / "bag", tmp_path / "out", model, gt_topic=GT_TOPIC, progress=False)
+    replayed_bag = read_bag(tmp_path / "out")
+    e = evaluate(sim, model, progress=False)
+    assert r["auprc"] == pytest.approx(e["auprc"], abs=1e-6)
+    node = _node_outputs(model, frames, "/fc_zoom")
+    for i in range(len(frames)):
+        np.testing.assert_array_equal(to_array(replayed_bag[OUT["heatmap"]][i][1]), heat[i])
+        np.testing.assert_array_equal(to_array(replayed_bag[OUT["mask"]][i][1]), masks[i])
+        np.testing.assert_allclose(to_array(node[i]["heatmap"]), heat[i], rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(to_array(node[i]["mask"]), masks[i])

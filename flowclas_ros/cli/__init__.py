@@ -15,7 +15,7 @@ import sys
 from typing import Optional, Sequence
 
 # In `flowclas-ros --help` order: the robot engineer's workflow, then the tooling.
-VERBS: tuple[str, ...] = ("train", "calibrate", "export", "quantize", "regions", "detect", "evaluate",
+VERBS: tuple[str, ...] = ("train", "calibrate", "export", "quantize", "regions", "zoom", "detect", "evaluate",
                           "replay", "bench", "card", "sim", "coco_bank", "toy", "demo", "node_params")
 
 

@@ -25,8 +25,9 @@ from flowclas_ros.runtime.regions import (
     lift_regions,
     region_evidence_of,
 )
+from flowclas_ros.runtime.zoom_band import ZoomBand, ZoomBandError, band_heatmap, join_band, zoom_band_of
 
-# `regions=` of a Detector: the stage the model file carries, or none at all
+# `regions=` / `zoom=` of a Detector: the stage the model file carries, or none at all
 FROM_MODEL, NO_REGIONS = "model", "off"
 
 
@@ -49,19 +50,22 @@ class Detector:
     with a logged warning and CPU is the fallback. `backend`: another backend than ONNX Runtime
     on `model_path` (the torch reference of `flowclas_ros.deploy.torch_backend`). `regions`: the
     region-evidence stage after the model (runtime/regions.py): "model" (default) runs the one
-    the model file carries, if any; "off" none; a `RegionEvidence` that one.
+    the model file carries, if any; "off" none; a `RegionEvidence` that one. `zoom`: the zoomed
+    band (runtime/zoom_band.py), the same choices.
     """
 
     def __init__(self, model_path: Optional[str | os.PathLike] = None,
                  providers: Sequence[str] = ("cpu",), threshold: Optional[float] = None,
                  min_area: int = 0, backend: Optional[Backend] = None,
-                 regions: str | RegionEvidence = FROM_MODEL, **backend_kwargs) -> None:
+                 regions: str | RegionEvidence = FROM_MODEL, zoom: str | ZoomBand = FROM_MODEL,
+                 **backend_kwargs) -> None:
         self.model_path = resolve_model_path(model_path)
         self.backend = backend or open_backend(self.model_path, providers, **backend_kwargs)
         self.info: ModelInfo = self.backend.info
         self.threshold = float(self.info.threshold if threshold is None else threshold)
         self.min_area = int(min_area)
         self.regions: Optional[RegionEvidence] = self._regions(regions)
+        self.zoom: Optional[ZoomBand] = self._zoom(zoom)
 
     def _regions(self, regions: str | RegionEvidence) -> Optional[RegionEvidence]:
         if isinstance(regions, RegionEvidence):
@@ -74,6 +78,18 @@ class Detector:
         if regions == NO_REGIONS:
             return None
         raise ValueError(f"regions must be '{FROM_MODEL}', '{NO_REGIONS}' or a RegionEvidence, got {regions!r}")
+
+    def _zoom(self, zoom: str | ZoomBand) -> Optional[ZoomBand]:
+        if isinstance(zoom, ZoomBand):
+            return zoom
+        if zoom == FROM_MODEL:
+            try:
+                return zoom_band_of(self.info.extra, str(self.model_path))
+            except ZoomBandError as exc:
+                raise ModelFileError(str(exc)) from exc
+        if zoom == NO_REGIONS:
+            return None
+        raise ValueError(f"zoom must be '{FROM_MODEL}', '{NO_REGIONS}' or a ZoomBand, got {zoom!r}")
 
     @property
     def providers(self) -> list[str]:
@@ -99,22 +115,36 @@ class Detector:
         box[...] = lift_regions(box, content_box(placed, geom), self.regions)
         return score
 
-    def heatmap(self, image: np.ndarray, encoding: str = "rgb8") -> np.ndarray:
-        x, geom, placed = self.prepare_with_image(image, encoding)
+    def frame_heatmap(self, rgb: np.ndarray) -> np.ndarray:
+        """One model pass (+ the region stage) over an RGB frame, at the frame's resolution: the
+        heatmap without the zoomed band (whose tiles are such frames)."""
+        x, geom, placed = self.prepare_with_image(rgb, "rgb8")
         return heatmap_to_source(self.refine(self.backend(x[None])[0], geom, placed), geom)
+
+    def with_zoom(self, rgb: np.ndarray, heat: np.ndarray) -> np.ndarray:
+        """The frame's heatmap joined with the zoomed band's (unchanged without the stage)."""
+        if self.zoom is None:
+            return heat
+        return join_band(heat, band_heatmap(rgb, self.zoom, self.frame_heatmap), self.zoom)
+
+    def heatmap(self, image: np.ndarray, encoding: str = "rgb8") -> np.ndarray:
+        rgb = to_rgb8(image, encoding)
+        return self.with_zoom(rgb, self.frame_heatmap(rgb))
 
     def detect(self, image: np.ndarray, encoding: str = "rgb8") -> Detection:
         t0 = time.perf_counter()
-        x, geom, placed = self.prepare_with_image(image, encoding)
+        rgb = to_rgb8(image, encoding)
+        x, geom, placed = self.prepare_with_image(rgb, "rgb8")
         t1 = time.perf_counter()
         score = self.backend(x[None])[0]
         t2 = time.perf_counter()
         score = self.refine(score, geom, placed)
         t3 = time.perf_counter()
-        heat = heatmap_to_source(score, geom)
-        mask, obstacles = threshold_components(heat, self.threshold, self.min_area)
+        heat = self.with_zoom(rgb, heatmap_to_source(score, geom))
         t4 = time.perf_counter()
+        mask, obstacles = threshold_components(heat, self.threshold, self.min_area)
+        t5 = time.perf_counter()
         timings = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3,
-                   "regions": (t3 - t2) * 1e3, "postprocess": (t4 - t3) * 1e3,
-                   "total": (t4 - t0) * 1e3}
+                   "regions": (t3 - t2) * 1e3, "zoom": (t4 - t3) * 1e3, "postprocess": (t5 - t4) * 1e3,
+                   "total": (t5 - t0) * 1e3}
         return Detection(heat, mask, obstacles, timings)

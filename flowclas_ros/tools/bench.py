@@ -68,7 +68,8 @@ def stage_timings(det: Detector, rgb: np.ndarray, frames: int) -> dict[str, list
     """ms per stage of the node's per-frame path: decode/convert (rgb8 message bytes -> RGB
     array), preprocess, inference, postprocess (upsample + threshold + components), overlay, and
     message packing of the three outputs; regions: the model's region-evidence stage
-    (runtime/regions.py; about nothing for a model without one)."""
+    (runtime/regions.py), zoom: its zoomed band (runtime/zoom_band.py: one model pass per tile);
+    about nothing for a model without them."""
     data, step = to_msg_fields(rgb, "rgb8")
     h, w = rgb.shape[:2]
     x, geom, placed = det.prepare_with_image(rgb, "rgb8")
@@ -82,6 +83,7 @@ def stage_timings(det: Detector, rgb: np.ndarray, frames: int) -> dict[str, list
         "preprocess": lambda: det.prepare(rgb, "rgb8"),
         "inference": lambda: det.backend(x[None]),
         "regions": lambda: det.refine(raw, geom, placed),
+        "zoom": lambda: det.with_zoom(rgb, heat),
         "postprocess": lambda: threshold_components(heatmap_to_source(score, geom), det.threshold,
                                                     det.min_area),
         "overlay": lambda: render_overlay(rgb, heat, mask, det.threshold),
@@ -314,7 +316,7 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     return out
 
 
-STAGES = ("decode", "preprocess", "inference", "regions", "postprocess", "overlay", "packing")
+STAGES = ("decode", "preprocess", "inference", "regions", "zoom", "postprocess", "overlay", "packing")
 
 
 def format_table(result: dict, sizes: Sequence[tuple[int, int]]) -> str:

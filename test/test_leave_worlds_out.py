@@ -52,3 +52,17 @@ def test_table_rows_mean_and_worst_over_the_worlds_that_finished(lwo):
     assert float(mean[5]) == 25.0 and float(worst[5]) == 30.0  # FPR95: worst is the highest
     assert mean[8].split() == ["50", "/", "51", "/", "52", "/", "53"]  # recall by size
     assert worst[8].split() == ["40", "/", "41", "/", "42", "/", "43"]
+
+
+def test_a_recipe_with_the_zoomed_band_is_its_trained_model_plus_the_band(lwo, tmp_path, monkeypatch):
+    """RECIPE+zoom names a known recipe's model given the band; an unknown base is refused; the
+    band step needs the base model and says which run to make first."""
+    import argparse
+
+    assert lwo.recipe_name("new-world-accurate+zoom") == "new-world-accurate+zoom"
+    assert lwo.recipe_name("nf-only") == "nf-only"
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown recipe"):
+        lwo.recipe_name("fancy+zoom")
+    monkeypatch.setattr(lwo, "RUNS", tmp_path)
+    with pytest.raises(SystemExit, match="run --recipes new-world"):
+        lwo.train_and_score("gen-9", "new-world+zoom", 200, test=True, lock=None)

@@ -411,17 +411,7 @@ def test_the_region_stage_gives_the_same_mask_in_node_replay_and_evaluate(sim, t
     assert det.regions == cfg and Detector(model, regions="off").regions is None
     heat = [det.heatmap(rgb) for rgb in rgbs]  # the evaluator's path
     assert any(not np.array_equal(h, p) for h, p in zip(heat, plain_heat))
-    masks = [threshold_components(h, det.threshold, 50)[0] for h in heat]
-    r = replay(sim / "bag", tmp_path / "out", model, gt_topic=GT_TOPIC, progress=False)
-    replayed_bag = read_bag(tmp_path / "out")
-    e = evaluate(sim, model, progress=False)
-    assert r["auprc"] == pytest.approx(e["auprc"], abs=1e-6)
-    node = _node_outputs(model, frames, "/fc_regions")
-    for i in range(len(frames)):
-        np.testing.assert_array_equal(to_array(replayed_bag[OUT["heatmap"]][i][1]), heat[i])
-        np.testing.assert_array_equal(to_array(replayed_bag[OUT["mask"]][i][1]), masks[i])
-        np.testing.assert_allclose(to_array(node[i]["heatmap"]), heat[i], rtol=0, atol=1e-6)
-        np.testing.assert_array_equal(to_array(node[i]["mask"]), masks[i])
+    _same_in_node_replay_and_evaluate(sim, tmp_path, model, det, frames, heat, "/fc_regions")
 
 def test_the_zoomed_band_gives_the_same_mask_in_node_replay_and_evaluate(sim, tmp_path):
     """The shipped `fast` model carrying the zoomed band (runtime/zoom_band.py; place and scale
@@ -442,12 +432,18 @@ def test_the_zoomed_band_gives_the_same_mask_in_node_replay_and_evaluate(sim, tm
     heat = [det.heatmap(rgb) for rgb in rgbs]  # the evaluator's path
     plain = [Detector(shipped).heatmap(rgb) for rgb in rgbs]
     assert all(not np.array_equal(h, p) for h, p in zip(heat, plain))
+    _same_in_node_replay_and_evaluate(sim, tmp_path, model, det, frames, heat, "/fc_zoom")
+
+
+def _same_in_node_replay_and_evaluate(sim, tmp_path, model, det, frames, heat, namespace):
+    """The real node, replay and the evaluator on `model` give `heat` (the evaluator's path,
+    already computed) and its mask on the bag's first frames."""
     masks = [threshold_components(h, det.threshold, 50)[0] for h in heat]
     r = replay(sim / "bag", tmp_path / "out", model, gt_topic=GT_TOPIC, progress=False)
     replayed_bag = read_bag(tmp_path / "out")
     e = evaluate(sim, model, progress=False)
     assert r["auprc"] == pytest.approx(e["auprc"], abs=1e-6)
-    node = _node_outputs(model, frames, "/fc_zoom")
+    node = _node_outputs(model, frames, namespace)
     for i in range(len(frames)):
         np.testing.assert_array_equal(to_array(replayed_bag[OUT["heatmap"]][i][1]), heat[i])
         np.testing.assert_array_equal(to_array(replayed_bag[OUT["mask"]][i][1]), masks[i])

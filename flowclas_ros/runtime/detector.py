@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -64,32 +64,24 @@ class Detector:
         self.info: ModelInfo = self.backend.info
         self.threshold = float(self.info.threshold if threshold is None else threshold)
         self.min_area = int(min_area)
-        self.regions: Optional[RegionEvidence] = self._regions(regions)
-        self.zoom: Optional[ZoomBand] = self._zoom(zoom)
+        self.regions: Optional[RegionEvidence] = self._stage(
+            "regions", regions, RegionEvidence, region_evidence_of, RegionEvidenceError)
+        self.zoom: Optional[ZoomBand] = self._stage("zoom", zoom, ZoomBand, zoom_band_of, ZoomBandError)
 
-    def _regions(self, regions: str | RegionEvidence) -> Optional[RegionEvidence]:
-        if isinstance(regions, RegionEvidence):
-            return regions
-        if regions == FROM_MODEL:
+    def _stage(self, name: str, value: Any, kind: type, from_model: Callable[[dict[str, str], str], Any],
+               damaged: type[Exception]) -> Any:
+        """A post-model stage's settings from a Detector argument: `kind` as given, "model" for
+        the one the model file carries (None if it carries none), "off" for none."""
+        if isinstance(value, kind):
+            return value
+        if value == FROM_MODEL:
             try:
-                return region_evidence_of(self.info.extra, str(self.model_path))
-            except RegionEvidenceError as exc:  # a damaged model file, said as such
+                return from_model(self.info.extra, str(self.model_path))
+            except damaged as exc:  # a damaged model file, said as such
                 raise ModelFileError(str(exc)) from exc
-        if regions == NO_REGIONS:
+        if value == NO_REGIONS:
             return None
-        raise ValueError(f"regions must be '{FROM_MODEL}', '{NO_REGIONS}' or a RegionEvidence, got {regions!r}")
-
-    def _zoom(self, zoom: str | ZoomBand) -> Optional[ZoomBand]:
-        if isinstance(zoom, ZoomBand):
-            return zoom
-        if zoom == FROM_MODEL:
-            try:
-                return zoom_band_of(self.info.extra, str(self.model_path))
-            except ZoomBandError as exc:
-                raise ModelFileError(str(exc)) from exc
-        if zoom == NO_REGIONS:
-            return None
-        raise ValueError(f"zoom must be '{FROM_MODEL}', '{NO_REGIONS}' or a ZoomBand, got {zoom!r}")
+        raise ValueError(f"{name} must be '{FROM_MODEL}', '{NO_REGIONS}' or a {kind.__name__}, got {value!r}")
 
     @property
     def providers(self) -> list[str]:

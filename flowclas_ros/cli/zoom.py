@@ -42,7 +42,7 @@ def run(a: argparse.Namespace) -> int:
         from flowclas_ros.deploy.onnx_metadata import set_zoom_band
 
         set_zoom_band(a.model, a.out, None, threshold, info.threshold_rule)
-        print(f"{a.out}: zoomed band off, threshold {threshold:g}")
+        print(f"{a.out}: zoomed band off, threshold {threshold:g} (threshold rule: {info.threshold_rule})")
         return 0
     if not a.val:
         raise ConfigError("zoom: --val DIR is needed (the band's place, scale and threshold are fitted on it)")

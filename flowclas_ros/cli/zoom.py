@@ -28,7 +28,7 @@ def run(a: argparse.Namespace) -> int:
 
     from flowclas_ros.config import ConfigError
     from flowclas_ros.runtime.model_info import read_model_info
-    from flowclas_ros.runtime.zoom_band import ZoomBand, ZoomBandError
+    from flowclas_ros.runtime.zoom_band import ZoomBandError
 
     if not str(a.model).endswith(".onnx"):
         raise ConfigError(f"zoom: {a.model} is not an exported .onnx model (export the checkpoint first)")
@@ -50,13 +50,12 @@ def run(a: argparse.Namespace) -> int:
         raise ConfigError("zoom: --threshold goes with --off (with --val the threshold is fitted)")
     if not 1 <= a.max_frames <= 100000:
         raise ConfigError(f"zoom: --max-frames {a.max_frames} is outside 1..100000")
-    try:
-        ZoomBand(center=0.5 if a.center is None else a.center, zoom=a.zoom)
-    except ZoomBandError as exc:
-        raise ConfigError(f"zoom: {exc}") from exc
     from flowclas_ros.eval.zoom_calibration import fit_zoom_band, write_zoomed_model
 
-    fit = fit_zoom_band(a.model, a.val, zoom=a.zoom, center=a.center, max_frames=a.max_frames)
+    try:  # bad --zoom / --center are refused before any frame is read
+        fit = fit_zoom_band(a.model, a.val, zoom=a.zoom, center=a.center, max_frames=a.max_frames)
+    except ZoomBandError as exc:
+        raise ConfigError(f"zoom: {exc}") from exc
     write_zoomed_model(a.model, a.out, fit)
     print(fit.report())
     print(f"{a.out}: written")

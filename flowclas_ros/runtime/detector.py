@@ -94,7 +94,10 @@ class Detector:
     def prepare_with_image(self, image: np.ndarray, encoding: str = "rgb8"
                            ) -> tuple[np.ndarray, Geometry, np.ndarray]:
         """`prepare` plus the frame placed on the model input (uint8), which `refine` needs."""
-        rgb = to_rgb8(image, encoding)
+        return self._prepare_rgb(to_rgb8(image, encoding))
+
+    def _prepare_rgb(self, rgb: np.ndarray) -> tuple[np.ndarray, Geometry, np.ndarray]:
+        """`prepare_with_image` of a frame already converted by `to_rgb8` (no second copy)."""
         i = self.info
         return preprocess_with_image(rgb, i.input_size, i.mean, i.std, i.resize_policy)
 
@@ -110,7 +113,7 @@ class Detector:
     def frame_heatmap(self, rgb: np.ndarray) -> np.ndarray:
         """One model pass (+ the region stage) over an RGB frame, at the frame's resolution: the
         heatmap without the zoomed band (whose tiles are such frames)."""
-        x, geom, placed = self.prepare_with_image(rgb, "rgb8")
+        x, geom, placed = self._prepare_rgb(rgb)
         return heatmap_to_source(self.refine(self.backend(x[None])[0], geom, placed), geom)
 
     def with_zoom(self, rgb: np.ndarray, heat: np.ndarray) -> np.ndarray:
@@ -126,7 +129,7 @@ class Detector:
     def detect(self, image: np.ndarray, encoding: str = "rgb8") -> Detection:
         t0 = time.perf_counter()
         rgb = to_rgb8(image, encoding)
-        x, geom, placed = self.prepare_with_image(rgb, "rgb8")
+        x, geom, placed = self._prepare_rgb(rgb)
         t1 = time.perf_counter()
         score = self.backend(x[None])[0]
         t2 = time.perf_counter()

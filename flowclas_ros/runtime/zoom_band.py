@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 ZOOM_KEY = "zoom_band"  # ONNX metadata key holding the stage's settings (JSON)
-MAX_ZOOM = 4.0  # bounds the work: at most ceil(4 x 4/3) + 1 = 7 tiles on a 4:3 frame
+MAX_ZOOM = 4.0  # bounds the work: a band `zoom` frames wide, so at most 4 tiles (5 if rounding tips it)
 
 
 class ZoomBandError(ValueError):

@@ -66,3 +66,27 @@ def test_a_recipe_with_the_zoomed_band_is_its_trained_model_plus_the_band(lwo, t
     monkeypatch.setattr(lwo, "RUNS", tmp_path)
     with pytest.raises(SystemExit, match="run --recipes new-world"):
         lwo.train_and_score("gen-9", "new-world+zoom", 200, test=True, lock=None)
+
+
+def test_an_operating_point_recalibrates_the_trained_checkpoint_on_the_worlds_val(lwo, tmp_path, monkeypatch):
+    """RECIPE@P is the recipe's checkpoint recalibrated at P % val inlier FPR, then exported (and
+    +zoom stacks on it); a bad rate is refused, and a missing checkpoint names the run to make."""
+    import argparse
+
+    assert lwo.recipe_name("new-world-accurate@0.3+zoom") == "new-world-accurate@0.3+zoom"
+    assert lwo.operating_point("new-world@0.3") == ("new-world", 0.3)
+    for bad in ("new-world@", "new-world@abc", "new-world@0", "new-world@100", "fancy@0.3"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            lwo.recipe_name(bad)
+    monkeypatch.setattr(lwo, "RUNS", tmp_path)
+    with pytest.raises(SystemExit, match="run --recipes new-world-accurate"):
+        lwo.train_and_score("gen-9", "new-world-accurate@0.3", 2000, test=True, lock=None)
+    (tmp_path / "gen-9" / "new-world-accurate_2000").mkdir(parents=True)
+    (tmp_path / "gen-9" / "new-world-accurate_2000" / "checkpoint.pt").write_bytes(b"")
+    units = []
+    monkeypatch.setattr(lwo, "run", lambda cmd, lock=None, log=None: units.append(cmd[-1]))
+    lwo.train_and_score("gen-9", "new-world-accurate@0.3", 2000, test=True, lock=None)
+    steps = units[0].split(" && ")
+    assert [s.split()[3] for s in steps] == ["calibrate", "export", "evaluate"]
+    assert "calibration.inlier_fpr=0.003" in steps[0] and "new-world-accurate_2000/checkpoint.pt" in steps[0]
+    assert "new-world-accurate@0.3_2000/model.onnx" in steps[1]

@@ -71,7 +71,7 @@ def test_the_new_world_recipes_read_the_logs_lens_and_depth(tmp_path, monkeypatc
     pytest.importorskip("pybullet")
     from flowclas_ros.sim.family import terrain
     from flowclas_ros.sim.generate import generate_split
-    from flowclas_ros.training.recipes import logs_config, recipe_overrides
+    from flowclas_ros.training.recipes import NEW_WORLD_INLIER_FPR, logs_config, recipe_overrides
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     generate_split(tmp_path / "log", "train", 3, world="gen-3", bag=True, progress=False)
@@ -85,6 +85,7 @@ def test_the_new_world_recipes_read_the_logs_lens_and_depth(tmp_path, monkeypatc
     cfg, _ = logs_config([bag], overrides=[o for o in accurate if "sources.cutouts" not in o])
     assert cfg.model.input_size == [480, 640] and cfg.train.crop_size == [240, 320]
     assert cfg.outlier_exposure.size_sampling == "log_uniform"
+    assert cfg.calibration.inlier_fpr == NEW_WORLD_INLIER_FPR and "0.3 % val inlier FPR" in notes[0]
     with pytest.raises(ConfigError, match="--recipe"):
         recipe_overrides("moon", [bag])
 

@@ -173,6 +173,6 @@ def recipe_overrides(recipe: str, bags: Sequence[str | Path], topic: Optional[st
     scale = measure_log(bags[0], samples, cell_px=grid * frame_h / in_h)
     overrides += scale.overrides(window_short)
     notes = [f"recipe {recipe} ({role}; OE {sources}, camouflage 0.5; threshold at "
-             f"{100 * NEW_WORLD_INLIER_FPR:g} % val inlier FPR)", scale.describe(),
+             f"{100 * NEW_WORLD_INLIER_FPR:g} % val inlier FPR unless --set calibration.inlier_fpr)", scale.describe(),
              "derived: " + " ".join(o for o in overrides if "scale=" in o or "min_change" in o)]
     return overrides, notes

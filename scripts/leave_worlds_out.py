@@ -45,8 +45,8 @@ RECIPES: dict[str, list[str]] = {
     "new-world-accurate": ["--recipe", "new-world-accurate", "--set", "calibration.inlier_fpr=0.001"],
     # NF-only baselines (lambda = 0, no OE) on each role's input
     "nf-only": ["--set", "loss.contrastive_weight=0", "--set", "outlier_exposure.enabled=false"],
-    "nf-only-accurate": ["--recipe", "new-world-accurate", "--set", "loss.contrastive_weight=0",
-                         "--set", "outlier_exposure.enabled=false"],
+    "nf-only-accurate": ["--recipe", "new-world-accurate", "--set", "calibration.inlier_fpr=0.001",
+                         "--set", "loss.contrastive_weight=0", "--set", "outlier_exposure.enabled=false"],
 }
 # Derived from a trained recipe without retraining, each fitted on the world's own val (no choice
 # made on test): RECIPE@P, its checkpoint recalibrated at P % val inlier FPR (`flowclas-ros

@@ -20,9 +20,8 @@ import numpy as np
 from flowclas_ros.deploy.open_model import open_detector
 from flowclas_ros.eval.evaluate import eval_items, read_eval_frame
 from flowclas_ros.eval.size_recall import SIZE_BUCKETS, bucket_of, obstacles
+from flowclas_ros.eval.zoom_calibration import SAMPLE_STEP  # the band's fit samples inliers alike
 from flowclas_ros.runtime.labels import INLIER
-
-SAMPLE_STEP = 3  # inlier pixels sampled on a grid of this step each way (bounds memory)
 
 
 def frame_scores(model: str, val: str, max_frames: int) -> tuple[list[np.ndarray], list[list[tuple[str, np.ndarray]]]]:

@@ -86,6 +86,8 @@ def test_the_new_world_recipes_read_the_logs_lens_and_depth(tmp_path, monkeypatc
     assert cfg.model.input_size == [480, 640] and cfg.train.crop_size == [240, 320]
     assert cfg.outlier_exposure.size_sampling == "log_uniform"
     assert cfg.calibration.inlier_fpr == NEW_WORLD_INLIER_FPR and "0.3 % val inlier FPR" in notes[0]
+    # half the cut-outs camouflaged: the base recipe's (config/train_sim.yaml), said in the note
+    assert cfg.outlier_exposure.camouflage == 0.5 and "camouflage 0.5" in notes[0]
     with pytest.raises(ConfigError, match="--recipe"):
         recipe_overrides("moon", [bag])
 

@@ -60,3 +60,15 @@ def test_bad_oe_recipe_options_name_the_key(key, value, tmp_path):
     with pytest.raises(ConfigError, match=f"outlier_exposure.{key}"):
         config_from_dict({"data": {"train": [{"root": str(tmp_path)}]},
                           "outlier_exposure": {key: value}}, tmp_path)
+
+
+def test_the_model_card_says_what_share_is_camouflaged_and_how_sizes_are_drawn(tmp_path):
+    """A card that hides camouflage or log-uniform sizes would not let a user rebuild the model."""
+    from flowclas_ros.deploy.model_card import describe_oe
+
+    base = {"data": {"train": [{"root": str(tmp_path)}]}, "outlier_exposure": {"bank": str(tmp_path)}}
+    plain = describe_oe(config_from_dict(base, tmp_path).outlier_exposure)
+    assert "camouflaged" not in plain and "sizes drawn" not in plain
+    base["outlier_exposure"].update(camouflage=0.5, size_sampling="log_uniform")
+    line = describe_oe(config_from_dict(base, tmp_path).outlier_exposure)
+    assert "50% camouflaged" in line and "sizes drawn log-uniform" in line

@@ -30,7 +30,9 @@ def describe_oe(oe: Any) -> str:
     for name, w in weights.items():
         share = f"{100 * w / total:.0f}% of OE frames"
         if name == "cutouts":
-            parts.append(f"pasted cut-outs from `{oe.bank}` ({share}; count {oe.count}, scale {oe.scale})")
+            camo = (f", {100 * oe.camouflage:.0f}% camouflaged (recoloured from the frame, shading kept)"
+                    if oe.camouflage > 0 else "")
+            parts.append(f"pasted cut-outs from `{oe.bank}` ({share}; count {oe.count}, scale {oe.scale}{camo})")
         elif name == "procedural":
             pr, f = oe.procedural, oe.procedural.fills
             parts.append(f"procedural noise-blob anomalies ({share}; count {pr.count}, scale {pr.scale}, "
@@ -48,7 +50,8 @@ def describe_oe(oe: Any) -> str:
                          f"tau {fn.tau}, anchor {fn.anchor:g}, context {fn.context}"
                          + (f", NLL hinge margin {fn.nll_margin:g}" if fn.nll_margin > 0 else "")
                          + (f", drawn by the frozen flow of `{fn.generator}`" if fn.generator else "") + ")")
-    return f"p={oe.probability:g} per frame, one source per frame: " + "; ".join(parts)
+    sizes = "" if oe.size_sampling == "uniform" else f"; sizes drawn {oe.size_sampling.replace('_', '-')}"
+    return f"p={oe.probability:g} per frame, one source per frame: " + "; ".join(parts) + sizes
 
 
 def describe_augmentation(aug: Any) -> str:

@@ -123,8 +123,8 @@ def logs_config(bags: Sequence[str | Path], topic: Optional[str] = None, stride:
 # ---------------------------------------------------------------- recipes for a new world
 
 RECIPES: tuple[str, ...] = ("default", "new-world", "new-world-accurate")
-# What "a world unlike the courtyard" adds to the default: cut-outs and procedural blobs, half the
-# cut-outs camouflaged; the paste sizes and the procedural contrast come from the log
+# What "a world unlike the courtyard" adds to the default: cut-outs and procedural blobs (half the
+# cut-outs camouflaged, as in the base recipe); the paste sizes and the procedural contrast come from the log
 # (training/log_scale.py). No flow patches: their generator trains for 15-20 min per log on this
 # CPU, a third of the hour a log training may take.
 _NEW_WORLD_OE = "cutouts,procedural"
@@ -134,7 +134,7 @@ _NEW_WORLD_OE = "cutouts,procedural"
 # largest rate whose threshold, set on one half, flags <= 0.4 % of the other half's inlier pixels
 # for every role (docs/results.md, "The operating point").
 NEW_WORLD_INLIER_FPR = 0.003
-_NEW_WORLD = ["outlier_exposure.camouflage=0.5", f"calibration.inlier_fpr={NEW_WORLD_INLIER_FPR:g}"]
+_NEW_WORLD = [f"calibration.inlier_fpr={NEW_WORLD_INLIER_FPR:g}"]
 
 
 def recipe_overrides(recipe: str, bags: Sequence[str | Path], topic: Optional[str] = None,
@@ -153,7 +153,9 @@ def recipe_overrides(recipe: str, bags: Sequence[str | Path], topic: Optional[st
     from flowclas_ros.data.layouts import source_samples
     from flowclas_ros.training.log_scale import measure_log
 
-    model = base_recipe().get("model", {})
+    base = base_recipe()
+    model = base.get("model", {})
+    camouflage = float(base.get("outlier_exposure", {}).get("camouflage", 0.0))
     in_h, in_w = model.get("input_size", [240, 320])
     grid = int(model.get("backbone", {}).get("feature_stride", 8))
     coarsest = max(model.get("backbone", {}).get("taps", [grid]))
@@ -172,7 +174,7 @@ def recipe_overrides(recipe: str, bags: Sequence[str | Path], topic: Optional[st
         role = f"fast: {in_w}x{in_h} input"
     scale = measure_log(bags[0], samples, cell_px=grid * frame_h / in_h)
     overrides += scale.overrides(window_short)
-    notes = [f"recipe {recipe} ({role}; OE {sources}, camouflage 0.5; threshold at "
+    notes = [f"recipe {recipe} ({role}; OE {sources}, camouflage {camouflage:g}; threshold at "
              f"{100 * NEW_WORLD_INLIER_FPR:g} % val inlier FPR unless --set calibration.inlier_fpr)", scale.describe(),
              "derived: " + " ".join(o for o in overrides if "scale=" in o or "min_change" in o)]
     return overrides, notes

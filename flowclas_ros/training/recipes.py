@@ -23,7 +23,7 @@ from typing import Any, Optional, Sequence
 import yaml
 
 from flowclas_ros.config import Config, ConfigError, apply_override, config_from_dict
-from flowclas_ros.config.schema import OESourcesConfig
+from flowclas_ros.config.schema import OESourcesConfig, OutlierExposureConfig
 from flowclas_ros.runtime.model_info import shipped_dirs
 
 BASE_RECIPE = "train_sim.yaml"  # the shipped default model's config
@@ -155,7 +155,7 @@ def recipe_overrides(recipe: str, bags: Sequence[str | Path], topic: Optional[st
 
     base = base_recipe()
     model = base.get("model", {})
-    camouflage = float(base.get("outlier_exposure", {}).get("camouflage", 0.0))
+    camouflage = float(base.get("outlier_exposure", {}).get("camouflage", OutlierExposureConfig.camouflage))
     in_h, in_w = model.get("input_size", [240, 320])
     grid = int(model.get("backbone", {}).get("feature_stride", 8))
     coarsest = max(model.get("backbone", {}).get("taps", [grid]))

@@ -206,6 +206,19 @@ def test_cli_json_prints_exactly_one_object(trained, toy_world, tmp_path, monkey
     assert rc == 0 and "AUPRC" in out and "sIoU" in out
 
 
+def test_cli_components_at_the_model_threshold(trained, toy_world, capfd):
+    """`--components-at model`: the component metrics describe the obstacle list at the model's
+    own threshold (what the node publishes), not at the pooled best-F1 one."""
+    args = ["evaluate", "--data", str(toy_world / "test"), "--model", str(trained["onnx"]),
+            "--max-frames", "3", "--json", "--quiet"]
+    assert cli.main(args + ["--components-at", "model"]) == 0
+    at_model = json.loads(capfd.readouterr().out)["components"]
+    assert cli.main(args) == 0
+    at_best = json.loads(capfd.readouterr().out)["components"]
+    assert at_model["threshold_source"] == "model" and at_best["threshold_source"] == "pixel_best_f1"
+    assert at_model["threshold"] == pytest.approx(Detector(trained["onnx"]).info.threshold)
+
+
 def test_missing_model_or_data_gives_a_clear_error(toy_world, tmp_path, monkeypatch, capsys):
     missing = tmp_path / "nope.onnx"
     with pytest.raises(ModelFileError, match="model file not found"):

@@ -40,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_pool_arguments(p, "shard")
     p.add_argument("--shard-frames", type=int_at_least(1), default=500,
                    help="fleet run: frames per shard of a dataset (default 500)")
+    p.add_argument("--components-at", choices=("best_f1", "model"), default="best_f1",
+                   help="threshold of the component metrics (sIoU, PPV, mean F1): the pooled "
+                   "pixel best-F1 one (SMIYC, default) or the model's own, i.e. the obstacle list "
+                   "the node publishes (a fleet run always uses the model's)")
     p.add_argument("--regions", choices=("model", "off"), default="model",
                    help="the region-evidence stage after the model: the one the model file "
                    "carries (default) or none")
@@ -87,6 +91,7 @@ def run(a: argparse.Namespace) -> int:
                       min_pred_area=a.min_pred_area, min_gt_area=a.min_gt_area,
                       max_frames=a.max_frames, progress=not a.quiet,
                       image_score=a.image_score, image_top_k=a.image_top_k,
-                      layout_options=layout_options, regions=a.regions)
+                      layout_options=layout_options, regions=a.regions,
+                      component_threshold=a.components_at)
     print(to_json(result) if a.json else format_summary(result))
     return 0

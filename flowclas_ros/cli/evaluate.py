@@ -13,7 +13,7 @@ from flowclas_ros.cli.arguments import add_pool_arguments, int_at_least, names_m
 
 def register(sub: argparse._SubParsersAction) -> None:
     from flowclas_ros.eval.component_filters import MIN_GT_AREA, MIN_PRED_AREA
-    from flowclas_ros.eval.evaluate import IMAGE_SCORES
+    from flowclas_ros.eval.evaluate import COMPONENT_THRESHOLDS, IMAGE_SCORES
 
     p = sub.add_parser("evaluate", help="SMIYC pixel + component metrics and a report on a "
                        "labelled dataset")
@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_pool_arguments(p, "shard")
     p.add_argument("--shard-frames", type=int_at_least(1), default=500,
                    help="fleet run: frames per shard of a dataset (default 500)")
-    p.add_argument("--components-at", choices=("best_f1", "model"), default="best_f1",
+    p.add_argument("--components-at", choices=COMPONENT_THRESHOLDS, default="best_f1",
                    help="threshold of the component metrics (sIoU, PPV, mean F1): the pooled "
                    "pixel best-F1 one (SMIYC, default) or the model's own, i.e. the obstacle list "
                    "the node publishes (a fleet run always uses the model's)")

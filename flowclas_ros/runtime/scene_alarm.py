@@ -1,8 +1,7 @@
 """The domain-shift alarm: is the robot in a scene unlike the training data?
 
 A calibrated model flags a known share of a familiar scene's pixels: the calibration's inlier
-rate (a few tenths of a percent; the model's card says which) plus the obstacles actually in
-view, usually a few percent.
+rate (0.1 % for the shipped models) plus the obstacles actually in view, usually a few percent.
 In a scene unlike its training data the flow finds everything unlikely and the mask floods
 (a model tuned in one world flagged 73 % of another world's pixels): every "obstacle" is then
 noise, and the honest answer is to say so. The node, replay and the evaluator share this rule:

@@ -27,7 +27,8 @@ import numpy as np
 
 from flowclas_ros.data.generic import write_sample
 from flowclas_ros.runtime.labels import ANOMALY, INLIER
-from flowclas_ros.sim.camera import _sample_camera, _sample_light
+from flowclas_ros.sim.camera import Camera, _sample_camera, _sample_light
+from flowclas_ros.sim.generate import measured_depth_mm, write_measured_depth
 from flowclas_ros.sim.placement import try_place
 from flowclas_ros.sim.scenes import (
     _ANOMALY_COUNT,
@@ -87,7 +88,8 @@ def _compose_solids(world, rng):
     raise RuntimeError("could not place the solids")
 
 
-def render(index: int, seed: int, kind: str = "camouflaged") -> tuple[np.ndarray, np.ndarray, dict]:
+def render(index: int, seed: int, kind: str = "camouflaged"
+           ) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray]:
     world = _world()
     rng = _rng(seed, "val", index)
     if kind == "solids":
@@ -109,12 +111,12 @@ def render(index: int, seed: int, kind: str = "camouflaged") -> tuple[np.ndarray
             colour = np.full(3, rng.uniform(0.55, 0.95)) * rng.uniform(0.97, 1.03, 3)
             obj["paint"] = "stone"
         world.recolour(obj["body"], (*np.clip(colour, 0, 1).tolist(), 1.0))
-    rgb, ids, _ = world.render_with_depth(camera, light)
+    rgb, ids, depth = world.render_with_depth(camera, light)
     bodies = [o["body"] for o in objects if o["role"] == "anomaly"]
     label = np.where(np.isin(ids, bodies), np.uint8(ANOMALY), np.uint8(INLIER))
     meta = {"id": f"{kind}_{index:05d}", "seed": seed, "index": index, "camera": camera.metadata(),
             "objects": [{k: v for k, v in o.items() if k != "body"} for o in objects]}
-    return rgb, label, meta
+    return rgb, label, meta, depth
 
 
 def main() -> None:
@@ -123,13 +125,17 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=150)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--kind", choices=("camouflaged", "solids"), default="camouflaged")
+    ap.add_argument("--depth", action="store_true", help="also write the measured depth (as `sim --depth`)")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "frames.jsonl", "w", encoding="utf-8") as f:
         for i in range(a.n):
-            rgb, label, meta = render(i, a.seed, a.kind)
+            rgb, label, meta, depth = render(i, a.seed, a.kind)
             write_sample(out, meta["id"], rgb, label)
+            if a.depth:
+                camera = Camera.from_metadata(meta["camera"])
+                write_measured_depth(out, meta["id"], measured_depth_mm(depth, camera, a.seed, meta["id"]), camera)
             f.write(json.dumps(meta, default=float) + "\n")
     (out / "summary.json").write_text(json.dumps({"split": f"{a.kind}_dev", "seed": a.seed, "frames": a.n}) + "\n")
 

@@ -37,15 +37,27 @@ def frames(toy_world):
 
 
 @pytest.fixture(scope="module")
-def rig(trained, frames):
-    """(node process, peer, {'image', 'depth', 'info'} publishers) of a node with use_depth."""
+def staged_model(trained, tmp_path_factory):
+    """The test model carrying the depth region stage (runtime/depth_regions.py)."""
+    from flowclas_ros.deploy.onnx_metadata import set_depth_regions
+    from flowclas_ros.runtime.depth_regions import DepthRegions
+
+    model = tmp_path_factory.mktemp("staged") / "staged.onnx"
+    set_depth_regions(trained["onnx"], model, DepthRegions(stride=1, min_px=20))
+    return model
+
+
+@pytest.fixture(scope="module")
+def rig(staged_model, frames):
+    """(node process, peer, {'image', 'depth', 'info'} publishers) of a node with use_depth, on a
+    model that carries the depth region stage."""
     peer = Peer("flowclas_depth_peer")
     for key in ("heatmap", "mask"):
         peer.subscribe(Image, OUT[key])
     peer.subscribe(PointCloud2, OUT["points"])
     peer.subscribe(MarkerArray, OUT["markers"])
     peer.subscribe(DiagnosticArray, "/diagnostics")
-    proc = NodeProcess({"model_path": trained["onnx"], "threshold": 0.0, "min_obstacle_area": 0,
+    proc = NodeProcess({"model_path": staged_model, "threshold": 0.0, "min_obstacle_area": 0,
                         "use_depth": True, "max_obstacle_points": MAX_POINTS, "depth_wait": 0.5,
                         "diagnostics_period": 0.2}, NS,
                        remap={"image": f"{CAM}/image_raw", "depth/image": f"{CAM}/depth/image_raw",
@@ -194,6 +206,34 @@ def test_depth_arriving_after_its_frame_was_processed_still_gets_its_cloud(rig, 
     expected = back_project(as_array(out["mask"]), depth_image(rgb.shape), k, as_array(out["heatmap"]), MAX_POINTS)
     np.testing.assert_allclose(cloud_points(cloud.data, cloud.width), expected, rtol=1e-6)
     assert cloud.header.frame_id == "cam_optical"
+
+
+def test_the_depth_region_stage_runs_on_frames_whose_depth_came_first(rig, frames, staged_model):
+    """The node runs the model's depth region stage on a frame whose depth and CameraInfo came
+    before it, with the same result as the runtime Detector given that depth; a frame without
+    depth, or with depth of another size, goes on without the stage; each outcome is counted in
+    the diagnostics, and the node lives on."""
+    from flowclas_ros.runtime.detector import Detector
+
+    proc, peer, pubs = rig
+    rgb = frames[4]
+    depth = depth_image(rgb.shape)
+    pubs["info"].publish(info_msg(intrinsics(rgb.shape), _stamp[0]))
+    pubs["depth"].publish(image_msg(depth, "32FC1", _stamp[0] + 50_000_000, "cam_optical"))  # send()'s next stamp
+    time.sleep(0.5)  # the depth (and CameraInfo) are cached before the colour frame is sent
+    out, k = send(peer, pubs, rgb, None, want=("heatmap",))
+    det = Detector(staged_model, threshold=0.0).detect(rgb, "rgb8", depth, k)
+    assert det.depth_stage != "no_depth"
+    np.testing.assert_allclose(as_array(out["heatmap"]), det.heatmap, rtol=0, atol=1e-6)
+    send(peer, pubs, rgb, None, want=("heatmap",))  # no depth for this one
+    send(peer, pubs, rgb, np.ones((8, 8), np.float32), want=("heatmap",))  # depth of another size
+    values = wait_for(lambda: (v := _diag(peer)) and int(v.get("depth_regions_no_depth", 0)) >= 1
+                      and int(v.get("depth_regions_bad_depth", 0)) >= 1 and v, 10,
+                      "depth region counters in diagnostics")
+    ran = sum(int(values.get(f"depth_regions_{k}", 0)) for k in ("lifted", "no_segment", "no_ground"))
+    assert ran >= 1, values
+    assert proc.proc.poll() is None
+    send(peer, pubs, rgb, depth_image(rgb.shape))  # and the next good frame is served
 
 
 def test_without_use_depth_there_are_no_depth_topics(trained, frames):

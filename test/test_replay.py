@@ -449,3 +449,100 @@ def _same_in_node_replay_and_evaluate(sim, tmp_path, model, det, frames, heat, n
         np.testing.assert_array_equal(to_array(replayed_bag[OUT["mask"]][i][1]), masks[i])
         np.testing.assert_allclose(to_array(node[i]["heatmap"]), heat[i], rtol=0, atol=1e-6)
         np.testing.assert_array_equal(to_array(node[i]["mask"]), masks[i])
+
+
+def _node_outputs_with_depth(model, frames, ns: str) -> tuple[list[np.ndarray], dict[str, str]]:
+    """The real node (subprocess, real DDS, `use_depth`) fed `frames` ([(stamp, Image, depth Image,
+    CameraInfo)] from a bag): per frame the heatmaps it published for that stamp, and its last
+    diagnostics. Depth and CameraInfo go first, as an RGB-D driver's usually arrive; a frame is
+    sent again (all three) until the node answers it, as best-effort DDS may drop one."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from ros_harness import NodeProcess, Peer, wait_for
+    from ros_harness import image_msg as ros_image_msg
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from flowclas_ros.runtime.pipeline import stamp_ns as ros_stamp
+
+    heat_topic = output_topics(ns)["heatmap"]
+    cam = f"{ns}/camera"
+    peer = Peer("flowclas_depth_regions_peer")
+    peer.subscribe(Image, heat_topic)
+    peer.subscribe(DiagnosticArray, "/diagnostics")
+    proc = NodeProcess({"model_path": model, "use_depth": True, "diagnostics_period": 0.2}, ns,
+                       remap={"image": f"{cam}/image_raw", "depth/image": f"{cam}/depth/image_raw",
+                              "camera_info": f"{cam}/camera_info"})
+    pubs = {"image": peer.node.create_publisher(Image, f"{cam}/image_raw", 10),
+            "depth": peer.node.create_publisher(Image, f"{cam}/depth/image_raw", 10),
+            "info": peer.node.create_publisher(CameraInfo, f"{cam}/camera_info", 10)}
+    heats: list[list[np.ndarray]] = []
+    try:
+        wait_for(lambda: all(p.get_subscription_count() > 0 for p in pubs.values())
+                 and peer.node.count_publishers(heat_topic) > 0, 60, "the node to come up:\n" + proc.log)
+        for st, m, d, info in frames:
+            rgb = np.asarray(m.data).reshape(m.height, m.width, 3)
+            depth = np.frombuffer(bytes(d.data), np.uint16).reshape(d.height, d.width)
+            k = CameraInfo(height=info.height, width=info.width, k=list(info.k))
+            k.header.stamp.sec, k.header.stamp.nanosec = divmod(st, 10**9)
+            k.header.frame_id = FRAME_ID
+            deadline, got = time.monotonic() + 40, []
+            while not got and time.monotonic() < deadline:
+                pubs["info"].publish(k)
+                pubs["depth"].publish(ros_image_msg(depth, "16UC1", st, FRAME_ID))
+                time.sleep(0.3)  # the depth is cached before its colour frame is processed
+                pubs["image"].publish(ros_image_msg(rgb, m.encoding, st, FRAME_ID))
+                try:
+                    got = wait_for(lambda st=st: [x for x in peer.messages(heat_topic) if ros_stamp(x) == st],
+                                   1.5, "heatmap")
+                except TimeoutError:
+                    pass
+            assert got, f"no node output for stamp {st}:\n{proc.log}"
+            heats.append([to_array(x) for x in got])
+        time.sleep(0.5)  # one more diagnostics period
+        mine = [s for msg in peer.messages("/diagnostics") for s in msg.status if s.name.startswith(f"{ns}/")]
+        diag = {kv.key: kv.value for kv in mine[-1].values} if mine else {}
+    finally:
+        rc = proc.interrupt()
+        assert rc == 0, proc.log
+        peer.close()
+    return heats, diag
+
+
+def test_the_depth_region_stage_gives_the_same_mask_in_node_replay_and_evaluate(tmp_path_factory, tmp_path):
+    """`sim --bag --depth` frames (the measured depth in the layout and, identical, in the bag) and
+    the shipped `rgbd` model (`fast` carrying the depth region stage, runtime/depth_regions.py):
+    the evaluator, replay and the real node with `use_depth` (over DDS) give the same heatmap and
+    mask, the stage lifted every frame, and the result differs from the same model without it."""
+    from flowclas_ros.data.depth_files import read_camera_info, read_depth_m
+    from flowclas_ros.runtime.model_info import resolve_model_path
+
+    root = tmp_path_factory.mktemp("sim_depth")
+    assert cli.main(["sim", "--split", "val", "-n", "3", "--out", str(root), "--bag", "--depth"]) == 0
+    model = resolve_model_path("rgbd")
+    det, plain = Detector(model), Detector(model, depth_regions="off")
+    assert det.depth_regions is not None and plain.depth_regions is None
+    assert Detector("fast").depth_regions is None  # the colour-only default does not carry it
+    k = read_camera_info(root)
+    heat, masks = [], []
+    for s in generic_layout(root):  # the evaluator's path
+        rgb = read_image_rgb(s.image_path)
+        d = det.detect(rgb, "rgb8", read_depth_m(s.depth_path, rgb.shape[:2]), k)
+        assert d.depth_stage == "lifted"
+        assert not np.array_equal(d.heatmap, plain.heatmap(rgb))
+        heat.append(d.heatmap)
+        masks.append(threshold_components(d.heatmap, det.threshold, 50)[0])  # the node's min area
+    e = evaluate(root, model, progress=False)
+    assert e["depth_stage"] == {"lifted": 3}
+    assert evaluate(root, model, progress=False, depth_regions="off")["depth_stage"] == {"off": 3}
+    r = replay(root / "bag", tmp_path / "out", model, gt_topic=GT_TOPIC, progress=False)
+    assert r["depth_stage"] == {"lifted": 3} and r["auprc"] == pytest.approx(e["auprc"], abs=1e-6)
+    replayed = read_bag(tmp_path / "out")
+    bag = read_bag(root / "bag")
+    for i in range(3):
+        np.testing.assert_array_equal(to_array(replayed[OUT["heatmap"]][i][1]), heat[i])
+        np.testing.assert_array_equal(to_array(replayed[OUT["mask"]][i][1]), masks[i])
+    frames = [(stamp_ns(m), m, bag[DEPTH_TOPIC][i][1], bag[CAMERA_INFO_TOPIC][i][1])
+              for i, (_, m) in enumerate(bag[IMAGE_TOPIC])]
+    node_heats, diag = _node_outputs_with_depth(model, frames, "/fc_depth_regions")
+    for i, got in enumerate(node_heats):  # a frame processed before its depth came has no stage
+        assert any(np.allclose(h, heat[i], rtol=0, atol=1e-6) for h in got), f"frame {i}"
+    assert int(diag.get("depth_regions_lifted", 0)) >= 3, diag

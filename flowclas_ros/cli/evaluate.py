@@ -47,6 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--regions", choices=("model", "off"), default="model",
                    help="the region-evidence stage after the model: the one the model file "
                    "carries (default) or none")
+    p.add_argument("--depth-regions", choices=("model", "off"), default="model",
+                   help="the depth region stage (runtime/depth_regions.py) on frames with aligned "
+                   "depth (OUT/depth/{id}.png + camera_info.yaml): the one the model file carries "
+                   "(default) or none")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -92,6 +96,6 @@ def run(a: argparse.Namespace) -> int:
                       max_frames=a.max_frames, progress=not a.quiet,
                       image_score=a.image_score, image_top_k=a.image_top_k,
                       layout_options=layout_options, regions=a.regions,
-                      component_threshold=a.components_at)
+                      component_threshold=a.components_at, depth_regions=a.depth_regions)
     print(to_json(result) if a.json else format_summary(result))
     return 0

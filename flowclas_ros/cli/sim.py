@@ -25,6 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--bag", action="store_true",
                    help=f"also write a rosbag2 (MCAP) with {IMAGE_TOPIC}, {GT_TOPIC}, the aligned depth "
                    f"{DEPTH_TOPIC} (32FC1 m) and {CAMERA_INFO_TOPIC} to OUT/bag")
+    s.add_argument("--depth", action="store_true",
+                   help="also write each frame's aligned depth as a stereo camera measures it (noise, "
+                   "quantisation, holes, edge flicker: data/depth_noise.py) to OUT/depth/{id}.png "
+                   "(16-bit mm, 0 = no reading) and the intrinsics to OUT/camera_info.yaml; with "
+                   "--bag the bag's depth topic holds the same (16UC1) instead of exact 32FC1")
     s.add_argument("--workers", type=int_at_least(1), default=1, help="rendering processes")
     s.add_argument("--camera", choices=("clean", "robot"), default="clean",
                    help="camera model applied to every frame: clean (the fixed benchmark renders) or "
@@ -69,11 +74,14 @@ def run(a: argparse.Namespace) -> int:
             raise DatasetError("--world applies to frame splits; OE cut-outs are rendered alone, with no world")
         if a.bag:
             raise DatasetError("--bag applies to frame splits (train, val, test), not to the oe cut-out bank")
+        if a.depth:
+            raise DatasetError("--depth applies to frame splits (train, val, test), not to the oe cut-out bank")
         paths = build_oe_bank(a.out, a.n, seed=a.seed, workers=a.workers)
         print(f"sim oe: {len(paths)} cut-outs of random_urdfs/000..499 in {a.out}")
         return 0
     s = generate_split(a.out, a.split, a.n, seed=a.seed, bag=a.bag, workers=a.workers,
-                       camera=None if camera.is_identity else camera, bag_jpeg=a.bag_jpeg, world=a.world)
+                       camera=None if camera.is_identity else camera, bag_jpeg=a.bag_jpeg, world=a.world,
+                       depth=a.depth)
     print(f"sim {a.world} {a.split}: {s['frames']} frames in {a.out}{' (+ bag/)' if a.bag else ''}, "
           f"{s['seconds_per_frame']:.3f} s/frame")
     print(f"  frames with visible anomalies: {s['anomaly_frames']}")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flowclas_ros.data.depth_files import depth_path
 from flowclas_ros.data.files import IMAGE_EXTENSIONS, DatasetError, PathLike, write_png
 from flowclas_ros.data.labels import Sample, check_label_array
 
@@ -65,7 +66,8 @@ def dataset_images(images_dir: Path, what: str) -> dict[str, Path]:
 def generic_layout(root: PathLike, require_labels: bool = False, coding: str = "generic") -> list[Sample]:
     """List the samples of a generic-layout dataset, sorted by id. ``coding``: the value coding of
     the label files, a key of :data:`~flowclas_ros.data.labels.LABEL_DECODERS` (default generic
-    0/1/255; ``mask_0_255`` for binary masks, `--layout-opt coding=mask_0_255`)."""
+    0/1/255; ``mask_0_255`` for binary masks, `--layout-opt coding=mask_0_255`). A frame with
+    ``depth/{id}.png`` carries it as ``depth_path`` (its intrinsics: ``camera_info.yaml``)."""
     root = Path(root)
     require_dir(root, "dataset root")
     images = dataset_images(root / "images", "images directory")
@@ -77,7 +79,9 @@ def generic_layout(root: PathLike, require_labels: bool = False, coding: str = "
             if require_labels:
                 raise DatasetError(f"image id {sample_id!r} has no label: expected {label_path}")
             label_path = None
-        samples.append(Sample(sample_id, images[sample_id], label_path, coding))
+        depth: Path | None = depth_path(root, sample_id)
+        samples.append(Sample(sample_id, images[sample_id], label_path, coding,
+                              depth if depth.is_file() else None))
     return samples
 
 

@@ -117,12 +117,14 @@ class Sample:
     ``label_coding`` names the value coding of that file (a key of :data:`LABEL_DECODERS`).
     A sample without a label file is unlabelled, unless its coding is
     :data:`INLIER_CODING` (known to be all inlier). Read labels with :func:`read_sample_label`.
+    ``depth_path``: the frame's aligned depth when the dataset has it (``depth/{id}.png``).
     """
 
     id: str
     image_path: Path
     label_path: Path | None
     label_coding: str = "generic"
+    depth_path: Path | None = None  # an aligned 16-bit depth PNG in millimetres (data/depth_files.py)
 
     def __post_init__(self) -> None:
         if self.label_coding != INLIER_CODING and self.label_coding not in LABEL_DECODERS:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from flowclas_ros.model.score import describe_score
+from flowclas_ros.runtime.depth_regions import DEPTH_REGIONS_KEY
 from flowclas_ros.runtime.model_info import ModelFileError, read_model_info
 
 METRIC_ROWS = (("auprc", "AUPRC"), ("fpr95", "FPR95"), ("auroc", "AUROC"), ("mean_f1", "mean F1"),
@@ -101,6 +102,8 @@ def render_card(model: Path, checkpoint: Path, reports: dict[str, Path], command
         f"- precision: {info.extra.get('precision', 'fp32')}",
         f"- threshold: {info.threshold:.4g} ({info.threshold_rule}); score normalisation offset "
         f"{info.score_offset:.4g}, scale {info.score_scale:.4g}",
+        *([f"- depth region stage (on frames with aligned depth; runtime/depth_regions.py): "
+           f"`{info.extra[DEPTH_REGIONS_KEY]}`"] if info.extra.get(DEPTH_REGIONS_KEY) else []),
         f"- command: `{command}`", "",
         "## Metrics (measured by `flowclas-ros evaluate`, pixels pooled over each split, percent)", "",
         "| split | frames | " + " | ".join(name for _, name in METRIC_ROWS) +

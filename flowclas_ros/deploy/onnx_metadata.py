@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
+from flowclas_ros.runtime.depth_regions import DEPTH_REGIONS_KEY, DepthRegions
 from flowclas_ros.runtime.model_info import ModelInfo, read_model_info
 from flowclas_ros.runtime.regions import REGION_KEY, RegionEvidence
 from flowclas_ros.runtime.zoom_band import ZOOM_KEY, ZoomBand
@@ -33,6 +34,17 @@ def set_region_evidence(model: str | os.PathLike, out: str | os.PathLike,
     extra = {k: v for k, v in info.extra.items() if k != REGION_KEY}
     if regions is not None:
         extra[REGION_KEY] = regions.to_json()
+    return _rewrite(model, out, dataclasses.replace(info, extra=extra))
+
+
+def set_depth_regions(model: str | os.PathLike, out: str | os.PathLike,
+                      stage: Optional[DepthRegions]) -> ModelInfo:
+    """Copy an exported model to ``out`` with the depth region stage (runtime/depth_regions.py) set
+    to ``stage`` (None: removed); the graph and every other field are kept byte for byte."""
+    info = read_model_info(model)
+    extra = {k: v for k, v in info.extra.items() if k != DEPTH_REGIONS_KEY}
+    if stage is not None:
+        extra[DEPTH_REGIONS_KEY] = stage.to_json()
     return _rewrite(model, out, dataclasses.replace(info, extra=extra))
 
 

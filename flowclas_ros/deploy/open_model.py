@@ -22,11 +22,11 @@ def open_detector(model_path: Optional[str | os.PathLike] = None,
                   providers: Sequence[str] = ("cpu",), **kwargs) -> Detector:
     """A Detector for an exported `.onnx` model (ONNX Runtime) or a `.pt` training checkpoint
     (torch eager; a GPU provider in `providers` puts it on CUDA). `kwargs`: the Detector's
-    threshold / min_area / regions / zoom and, for ONNX Runtime, the backend options."""
+    threshold / min_area / regions / zoom / depth_regions and, for ONNX Runtime, the backend options."""
     path = resolve_model_path(model_path)
     if path.suffix != ".pt":
         return Detector(path, providers, **kwargs)
     device = "cuda" if any(p.lower() in GPU_PROVIDERS for p in providers) else "cpu"
-    detector_keys = {k: kwargs.pop(k) for k in ("threshold", "min_area", "regions", "zoom")
+    detector_keys = {k: kwargs.pop(k) for k in ("threshold", "min_area", "regions", "zoom", "depth_regions")
                      if k in kwargs}
     return Detector(path, providers, backend=TorchBackend(path, device=device), **detector_keys)

@@ -33,6 +33,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
@@ -111,6 +112,17 @@ def read_eval_frame(frame: _EvalItem, with_label: bool = True) -> tuple[np.ndarr
     return rgb, label
 
 
+def read_eval_depth(frame: _EvalItem, shape: tuple[int, int]) -> Optional[np.ndarray]:
+    """The frame's aligned depth in metres (NaN = no reading), or None when it has none."""
+    from flowclas_ros.data.depth_files import read_depth_m
+    from flowclas_ros.data.labels import Sample
+
+    s = frame.sample
+    if isinstance(s, Sample) and s.depth_path is not None:
+        return read_depth_m(s.depth_path, shape)
+    return None
+
+
 def _progress(iterable: Iterable, total: int, desc: str, enabled: bool) -> Iterable:
     if not enabled:
         return iterable
@@ -127,7 +139,8 @@ def evaluate(data: Any, model_path: Optional[str | os.PathLike] = None,
              min_gt_area: int = MIN_GT_AREA, max_frames: Optional[int] = None,
              progress: bool = True, max_bins: int = 1 << 20, image_score: str = "max",
              image_top_k: float = 0.01, layout_options: Optional[dict] = None,
-             component_threshold: str = "best_f1", regions: str = "model") -> dict:
+             component_threshold: str = "best_f1", regions: str = "model",
+             depth_regions: str = "model") -> dict:
     """Evaluate a model on a labelled dataset; returns the metrics dict (see module docstring).
 
     ``data``: a dataset root read with ``load_layout(layout, data)``, or a sequence of `Sample`
@@ -139,23 +152,34 @@ def evaluate(data: Any, model_path: Optional[str | os.PathLike] = None,
     ``{"category": "bottle", "split": "test"}`` for ``mvtec``. ``component_threshold``: "best_f1"
     (SMIYC) or "model" (as a pooled fleet run, :mod:`flowclas_ros.eval.fleet`). ``regions``: the
     region-evidence stage, "model" (the one the model file carries) or "off" (runtime/regions.py).
+    ``depth_regions``: the depth region stage (runtime/depth_regions.py), the same choices; it runs
+    on the frames that have aligned depth (``depth/{id}.png`` and the dataset's
+    ``camera_info.yaml``, data/depth_files.py), and ``depth_stage`` in the result counts what it
+    did per frame ("no_depth": a frame without depth, the stage skipped).
 
     Warnings (in ``warnings`` and logged), naming the files: entries of the dataset's
     ``images/`` directory that are not image files (skipped), and labels that look like 0/255
     masks among 0/1/255 ones (see :meth:`PooledStats.label_warnings`).
     """
+    from flowclas_ros.data.depth_files import read_camera_info
     from flowclas_ros.deploy.open_model import open_detector
 
     frames, desc = eval_items(data, layout, max_frames, layout_options)
-    det = open_detector(model_path, providers=providers, regions=regions)
+    det = open_detector(model_path, providers=providers, regions=regions, depth_regions=depth_regions)
+    intrinsics = read_camera_info(data) if isinstance(data, (str, os.PathLike)) else None
+    depth_stage: Counter[str] = Counter()
     with Evaluation(det, min_pred_area, min_gt_area, max_bins, image_score, image_top_k,
                     component_threshold) as ev:
         for fr in _progress(frames, len(frames), "evaluate", progress):
             rgb, label = read_eval_frame(fr)
+            depth = read_eval_depth(fr, rgb.shape[:2]) if intrinsics is not None else None
             t0 = time.perf_counter()
             heat = det.heatmap(rgb, "rgb8")
+            heat, stage = det.with_depth(heat, depth, intrinsics)
             ev.add(fr.id, heat, label, (time.perf_counter() - t0) * 1e3, rgb)
+            depth_stage[stage] += 1
         result = ev.finish(desc, layout, progress, describe_ids=label_names(frames))
+        result["depth_stage"] = dict(sorted(depth_stage.items()))
         result["warnings"] = dataset_warnings(data) + result["warnings"]
         for w in result["warnings"]:
             log.warning("%s", w)

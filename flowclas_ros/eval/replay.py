@@ -114,16 +114,26 @@ def _open_detector(model: Any, opts: ReplayOptions) -> Any:
 
 
 def _run(src: Any, topics: ReplayTopics, scorer: FrameScorer, output: Any,
-         progress: bool) -> float:
+         progress: bool, depth_scale: float) -> float:
     """One pass over the bag: frames scored, inputs copied and outputs written; wall seconds.
     The output is closed whatever happens (a valid partial bag on Ctrl-C)."""
     from flowclas_ros.data.pool import frames_done
     from flowclas_ros.data.rosbag import BagFrameError, deserialize
+    from flowclas_ros.eval.replay_depth import ReplayDepth
     from flowclas_ros.runtime.pipeline import stamp_ns
 
     t_start = time.perf_counter()
     bar = _Bar(src.expected.get(topics.image), progress)
     extra = set(topics.extra)
+    depth = (ReplayDepth(depth_scale) if scorer.det.depth_regions is not None
+             and topics.depth is not None and topics.camera_info is not None else None)
+    held: Optional[tuple[str, Any, int]] = None  # an image waiting for its depth
+
+    def process(item: tuple[str, Any, int]) -> None:
+        msgtype, msg, t = item
+        if (res := scorer.frame(msgtype, msg, t, depth)) is not None:
+            output.frame(t, stamp_ns(msg), msg.header, res.detection, res.overlay)
+
     try:
         for message in src.messages(topics.read):
             t, topic = message.log_time_ns, message.topic
@@ -144,10 +154,24 @@ def _run(src: Any, topics: ReplayTopics, scorer: FrameScorer, output: Any,
             output.copy(topic, t, message.raw)
             if topic in extra:  # depth and CameraInfo: copied, then used
                 output.extra(topic, msg)
+                if depth is not None:
+                    (depth.add_depth if topic == topics.depth else depth.add_info)(msg)
+                    if held is not None and depth.ready(stamp_ns(held[1])):
+                        process(held)
+                        held = None
             elif topic == topics.gt:
                 scorer.label(msg)
-            elif (res := scorer.frame(message.msgtype, msg, t)) is not None:
-                output.frame(t, stamp_ns(msg), msg.header, res.detection, res.overlay)
+            elif depth is None:
+                process((message.msgtype, msg, t))
+            else:  # the stage runs: a frame waits for its depth until the next frame comes
+                if held is not None:
+                    process(held)
+                held = (message.msgtype, msg, t)
+                if depth.ready(stamp_ns(msg)):
+                    process(held)
+                    held = None
+        if held is not None:
+            process(held)
     except KeyboardInterrupt:
         if output.path is not None:
             log.warning("interrupted after %d frames; %s holds them and is a valid bag",
@@ -206,7 +230,7 @@ def replay(bag: str | os.PathLike, out: str | os.PathLike,
         scorer = FrameScorer(det, opts.overlay_alpha, True, stamps, ev, rgb_dir)
         output = OutputBag(out_path, src.topics, topics, outs, output_topics_3d(opts.namespace),
                            opts.max_points, opts.depth_scale)
-        wall = _run(src, topics, scorer, output, progress)
+        wall = _run(src, topics, scorer, output, progress, opts.depth_scale)
         _lost(src, topics, scorer)
         result = _summary(src, out_path, topics, outs, det, scorer, wall, opts.min_area)
         result["obstacles3d"] = None
@@ -259,7 +283,7 @@ def score_bag(bag: str | os.PathLike, detector: Any, opts: ReplayOptions,
     except BaseException:
         output.close()
         raise
-    wall = _run(src, topics, scorer, output, progress)
+    wall = _run(src, topics, scorer, output, progress, opts.depth_scale)
     _lost(src, topics, scorer)
     result = _summary(src, output.path, topics, outs, detector, scorer, wall, opts.min_area)
     if output.obstacles is not None:
@@ -317,6 +341,7 @@ def _summary(src: Any, out: Optional[Path], topics: ReplayTopics, outs: dict, de
         "providers": list(det.providers), "threshold": det.threshold, "min_area": min_area,
         "scene": scene_summary([r["flagged_share"] for r in rows]),
         "per_frame": rows, "notes": list(src.notes), "warnings": warnings,
+        "depth_stage": dict(sorted(scorer.depth_stage.items())),
     }
 
 

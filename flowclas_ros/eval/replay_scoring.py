@@ -42,13 +42,16 @@ class FrameScorer:
         self.pipeline_ms: list[float] = []
         self.skipped: Counter[str] = Counter()
         self.gt_skipped: Counter[str] = Counter()
+        self.depth_stage: Counter[str] = Counter()  # what the depth region stage did, per frame
         self.pending_heat: dict[int, tuple[int, Any, float, Any]] = {}  # stamp -> (row, heat, ms, rgb)
         self.pending_label: dict[int, Any] = {}  # stamp -> label that came before its frame
         self.scored_rows: list[int] = []  # row index of each frame fed to the sink, in order
 
-    def frame(self, msgtype: str, msg: Any, t: int) -> Optional[Any]:
+    def frame(self, msgtype: str, msg: Any, t: int, depth: Any = None) -> Optional[Any]:
         """One deserialized image message at bag time ``t``: its FrameOutput, or None when it
-        cannot be decoded (counted in ``skipped``)."""
+        cannot be decoded (counted in ``skipped``). ``depth``: the replay's `ReplayDepth`
+        (eval/replay_depth.py) when the depth region stage runs; what the stage did per frame is
+        counted in ``depth_stage``."""
         import numpy as np
 
         from flowclas_ros.data.rosbag import BagFrameError, decode_frame
@@ -58,12 +61,15 @@ class FrameScorer:
         try:
             t0 = time.perf_counter()
             rgb = decode_frame(msgtype, msg)
-            res = run_frame(self.det, rgb, self.overlay_alpha, overlay=self.overlay)
+            depth_m, intrinsics, why = (None, None, None) if depth is None else depth.take(stamp_ns(msg), rgb.shape)
+            res = run_frame(self.det, rgb, self.overlay_alpha, overlay=self.overlay,
+                            depth_m=depth_m, intrinsics=intrinsics)
             ms = (time.perf_counter() - t0) * 1e3
         except (BagFrameError, ImageError) as exc:
             self.skipped[exc.kind] += 1
             return None
         d = res.detection
+        self.depth_stage[why or d.depth_stage] += 1  # as the evaluator counts it ("off": no stage)
         st = stamp_ns(msg)
         self.pipeline_ms.append(ms)
         self.rows.append({"index": len(self.rows), "id": f"{st // 10**9}.{st % 10**9:09d}",

@@ -237,6 +237,9 @@ def format_summary(r: dict) -> str:
             for name, b in r["recall_by_contrast"].items()))
     if scene_line(r):
         lines.append(scene_line(r))
+    stage = r.get("depth_stage", {})
+    if set(stage) - {"off"}:
+        lines.append("depth region stage (frames): " + "  ".join(f"{k} {v}" for k, v in stage.items()))
     lines += [f"warning: {w}" for w in r["warnings"]]
     if r.get("report"):
         lines.append(f"report: {r['report']}")

@@ -130,6 +130,9 @@ def node_benchmark(model_path: Path, frame: np.ndarray, rate_hz: float = 30.0,
         "node_depth_matched": int(diagnostics.get("depth_matched", 0)),
         "node_depth_unmatched": int(diagnostics.get("depth_unmatched", 0)),
         "node_obstacles3d_ms_p50": _float(diagnostics.get("obstacles3d_ms_p50")),
+        # what the depth region stage did (a model that carries it): frames per outcome
+        "node_depth_regions": {k[len("depth_regions_"):]: int(v) for k, v in diagnostics.items()
+                               if k.startswith("depth_regions_")},
         "node_dropped": int(diagnostics.get("dropped", 0)) - base["dropped"],
         "node_received": int(diagnostics.get("received", 0)) - base["received"],
         "node_rss_mb_start": float(mb[0]), "node_rss_mb_end": float(mb[-1]),

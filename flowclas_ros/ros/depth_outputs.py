@@ -93,6 +93,21 @@ class DepthOutputs:
             if self._ready:
                 self._cv.notify()
 
+    def depth_for(self, frame_stamp_ns: int) -> Optional[tuple[Any, Any]]:
+        """(depth Image, CameraInfo) already here for a colour frame about to be processed, or
+        None; never waits (the depth region stage runs on the frames whose depth came first)."""
+        with self._cv:
+            if self._info is None:
+                return None
+            depth = self.sync.peek_depth(frame_stamp_ns)
+            return None if depth is None else (depth, self._info)
+
+    def decode(self, depth: Any, info: Any) -> tuple[np.ndarray, CameraIntrinsics]:
+        """A depth Image and CameraInfo -> metres and intrinsics (DepthError / ImageError)."""
+        depth_m = depth_from_fields(depth.data, depth.height, depth.width, depth.encoding,
+                                    depth.step, bool(depth.is_bigendian), self.depth_scale)
+        return depth_m, CameraIntrinsics.from_k(info.k, info.width, info.height)
+
     def _counts(self) -> dict[str, int]:
         """The synchroniser's counts and the frames still waiting (lock held)."""
         return {**dataclasses.asdict(self.sync.counts), "pending": self.sync.pending_frames + len(self._ready)}
@@ -159,9 +174,7 @@ class DepthOutputs:
     def _publish(self, frame: ProcessedFrame, depth: Any, info: Any) -> None:
         t0 = time.monotonic()
         try:
-            depth_m = depth_from_fields(depth.data, depth.height, depth.width, depth.encoding,
-                                        depth.step, bool(depth.is_bigendian), self.depth_scale)
-            intrinsics = CameraIntrinsics.from_k(info.k, info.width, info.height)
+            depth_m, intrinsics = self.decode(depth, info)
             wanted = frame.wanted
             points, markers = frame_obstacles(frame.mask, frame.heatmap, depth_m, intrinsics,
                                               self.max_points, points="points" in wanted,

@@ -12,6 +12,9 @@ when inference is slower than the camera; `input_queue: 1` always works on the n
 With `use_depth`, a processed frame's mask and heatmap are handed to the 3D outputs
 (ros/depth_outputs.py), which pair them with their depth by stamp on a thread of their own:
 inference never waits for depth, and a depth frame that arrives late still gets its cloud.
+When the model carries the depth region stage (runtime/depth_regions.py), a frame whose depth
+and CameraInfo are already here when it is processed goes through the stage with them (the
+diagnostics count `depth_regions_<what it did>`, `no_depth` for frames whose depth came later).
 
 Nothing ends the node but a stop request: every callback, the timer and both worker threads run
 under an `EdgeGuard` (ros/edge_guard.py) that catches, counts and logs what escapes them.
@@ -26,6 +29,7 @@ import time
 from collections import OrderedDict, deque
 from typing import Any, Optional
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import IntegerRange, ParameterDescriptor, SetParametersResult
@@ -55,6 +59,7 @@ from flowclas_ros.runtime.node_interface import (
     OUTPUTS_3D,
     PARAMETERS,
 )
+from flowclas_ros.runtime.obstacles3d import CameraIntrinsics, DepthError, check_sizes
 from flowclas_ros.runtime.pipeline import decode_compressed_frame, decode_image_fields, run_frame, stamp_ns
 from flowclas_ros.runtime.scene_alarm import ERROR, OK, WARN, alarm_level, describe, flagged_share
 
@@ -224,7 +229,11 @@ class DetectorNode(Node):
             self._warn("size_changed", f"frame size changed mid-stream from {self._last_shape[1]}x"
                        f"{self._last_shape[0]} to {rgb.shape[1]}x{rgb.shape[0]}; processing it")
         self._last_shape = rgb.shape
-        out = run_frame(self.detector, rgb, self.alpha, overlay="overlay" in wanted)
+        depth_m, intrinsics, unusable = self._depth_now(msg, rgb.shape)
+        out = run_frame(self.detector, rgb, self.alpha, overlay="overlay" in wanted,
+                        depth_m=depth_m, intrinsics=intrinsics)
+        if self.detector.depth_regions is not None:
+            self.stats.on_depth_stage(unusable or out.detection.depth_stage)
         det, header = out.detection, msg.header
         if "heatmap" in wanted:
             wanted["heatmap"].publish(array_to_image_msg(det.heatmap, "32FC1", header))
@@ -236,6 +245,25 @@ class DetectorNode(Node):
             self.depth.add_frame(ProcessedFrame(header, det.mask, det.heatmap, wanted3d))
         age_ms = (self.get_clock().now().nanoseconds - stamp_ns(msg)) / 1e6
         self.stats.on_processed((time.monotonic() - received) * 1e3, age_ms, flagged_share(det.heatmap, self.detector.threshold))
+
+    def _depth_now(self, msg: Any, shape: tuple[int, ...]
+                   ) -> tuple[Optional[np.ndarray], Optional[CameraIntrinsics], Optional[str]]:
+        """The frame's aligned depth and intrinsics for the depth region stage, when the model
+        carries one and they are already here (else None, None). A depth frame that cannot be
+        used sends the frame on without the stage, said as "bad_depth" (counted as
+        `depth_regions_bad_depth`); the 3D outputs, which decode the same depth frame, count and
+        log its problem once as bad input."""
+        if self.depth is None or self.detector.depth_regions is None:
+            return None, None, None
+        pair = self.depth.depth_for(stamp_ns(msg))
+        if pair is None:
+            return None, None, None
+        try:
+            depth_m, intrinsics = self.depth.decode(*pair)
+            check_sizes(depth_m, intrinsics, shape)
+        except (DepthError, ImageError):
+            return None, None, "bad_depth"
+        return depth_m, intrinsics, None
 
     # -- problems: one fixed severity per call site (rclpy refuses a change) ------------------
     def _bad_input(self, kind: str, message: str) -> None:

@@ -83,6 +83,7 @@ class NodeStats:
         self.depth: dict[str, int] = {}  # the depth synchroniser's counts (runtime/stamp_sync.py)
         self.obstacles3d_ms = LatencyWindow()  # 3D outputs' own work, per frame
         self.obstacles3d_age_ms = LatencyWindow()  # header stamp -> 3D outputs published
+        self.depth_stage: Counter[str] = Counter()  # what the depth region stage did, per frame
         self.internal_errors: Counter[str] = Counter()  # by the callback / thread that caught it
         self.last_problem: dict[str, float] = {}  # "bad_input" / "internal_error" -> monotonic time
 
@@ -109,6 +110,10 @@ class NodeStats:
     def on_depth_counts(self, counts: dict[str, int]) -> None:
         with self.lock:
             self.depth = dict(counts)
+
+    def on_depth_stage(self, what: str) -> None:
+        with self.lock:
+            self.depth_stage[what] += 1
 
     def on_bad_input(self, kind: str) -> None:
         with self.lock:
@@ -137,6 +142,7 @@ class NodeStats:
                 "latency_ms_p50": self.stamp_age_ms.percentile(50),
                 "latency_ms_p95": self.stamp_age_ms.percentile(95),
                 **{f"depth_{k}": v for k, v in self.depth.items()},
+                **{f"depth_regions_{k}": v for k, v in sorted(self.depth_stage.items())},
                 "obstacles3d_ms_p50": self.obstacles3d_ms.percentile(50),
                 "obstacles3d_latency_ms_p50": self.obstacles3d_age_ms.percentile(50),
                 "obstacles3d_latency_ms_p95": self.obstacles3d_age_ms.percentile(95),

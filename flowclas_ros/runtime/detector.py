@@ -9,8 +9,15 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from flowclas_ros.runtime.backends import Backend, open_backend
+from flowclas_ros.runtime.depth_regions import (
+    DepthRegions,
+    DepthRegionsError,
+    depth_regions_of,
+    lift_depth_regions,
+)
 from flowclas_ros.runtime.images import to_rgb8
 from flowclas_ros.runtime.model_info import ModelFileError, ModelInfo, resolve_model_path
+from flowclas_ros.runtime.obstacles3d import CameraIntrinsics
 from flowclas_ros.runtime.processing import (
     Geometry,
     Obstacle,
@@ -39,6 +46,9 @@ class Detection:
     mask: np.ndarray  # HxW uint8, 255 = obstacle (after the min-area filter)
     obstacles: list[Obstacle]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # what the depth region stage did: "off" (the model carries none), "no_depth" (the frame came
+    # without depth), or runtime/depth_regions.py's reason ("lifted", "no_segment", "no_ground")
+    depth_stage: str = "off"
 
 
 class Detector:
@@ -51,14 +61,16 @@ class Detector:
     on `model_path` (the torch reference of `flowclas_ros.deploy.torch_backend`). `regions`: the
     region-evidence stage after the model (runtime/regions.py): "model" (default) runs the one
     the model file carries, if any; "off" none; a `RegionEvidence` that one. `zoom`: the zoomed
-    band (runtime/zoom_band.py), the same choices.
+    band (runtime/zoom_band.py), the same choices. `depth_regions`: the depth region stage
+    (runtime/depth_regions.py), the same choices; it runs on frames given with their aligned depth
+    (metres, NaN = no reading) and the colour camera's intrinsics.
     """
 
     def __init__(self, model_path: Optional[str | os.PathLike] = None,
                  providers: Sequence[str] = ("cpu",), threshold: Optional[float] = None,
                  min_area: int = 0, backend: Optional[Backend] = None,
                  regions: str | RegionEvidence = FROM_MODEL, zoom: str | ZoomBand = FROM_MODEL,
-                 **backend_kwargs) -> None:
+                 depth_regions: str | DepthRegions = FROM_MODEL, **backend_kwargs) -> None:
         self.model_path = resolve_model_path(model_path)
         self.backend = backend or open_backend(self.model_path, providers, **backend_kwargs)
         self.info: ModelInfo = self.backend.info
@@ -67,6 +79,8 @@ class Detector:
         self.regions: Optional[RegionEvidence] = self._stage(
             "regions", regions, RegionEvidence, region_evidence_of, RegionEvidenceError)
         self.zoom: Optional[ZoomBand] = self._stage("zoom", zoom, ZoomBand, zoom_band_of, ZoomBandError)
+        self.depth_regions: Optional[DepthRegions] = self._stage(
+            "depth_regions", depth_regions, DepthRegions, depth_regions_of, DepthRegionsError)
 
     def _stage(self, name: str, value: Any, kind: type, from_model: Callable[[dict[str, str], str], Any],
                damaged: type[Exception]) -> Any:
@@ -122,11 +136,26 @@ class Detector:
             return heat
         return join_band(heat, band_heatmap(rgb, self.zoom, self.frame_heatmap), self.zoom)
 
-    def heatmap(self, image: np.ndarray, encoding: str = "rgb8") -> np.ndarray:
-        rgb = to_rgb8(image, encoding)
-        return self.with_zoom(rgb, self.frame_heatmap(rgb))
+    def with_depth(self, heat: np.ndarray, depth_m: Optional[np.ndarray],
+                   intrinsics: Optional[CameraIntrinsics]) -> tuple[np.ndarray, str]:
+        """The heatmap after the depth region stage, and what the stage did (see `Detection`)."""
+        if self.depth_regions is None:
+            return heat, "off"
+        if depth_m is None or intrinsics is None:
+            return heat, "no_depth"
+        lift = lift_depth_regions(heat, depth_m, intrinsics, self.depth_regions)
+        return lift.score, lift.reason
 
-    def detect(self, image: np.ndarray, encoding: str = "rgb8") -> Detection:
+    def heatmap(self, image: np.ndarray, encoding: str = "rgb8", depth_m: Optional[np.ndarray] = None,
+                intrinsics: Optional[CameraIntrinsics] = None) -> np.ndarray:
+        rgb = to_rgb8(image, encoding)
+        return self.with_depth(self.with_zoom(rgb, self.frame_heatmap(rgb)), depth_m, intrinsics)[0]
+
+    def detect(self, image: np.ndarray, encoding: str = "rgb8", depth_m: Optional[np.ndarray] = None,
+               intrinsics: Optional[CameraIntrinsics] = None) -> Detection:
+        """One frame through the model and its stages. With the frame's aligned depth (HxW metres,
+        NaN = no reading; checked against the frame's size) and the colour camera's intrinsics,
+        the depth region stage runs too, if the model carries it."""
         t0 = time.perf_counter()
         rgb = to_rgb8(image, encoding)
         x, geom, placed = self._prepare_rgb(rgb)
@@ -137,9 +166,11 @@ class Detector:
         t3 = time.perf_counter()
         heat = self.with_zoom(rgb, heatmap_to_source(score, geom))
         t4 = time.perf_counter()
-        mask, obstacles = threshold_components(heat, self.threshold, self.min_area)
+        heat, depth_stage = self.with_depth(heat, depth_m, intrinsics)
         t5 = time.perf_counter()
+        mask, obstacles = threshold_components(heat, self.threshold, self.min_area)
+        t6 = time.perf_counter()
         timings = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3,
-                   "regions": (t3 - t2) * 1e3, "zoom": (t4 - t3) * 1e3, "postprocess": (t5 - t4) * 1e3,
-                   "total": (t5 - t0) * 1e3}
-        return Detection(heat, mask, obstacles, timings)
+                   "regions": (t3 - t2) * 1e3, "zoom": (t4 - t3) * 1e3, "depth_regions": (t5 - t4) * 1e3,
+                   "postprocess": (t6 - t5) * 1e3, "total": (t6 - t0) * 1e3}
+        return Detection(heat, mask, obstacles, timings, depth_stage)

@@ -36,6 +36,8 @@ MODEL_ROLES: dict[str, tuple[str, str]] = {
                  "at about half the frame rate"),
     "planetary": ("flowclas_planetary.onnx", "planetary world (trained from its logs), stride 8"),
     "planetary_accurate": ("flowclas_planetary_accurate.onnx", "planetary world, stride 4"),
+    "rgbd": ("flowclas_rgbd.onnx", "courtyard world with an aligned depth camera (use_depth): `fast` "
+             "plus the depth region stage, whole obstacles from depth; at least 15 Hz"),
 }
 DEFAULT_ROLE = "fast"
 

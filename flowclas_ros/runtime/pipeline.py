@@ -13,6 +13,7 @@ import numpy as np
 from flowclas_ros.runtime.detector import Detection, Detector
 from flowclas_ros.runtime.images import decode_compressed, image_from_fields, to_rgb8
 from flowclas_ros.runtime.node_interface import default
+from flowclas_ros.runtime.obstacles3d import CameraIntrinsics
 from flowclas_ros.runtime.visualize import render_overlay
 
 
@@ -42,7 +43,10 @@ def stamp_ns(msg: Any) -> int:
 
 
 def run_frame(detector: Detector, rgb: np.ndarray, overlay_alpha: float = default("overlay_alpha"),
-              overlay: bool = True) -> FrameOutput:
-    det = detector.detect(rgb, "rgb8")
+              overlay: bool = True, depth_m: Optional[np.ndarray] = None,
+              intrinsics: Optional[CameraIntrinsics] = None) -> FrameOutput:
+    """``depth_m`` / ``intrinsics``: the frame's aligned depth (metres, NaN = no reading) and the
+    colour camera's intrinsics, for the depth region stage of a model that carries one."""
+    det = detector.detect(rgb, "rgb8", depth_m, intrinsics)
     ov = render_overlay(rgb, det.heatmap, det.mask, detector.threshold, overlay_alpha) if overlay else None
     return FrameOutput(rgb, det, ov)

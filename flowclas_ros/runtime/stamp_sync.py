@@ -129,6 +129,12 @@ class StampSync(Generic[F, D]):
             self.counts.unused += 1
         return []
 
+    def peek_depth(self, stamp: int) -> Optional[D]:
+        """The cached depth frame that `add_frame(stamp, ...)` would pair, left in the cache (a
+        stage that runs before the frame is processed reads it; the pairing still uses it)."""
+        depth_stamp = self._nearest(self._depth, stamp)
+        return None if depth_stamp is None else self._depth[depth_stamp][0]
+
     def expire(self) -> list[tuple[int, F]]:
         """Frames whose depth did not come within `wait_s`: removed, counted `unmatched`."""
         now = self.clock()

@@ -23,10 +23,13 @@ from typing import Any, Callable, Iterator, Optional, TypeVar
 import numpy as np
 
 from flowclas_ros.data.camera_model import CameraModel
+from flowclas_ros.data.depth_files import CAMERA_INFO_FILE, write_camera_info, write_depth
+from flowclas_ros.data.depth_noise import StereoDepthNoise, frame_depth_rng, to_millimetres
 from flowclas_ros.data.files import DatasetError
 from flowclas_ros.data.generic import write_sample
 from flowclas_ros.data.outliers.cutouts import save_cutout
 from flowclas_ros.runtime.labels import VOID
+from flowclas_ros.runtime.obstacles3d import CameraIntrinsics
 from flowclas_ros.sim.camera import Camera
 from flowclas_ros.sim.family import check_world, terrain
 from flowclas_ros.sim.scenes import SPLITS, _check_split, render_cutout, render_frame
@@ -64,7 +67,8 @@ def _check_counts(n: int, workers: int) -> None:
 def _bag_writer(path: Path, jpeg_quality: Optional[int] = None
                 ) -> Iterator[Callable[[int, np.ndarray, np.ndarray, np.ndarray, Camera], np.ndarray]]:
     """A rosbag2 (MCAP) writer of (stamp_ns, rgb, label, depth, camera) -> the RGB frame the bag
-    holds. Image, ground truth, aligned depth (32FC1 metres, inf = sky) and CameraInfo share
+    holds. Image, ground truth, aligned depth (32FC1 metres, inf = sky; or, measured, 16UC1
+    millimetres, 0 = no reading) and CameraInfo share
     stamp and frame, as an RGB-D camera publishes them; with ``jpeg_quality`` the image topic is a
     JPEG CompressedImage (as robots log), and the frame returned is the JPEG's decoded pixels."""
     from flowclas_ros.data.rosbag import (
@@ -96,7 +100,8 @@ def _bag_writer(path: Path, jpeg_quality: Optional[int] = None
                 msg, rgb = jpeg_message(rgb, jpeg_quality, header)
             writer.write(image_conn, stamp_ns, store.serialize_cdr(msg, image_type))
             writer.write(gt_conn, stamp_ns, store.serialize_cdr(image_message(label, "mono8", header), IMAGE))
-            writer.write(depth_conn, stamp_ns, store.serialize_cdr(image_message(depth, "32FC1", header), IMAGE))
+            encoding = "16UC1" if depth.dtype == np.uint16 else "32FC1"
+            writer.write(depth_conn, stamp_ns, store.serialize_cdr(image_message(depth, encoding, header), IMAGE))
             info = camera_info_message(camera.intrinsics(), header)
             writer.write(info_conn, stamp_ns, store.serialize_cdr(info, CAMERA_INFO))
             return rgb
@@ -132,16 +137,34 @@ class _SplitStats:
         }
 
 
+def measured_depth_mm(exact: np.ndarray, camera: Camera, seed: int, frame_id: str) -> np.ndarray:
+    """A rendered frame's exact depth as a stereo camera measures it: 16UC1 millimetres, 0 = no
+    reading (data/depth_noise.py; the noise depends only on the seed and the frame's id)."""
+    return to_millimetres(StereoDepthNoise().apply(exact, camera.focal_px, frame_depth_rng(seed, frame_id)))
+
+
+def write_measured_depth(out: Path, frame_id: str, depth_mm: np.ndarray, camera: Camera) -> None:
+    """A frame's measured depth in the generic layout (and the dataset's camera_info.yaml,
+    written with its first frame; every frame of a split shares the intrinsics)."""
+    write_depth(out, frame_id, depth_mm)
+    if not (out / CAMERA_INFO_FILE).is_file():
+        write_camera_info(out, CameraIntrinsics(camera.focal_px, camera.focal_px, camera.width / 2,
+                                                camera.height / 2, camera.width, camera.height))
+
+
 def generate_split(
     out: PathLike, split: str, n: int, seed: int = 0, bag: bool = False, workers: int = 1, progress: bool = True,
     camera: Optional[CameraModel] = None, bag_jpeg: Optional[int] = None, world: str = "courtyard",
+    depth: bool = False,
 ) -> dict[str, Any]:
     """Render frames 0..n-1 of ``split`` of ``world`` into ``out`` (generic layout + frames.jsonl [+ bag/]).
 
     ``camera``: a camera model every rendered frame goes through (its own random stream per
     frame, so the clean renders stay those of the fixed splits). ``bag_jpeg``: the bag's image
     topic as JPEG CompressedImage of that quality; the layout then stores the decoded JPEG, so
-    the dataset and the bag hold the same pixels.
+    the dataset and the bag hold the same pixels. ``depth``: also write each frame's aligned depth
+    as a stereo camera would measure it (data/depth_noise.py) to ``depth/{id}.png`` and the
+    camera's intrinsics to ``camera_info.yaml`` (data/depth_files.py).
 
     Returns (and writes to summary.json) the frame counts, the fully-occluded frames and the
     pooled anomaly pixel fraction, which the benchmark report must state.
@@ -157,14 +180,19 @@ def generate_split(
     out.mkdir(parents=True, exist_ok=True)
     stats = _SplitStats()
     start = time.perf_counter()
-    job = functools.partial(render_frame, split, seed=seed, world=world, with_depth=bag)
+    job = functools.partial(render_frame, split, seed=seed, world=world, with_depth=bag or depth)
     with open(out / "frames.jsonl", "w", encoding="utf-8") as frames_file, contextlib.ExitStack() as stack:
         write_bag = stack.enter_context(_bag_writer(out / "bag", bag_jpeg)) if bag else None
-        for index, (rgb, label, meta, *depth) in enumerate(_ordered_map(job, n, workers, progress, f"sim {split}")):
+        for index, (rgb, label, meta, *exact_depth) in enumerate(_ordered_map(job, n, workers, progress, f"sim {split}")):
             if camera is not None:
                 rgb = camera.apply(rgb, np.random.default_rng([seed, SPLITS.index(split), index, CAMERA_STREAM]))
+            frame_camera = Camera.from_metadata(meta["camera"])
+            frame_depth = exact_depth[0] if exact_depth else None
+            if depth:  # the bag and the layout then hold the same measured depth
+                frame_depth = measured_depth_mm(frame_depth, frame_camera, seed, meta["id"])
+                write_measured_depth(out, meta["id"], frame_depth, frame_camera)
             if write_bag is not None:
-                rgb = write_bag(meta["stamp_ns"], rgb, label, depth[0], Camera.from_metadata(meta["camera"]))
+                rgb = write_bag(meta["stamp_ns"], rgb, label, frame_depth, frame_camera)
             write_sample(out, meta["id"], rgb, label)
             frames_file.write(json.dumps(meta) + "\n")
             stats.add(label, meta)

@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from flowclas_ros.data.depth_noise import StereoDepthNoise, frame_depth_rng
 from flowclas_ros.deploy.open_model import open_detector
 from flowclas_ros.deploy.timing import interleaved_times, time_calls
 from flowclas_ros.runtime.detector import Detector
@@ -25,8 +26,9 @@ from flowclas_ros.runtime.visualize import render_overlay
 
 
 def sample_depth(h: int, w: int, seed: int = 7) -> tuple[np.ndarray, CameraIntrinsics]:
-    """The aligned depth (metres) and intrinsics of :func:`sample_frame`'s frame, for the node's
-    3D outputs; a ground plane seen from 1 m when pybullet is not installed."""
+    """The aligned depth (metres, NaN = no reading, through data/depth_noise.py) and intrinsics of
+    :func:`sample_frame`'s frame, for the node's 3D outputs and the depth region stage; a ground
+    plane seen from 1 m when pybullet is not installed."""
     import cv2
 
     try:
@@ -35,6 +37,8 @@ def sample_depth(h: int, w: int, seed: int = 7) -> tuple[np.ndarray, CameraIntri
 
         _, _, meta, depth = render_frame("test", 0, seed=seed, with_depth=True)
         k = Camera.from_metadata(meta["camera"]).intrinsics()
+        # as a stereo camera measures it (holes, noise): the depth region stage's real work
+        depth = StereoDepthNoise().apply(depth, k.fx, frame_depth_rng(seed, "bench"))
     except ImportError:
         f = 0.5 * h / np.tan(np.radians(30.0))
         rows = np.arange(h, dtype=np.float32) - (h - 1) / 2
@@ -68,8 +72,9 @@ def stage_timings(det: Detector, rgb: np.ndarray, frames: int) -> dict[str, list
     """ms per stage of the node's per-frame path: decode/convert (rgb8 message bytes -> RGB
     array), preprocess, inference, postprocess (upsample + threshold + components), overlay, and
     message packing of the three outputs; regions: the model's region-evidence stage
-    (runtime/regions.py), zoom: its zoomed band (runtime/zoom_band.py: one model pass per tile);
-    about nothing for a model without them."""
+    (runtime/regions.py), zoom: its zoomed band (runtime/zoom_band.py: one model pass per tile),
+    depth_regions: its depth region stage (runtime/depth_regions.py) on the frame's measured depth
+    (:func:`sample_depth`); about nothing for a model without them."""
     data, step = to_msg_fields(rgb, "rgb8")
     h, w = rgb.shape[:2]
     x, geom, placed = det.prepare_with_image(rgb, "rgb8")
@@ -78,12 +83,14 @@ def stage_timings(det: Detector, rgb: np.ndarray, frames: int) -> dict[str, list
     heat = heatmap_to_source(score, geom)
     mask, _ = threshold_components(heat, det.threshold, det.min_area)
     overlay = render_overlay(rgb, heat, mask, det.threshold)
+    depth_m, k = sample_depth(h, w) if det.depth_regions is not None else (None, None)
     stages = {
         "decode": lambda: to_rgb8(image_from_fields(data, h, w, "rgb8", step), "rgb8"),
         "preprocess": lambda: det.prepare(rgb, "rgb8"),
         "inference": lambda: det.backend(x[None]),
         "regions": lambda: det.refine(raw, geom, placed),
         "zoom": lambda: det.with_zoom(rgb, heat),
+        "depth_regions": lambda: det.with_depth(heat, depth_m, k),
         "postprocess": lambda: threshold_components(heatmap_to_source(score, geom), det.threshold,
                                                     det.min_area),
         "overlay": lambda: render_overlay(rgb, heat, mask, det.threshold),
@@ -316,7 +323,8 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     return out
 
 
-STAGES = ("decode", "preprocess", "inference", "regions", "zoom", "postprocess", "overlay", "packing")
+STAGES = ("decode", "preprocess", "inference", "regions", "zoom", "depth_regions", "postprocess", "overlay",
+          "packing")
 
 
 def format_table(result: dict, sizes: Sequence[tuple[int, int]]) -> str:
@@ -366,6 +374,9 @@ def format_table(result: dict, sizes: Sequence[tuple[int, int]]) -> str:
                          f"{result['node_depth_unmatched']}, 3D outputs {result['node_obstacles3d_ms_p50']:.1f} "
                          f"ms p50 in the node; heatmap latency p50 {result['node_heatmap_latency_ms_p50']:.1f} "
                          f"p95 {result['node_heatmap_latency_ms_p95']:.1f} ms")
+            if result.get("node_depth_regions"):
+                lines.append("  depth region stage (frames): " + ", ".join(
+                    f"{k} {v}" for k, v in sorted(result["node_depth_regions"].items())))
     h, w = sizes[0]
     for name in ("ort", "ort_nospin"):
         if f"{name}_paced30_cpu_percent_{w}x{h}" in result:

@@ -535,6 +535,14 @@ def test_the_depth_region_stage_gives_the_same_mask_in_node_replay_and_evaluate(
     assert evaluate(root, model, progress=False, depth_regions="off")["depth_stage"] == {"off": 3}
     r = replay(root / "bag", tmp_path / "out", model, gt_topic=GT_TOPIC, progress=False)
     assert r["depth_stage"] == {"lifted": 3} and r["auprc"] == pytest.approx(e["auprc"], abs=1e-6)
+    from flowclas_ros.eval.fleet import run_fleet  # fleet runs, of the folder and of the bag, too
+
+    settings = {"layout": "generic", "layout_options": {}, "min_pred_area": 50, "min_gt_area": 10,
+                "image_score": "max", "image_top_k": 0.01}
+    for kind, data, s in (("evaluate", root, settings), ("replay", root / "bag", {"gt_topic": GT_TOPIC})):
+        f = run_fleet(kind, [str(data)], tmp_path / f"fleet_{kind}", model, s, workers=1, progress=False)
+        assert f["pooled"]["depth_stage"] == {"lifted": 3}, kind
+        assert f["pooled"]["auprc"] == pytest.approx(e["auprc"], abs=1e-6), kind
     replayed = read_bag(tmp_path / "out")
     bag = read_bag(root / "bag")
     for i in range(3):

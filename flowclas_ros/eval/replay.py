@@ -145,7 +145,8 @@ def _run(src: Any, topics: ReplayTopics, scorer: FrameScorer, output: Any,
             except BagFrameError as exc:  # counted where its kind is reported, then skipped
                 if topic in extra:
                     kind = "depth" if topic == topics.depth else "camera_info"
-                    output.obstacles.problems[f"{kind}_{exc.kind}"] += 1
+                    if output.obstacles is not None:  # (a scoring-only run reads depth for the stage)
+                        output.obstacles.problems[f"{kind}_{exc.kind}"] += 1
                 elif topic == topics.gt:
                     scorer.gt_skipped[exc.kind] += 1
                 else:
@@ -270,7 +271,8 @@ def score_bag(bag: str | os.PathLike, detector: Any, opts: ReplayOptions,
     src = Bag(bag)
     outs = output_topics(opts.namespace)
     topics = select_topics(src, outs, opts.image_topic, opts.gt_topic, opts.depth_topic,
-                           opts.camera_info_topic, with_3d=out is not None)
+                           opts.camera_info_topic,  # depth: for the 3D outputs or the depth stage
+                           with_3d=out is not None or detector.depth_regions is not None)
     output: Any = NoOutput()
     if out is not None:
         output = OutputBag(prepare_output(Path(out), src.path, force), src.topics, topics, outs,

@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 import cv2
 import numpy as np
 
 from flowclas_ros.runtime.obstacles3d import CameraIntrinsics
+from flowclas_ros.runtime.stage_settings import carried, checked_mapping, parse_json
 
 DEPTH_REGIONS_KEY = "depth_regions"  # ONNX metadata key holding the stage's settings (JSON)
 MAX_SEGMENTS = 64  # segments examined per frame, largest first (bounds the work)
@@ -93,15 +94,8 @@ class DepthRegions:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = DEPTH_REGIONS_KEY) -> "DepthRegions":
-        if not isinstance(data, dict):
-            raise DepthRegionsError(f"{source}: expected a mapping of settings, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise DepthRegionsError(f"{source}: unknown key(s) {', '.join(unknown)} "
-                                    f"(known: {', '.join(sorted(known))})")
         kwargs: dict[str, Any] = {}
-        for name, v in data.items():
+        for name, v in checked_mapping(cls, data, source, DepthRegionsError).items():
             try:
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
                     raise ValueError("a number")
@@ -119,17 +113,12 @@ class DepthRegions:
 
     @classmethod
     def from_json(cls, text: str, source: str = DEPTH_REGIONS_KEY) -> "DepthRegions":
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise DepthRegionsError(f"{source}: not JSON ({exc})") from exc
-        return cls.from_dict(data, source)
+        return cls.from_dict(parse_json(text, source, DepthRegionsError), source)
 
 
 def depth_regions_of(extra: dict[str, str], source: str) -> Optional[DepthRegions]:
     """The stage a model file carries (its metadata's ``depth_regions``), or None."""
-    text = extra.get(DEPTH_REGIONS_KEY, "")
-    return DepthRegions.from_json(text, f"{source}: {DEPTH_REGIONS_KEY}") if text.strip() else None
+    return carried(extra, DEPTH_REGIONS_KEY, source, DepthRegions.from_json)
 
 
 @dataclass

@@ -40,6 +40,8 @@ from typing import Any, Optional
 import cv2
 import numpy as np
 
+from flowclas_ros.runtime.stage_settings import carried, checked_mapping, parse_json
+
 REGION_KEY = "region_evidence"  # ONNX metadata key holding the stage's settings (JSON)
 MAX_REGIONS = 64  # candidate regions examined per frame, largest first (bounds the work)
 
@@ -84,13 +86,7 @@ class RegionEvidence:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "region_evidence") -> "RegionEvidence":
-        if not isinstance(data, dict):
-            raise RegionEvidenceError(f"{source}: expected a mapping of settings, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise RegionEvidenceError(f"{source}: unknown key(s) {', '.join(unknown)} "
-                                      f"(known: {', '.join(sorted(known))})")
+        data = checked_mapping(cls, data, source, RegionEvidenceError)
         kwargs: dict[str, Any] = {}
         for f in fields(cls):
             if f.name not in data:
@@ -115,17 +111,12 @@ class RegionEvidence:
 
     @classmethod
     def from_json(cls, text: str, source: str = "region_evidence") -> "RegionEvidence":
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise RegionEvidenceError(f"{source}: not JSON ({exc})") from exc
-        return cls.from_dict(data, source)
+        return cls.from_dict(parse_json(text, source, RegionEvidenceError), source)
 
 
 def region_evidence_of(extra: dict[str, str], source: str) -> Optional[RegionEvidence]:
     """The stage a model file carries (its metadata's ``region_evidence``), or None."""
-    text = extra.get(REGION_KEY, "")
-    return RegionEvidence.from_json(text, f"{source}: {REGION_KEY}") if text.strip() else None
+    return carried(extra, REGION_KEY, source, RegionEvidence.from_json)
 
 
 def lift_regions(score: np.ndarray, rgb: np.ndarray, cfg: RegionEvidence) -> np.ndarray:

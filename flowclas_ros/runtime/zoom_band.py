@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Optional
 
 import cv2
 import numpy as np
+
+from flowclas_ros.runtime.stage_settings import carried, checked_mapping, parse_json
 
 ZOOM_KEY = "zoom_band"  # ONNX metadata key holding the stage's settings (JSON)
 MAX_ZOOM = 4.0  # bounds the work: a band `zoom` frames wide, so at most 4 tiles (5 if rounding tips it)
@@ -62,14 +64,8 @@ class ZoomBand:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = ZOOM_KEY) -> "ZoomBand":
-        if not isinstance(data, dict):
-            raise ZoomBandError(f"{source}: expected a mapping of settings, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ZoomBandError(f"{source}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         kwargs: dict[str, float] = {}
-        for name, v in data.items():
+        for name, v in checked_mapping(cls, data, source, ZoomBandError).items():
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise ZoomBandError(f"{source}.{name}: {v!r} is not a number")
             kwargs[name] = float(v)
@@ -77,17 +73,12 @@ class ZoomBand:
 
     @classmethod
     def from_json(cls, text: str, source: str = ZOOM_KEY) -> "ZoomBand":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ZoomBandError(f"{source}: not JSON ({exc})") from exc
-        return cls.from_dict(data, source)
+        return cls.from_dict(parse_json(text, source, ZoomBandError), source)
 
 
 def zoom_band_of(extra: dict[str, str], source: str) -> Optional[ZoomBand]:
     """The stage a model file carries (its metadata's ``zoom_band``), or None."""
-    text = extra.get(ZOOM_KEY, "")
-    return ZoomBand.from_json(text, f"{source}: {ZOOM_KEY}") if text.strip() else None
+    return carried(extra, ZOOM_KEY, source, ZoomBand.from_json)
 
 
 def tile_offsets(width: int, zoomed_width: int) -> list[int]:

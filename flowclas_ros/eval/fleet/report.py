@@ -40,6 +40,15 @@ def _nan() -> float:
     return float("nan")
 
 
+def _counts(parts: Any) -> dict[str, int]:
+    """Per-outcome frame counts of the depth region stage, added up over shards or inputs."""
+    total: dict[str, int] = {}
+    for part in parts:
+        for k, v in (part or {}).items():
+            total[k] = total.get(k, 0) + int(v)
+    return dict(sorted(total.items()))
+
+
 def unit_row(name: str, path: str, n_shards: int, summaries: list[dict], errors: list[str],
              stats: Optional[PooledStats], shares: Any, base: dict, kind: str,
              settings: dict) -> dict:
@@ -65,6 +74,7 @@ def unit_row(name: str, path: str, n_shards: int, summaries: list[dict], errors:
         "scene": scene_summary(list(shares)),
         "metrics": None,
         "model_version": next((s.get("model_version") for s in summaries), None),
+        "depth_stage": _counts(s.get("depth_stage") for s in summaries),
     }
     row["fps"] = frames / row["wall_s"] if row["wall_s"] > 0 else _nan()
     ms = [s["ms_per_frame"] for s in summaries if s.get("ms_per_frame") is not None
@@ -81,7 +91,7 @@ def unit_row(name: str, path: str, n_shards: int, summaries: list[dict], errors:
         except Exception as exc:  # noqa: BLE001 - e.g. the 0/255 refusal: this input's problem
             row["warnings"].append(f"no metrics: {exc}")
         else:
-            row["metrics"] = m
+            row["metrics"] = {**m, "depth_stage": row["depth_stage"]}
             row["warnings"] += stats.label_warnings()
     return row
 
@@ -140,6 +150,7 @@ def write_fleet_report(report: Path, result: dict, rows: list[dict],
         try:
             result["pooled"] = pooled.result(meta, f"{result['inputs']} inputs", layout)
             result["pooled"]["warnings"] += pooled.label_warnings()
+            result["pooled"]["depth_stage"] = _counts(r.get("depth_stage") for r in rows)
         except Exception as exc:  # noqa: BLE001 - e.g. all labels 0/255: say so, keep the table
             result["pooled_error"] = str(exc)
         if result["pooled"] is not None:

@@ -76,8 +76,9 @@ def shard_files(shard: Shard) -> tuple[list[Path], Path]:
     files = []
     for f in _dataset_frames(shard):
         files.append(Path(f.sample.image_path))
-        if getattr(f.sample, "label_path", None) is not None:
-            files.append(Path(f.sample.label_path))
+        for extra in ("label_path", "depth_path"):
+            if getattr(f.sample, extra, None) is not None:
+                files.append(Path(getattr(f.sample, extra)))
     return files, root
 
 
@@ -100,8 +101,11 @@ def _detector(shard: Shard) -> Any:
 
 
 def _score_dataset(shard: Shard, det: Any) -> tuple[dict, Any]:
+    from collections import Counter
+
+    from flowclas_ros.data.depth_files import read_camera_info
     from flowclas_ros.data.pool import frames_done
-    from flowclas_ros.eval.evaluate import read_eval_frame
+    from flowclas_ros.eval.evaluate import read_eval_depth, read_eval_frame
     from flowclas_ros.eval.pooled_stats import PooledStats
     from flowclas_ros.runtime.scene_alarm import scene_summary
 
@@ -109,12 +113,16 @@ def _score_dataset(shard: Shard, det: Any) -> tuple[dict, Any]:
     stats = PooledStats(det.threshold, s["min_pred_area"], s["min_gt_area"],
                         image_top_k=s["image_top_k"], components=True)
     rows = []
+    intrinsics = read_camera_info(shard.input)  # with depth/{id}.png: the depth region stage, as evaluate
+    depth_stage: Counter[str] = Counter()
     t0 = time.perf_counter()
     start = shard.frames[0] if shard.frames else 0
     for i, fr in enumerate(_dataset_frames(shard)):
         rgb, label = read_eval_frame(fr)
+        depth = read_eval_depth(fr, rgb.shape[:2]) if intrinsics is not None else None
         t1 = time.perf_counter()
-        heat = det.heatmap(rgb, "rgb8")
+        heat, stage = det.with_depth(det.heatmap(rgb, "rgb8"), depth, intrinsics)
+        depth_stage[stage] += 1
         row = stats.add(fr.id, heat, label, (time.perf_counter() - t1) * 1e3, rgb)
         row.update({"index": start + i,
                     "image_score": stats.image_score(len(stats) - 1, s["image_score"])})
@@ -124,7 +132,8 @@ def _score_dataset(shard: Shard, det: Any) -> tuple[dict, Any]:
     return {"frames": len(rows), "skipped_frames": 0, "scored_frames": len(rows),
             "wall_s": wall, "fps": len(rows) / wall if wall > 0 else float("nan"),
             "scene": scene_summary([r["flagged_share"] for r in rows]),
-            "warnings": [], "notes": [], "per_frame": rows}, stats
+            "warnings": [], "notes": [], "per_frame": rows,
+            "depth_stage": dict(sorted(depth_stage.items()))}, stats
 
 
 def run_shard(shard: Shard) -> dict:

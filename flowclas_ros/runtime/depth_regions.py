@@ -250,7 +250,7 @@ def lift_depth_regions(score: np.ndarray, depth_m: np.ndarray, intrinsics: Camer
     min_cells = max(1, cfg.min_px // (s * s))
     order = [k for k in np.argsort(-stats[1:, cv2.CC_STAT_AREA]) + 1 if stats[k, cv2.CC_STAT_AREA] >= min_cells]
     lifted = 0
-    small = out[::s, ::s]
+    small = np.asarray(score, dtype=np.float32)[::s, ::s]  # each segment's own scores, before any lift
     for k in order[:MAX_SEGMENTS]:
         x, y, w, h = (int(v) for v in stats[k, :4])
         if y == 0:  # reaches the frame's top border: its size is unknown

@@ -29,7 +29,6 @@ from flowclas_ros.data.files import DatasetError
 from flowclas_ros.data.generic import write_sample
 from flowclas_ros.data.outliers.cutouts import save_cutout
 from flowclas_ros.runtime.labels import VOID
-from flowclas_ros.runtime.obstacles3d import CameraIntrinsics
 from flowclas_ros.sim.camera import Camera
 from flowclas_ros.sim.family import check_world, terrain
 from flowclas_ros.sim.scenes import SPLITS, _check_split, render_cutout, render_frame
@@ -148,8 +147,7 @@ def write_measured_depth(out: Path, frame_id: str, depth_mm: np.ndarray, camera:
     written with its first frame; every frame of a split shares the intrinsics)."""
     write_depth(out, frame_id, depth_mm)
     if not (out / CAMERA_INFO_FILE).is_file():
-        write_camera_info(out, CameraIntrinsics(camera.focal_px, camera.focal_px, camera.width / 2,
-                                                camera.height / 2, camera.width, camera.height))
+        write_camera_info(out, camera.intrinsics())  # K as the bag's CameraInfo states it
 
 
 def generate_split(

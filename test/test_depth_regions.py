@@ -135,3 +135,20 @@ def test_settings_are_validated_naming_the_key() -> None:
     assert depth_regions_of({DEPTH_REGIONS_KEY: stage.to_json()}, "m.onnx") == stage
     assert depth_regions_of({}, "m.onnx") is None
     assert json.loads(stage.to_json())["quantile"] == 0.5
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (7, 5), (48, 64)])
+def test_any_depth_image_gives_a_score_map_and_never_lowers_a_score(shape) -> None:
+    """Whatever a driver sends (holes everywhere, inf, zeros, negative or huge values, tiny
+    frames): the stage answers with a map of the same size that is never below the input."""
+    rng = np.random.default_rng(sum(shape))
+    h, w = shape
+    k = CameraIntrinsics(fx=50.0, fy=50.0, cx=w / 2, cy=h / 2, width=w, height=h)
+    score = rng.random(shape, dtype=np.float32)
+    for depth in (np.full(shape, np.nan, np.float32), np.zeros(shape, np.float32),
+                  np.full(shape, np.inf, np.float32), -rng.random(shape, dtype=np.float32),
+                  rng.random(shape, dtype=np.float32) * 1e4, rng.random(shape, dtype=np.float32) * 5):
+        for stride in (1, 2, 8):
+            out = lift_depth_regions(score, depth, k, DepthRegions(stride=stride, min_px=1))
+            assert out.score.shape == shape and out.score.dtype == np.float32
+            assert (out.score >= score).all() and out.reason in ("lifted", "no_segment", "no_ground")

@@ -314,7 +314,8 @@ def run_depth_setting(width: int, height: int, rate: float, encoding: str, frame
             "clouds_on_depth": len(good),
             "latency_3d_ms_p50": float(np.nanpercentile(latency, 50)),
             "latency_3d_ms_p95": float(np.nanpercentile(latency, 95)),
-            "node": {k: _since(diag.get(k), base.get(k)) for k in _NODE_COUNTERS + _NODE_TIMINGS}}
+            "node": {k: _since(diag.get(k), base.get(k)) for k in _NODE_COUNTERS + _NODE_TIMINGS
+                     if k in diag}}  # (the depth_regions_* counters exist only with the stage)
 
 
 # The camera streams on for this long after the counted frames, as a camera does: a reliable
@@ -324,7 +325,10 @@ def run_depth_setting(width: int, height: int, rate: float, encoding: str, frame
 # these frames; the per-frame fields do not.
 TRAILING_S = 1.0
 _NODE_COUNTERS = ("received", "processed", "dropped", "skipped_no_subscribers", "depth_matched",
-                  "depth_unmatched", "depth_late", "depth_unused")
+                  "depth_unmatched", "depth_late", "depth_unused",
+                  # a model with the depth region stage (`--model rgbd`): what it did per frame
+                  "depth_regions_lifted", "depth_regions_no_segment", "depth_regions_no_ground",
+                  "depth_regions_no_depth", "depth_regions_bad_depth")
 _NODE_TIMINGS = ("processing_ms_p50", "obstacles3d_ms_p50")
 
 

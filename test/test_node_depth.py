@@ -59,6 +59,7 @@ def rig(staged_model, frames):
     peer.subscribe(DiagnosticArray, "/diagnostics")
     proc = NodeProcess({"model_path": staged_model, "threshold": 0.0, "min_obstacle_area": 0,
                         "use_depth": True, "max_obstacle_points": MAX_POINTS, "depth_wait": 0.5,
+                        "depth_regions_wait": 0.3,
                         "diagnostics_period": 0.2}, NS,
                        remap={"image": f"{CAM}/image_raw", "depth/image": f"{CAM}/depth/image_raw",
                               "camera_info": f"{CAM}/camera_info"})
@@ -210,9 +211,9 @@ def test_depth_arriving_after_its_frame_was_processed_still_gets_its_cloud(rig, 
 
 def test_the_depth_region_stage_runs_on_frames_whose_depth_came_first(rig, frames, staged_model):
     """The node runs the model's depth region stage on a frame whose depth and CameraInfo came
-    before it, with the same result as the runtime Detector given that depth; a frame without
-    depth, or with depth of another size, goes on without the stage; each outcome is counted in
-    the diagnostics, and the node lives on."""
+    before it, or within `depth_regions_wait` after it, with the same result as the runtime
+    Detector given that depth; a frame without depth, or with depth of another size, goes on
+    without the stage; each outcome is counted in the diagnostics, and the node lives on."""
     from flowclas_ros.runtime.detector import Detector
 
     proc, peer, pubs = rig
@@ -225,6 +226,16 @@ def test_the_depth_region_stage_runs_on_frames_whose_depth_came_first(rig, frame
     det = Detector(staged_model, threshold=0.0).detect(rgb, "rgb8", depth, k)
     assert det.depth_stage != "no_depth"
     np.testing.assert_allclose(as_array(out["heatmap"]), det.heatmap, rtol=0, atol=1e-6)
+    # depth 0.1 s after its colour frame, within depth_regions_wait (0.3 s): the frame waits for it
+    _stamp[0] += 50_000_000
+    st = _stamp[0]
+    pubs["info"].publish(info_msg(k, st))
+    pubs["image"].publish(image_msg(rgb, "rgb8", st, "cam_optical"))
+    time.sleep(0.1)
+    pubs["depth"].publish(image_msg(depth, "32FC1", st, "cam_optical"))
+    (late, *_) = wait_for(lambda: [m for m in peer.messages(OUT["heatmap"]) if _stamp_of(m) == st], 10,
+                          "the heatmap of a frame whose depth came 0.1 s after it")
+    np.testing.assert_allclose(as_array(late), det.heatmap, rtol=0, atol=1e-6)
     send(peer, pubs, rgb, None, want=("heatmap",))  # no depth for this one
     send(peer, pubs, rgb, np.ones((8, 8), np.float32), want=("heatmap",))  # depth of another size
     values = wait_for(lambda: (v := _diag(peer)) and int(v.get("depth_regions_no_depth", 0)) >= 1

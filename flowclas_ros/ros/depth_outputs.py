@@ -86,21 +86,27 @@ class DepthOutputs:
     def add_depth(self, msg: Any) -> None:
         with self._cv:
             self._take(self.sync.add_depth(stamp_ns(msg), msg))
+            self._cv.notify_all()  # a frame being processed may be waiting for it (depth_for)
 
     def add_camera_info(self, msg: Any) -> None:
         with self._cv:
             self._info = msg  # intrinsics do not change per frame: the latest is used
-            if self._ready:
-                self._cv.notify()
+            self._cv.notify_all()  # the worker (pairs waiting for it) and depth_for
 
-    def depth_for(self, frame_stamp_ns: int) -> Optional[tuple[Any, Any]]:
-        """(depth Image, CameraInfo) already here for a colour frame about to be processed, or
-        None; never waits (the depth region stage runs on the frames whose depth came first)."""
+    def depth_for(self, frame_stamp_ns: int, wait_s: float = 0.0) -> Optional[tuple[Any, Any]]:
+        """(depth Image, CameraInfo) for a colour frame about to be processed, waiting at most
+        ``wait_s`` for them to arrive, or None (the frame then goes without the depth region
+        stage). The depth frame stays cached: the 3D outputs pair it as before."""
+        deadline = time.monotonic() + wait_s
         with self._cv:
-            if self._info is None:
-                return None
-            depth = self.sync.peek_depth(frame_stamp_ns)
-            return None if depth is None else (depth, self._info)
+            while True:
+                depth = self.sync.peek_depth(frame_stamp_ns) if self._info is not None else None
+                if depth is not None:
+                    return depth, self._info
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stop:
+                    return None
+                self._cv.wait(remaining)
 
     def decode(self, depth: Any, info: Any) -> tuple[np.ndarray, CameraIntrinsics]:
         """A depth Image and CameraInfo -> metres and intrinsics (DepthError / ImageError)."""
@@ -127,7 +133,7 @@ class DepthOutputs:
         if pairs:
             deadline = time.monotonic() + self.sync.wait_s
             self._ready.extend((stamp, frame, depth, deadline) for stamp, frame, depth in pairs)
-            self._cv.notify()
+            self._cv.notify_all()  # the worker; a depth_for waiting on the same condition too
 
     def _run(self) -> None:
         while True:

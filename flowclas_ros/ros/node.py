@@ -12,9 +12,10 @@ when inference is slower than the camera; `input_queue: 1` always works on the n
 With `use_depth`, a processed frame's mask and heatmap are handed to the 3D outputs
 (ros/depth_outputs.py), which pair them with their depth by stamp on a thread of their own:
 inference never waits for depth, and a depth frame that arrives late still gets its cloud.
-When the model carries the depth region stage (runtime/depth_regions.py), a frame whose depth
-and CameraInfo are already here when it is processed goes through the stage with them (the
-diagnostics count `depth_regions_<what it did>`, `no_depth` for frames whose depth came later).
+When the model carries the depth region stage (runtime/depth_regions.py), a frame being processed
+takes its depth and CameraInfo from that cache, waiting at most `depth_regions_wait` for them, and
+goes through the stage with them (the diagnostics count `depth_regions_<what it did>`; `no_depth`
+for frames whose depth came later than that).
 
 Nothing ends the node but a stop request: every callback, the timer and both worker threads run
 under an `EdgeGuard` (ros/edge_guard.py) that catches, counts and logs what escapes them.
@@ -118,6 +119,7 @@ class DetectorNode(Node):
                                  min_area=p["min_obstacle_area"], threads=p["intra_op_threads"],
                                  spinning=p["intra_op_spinning"])
         self.alpha = float(p["overlay_alpha"])
+        self.depth_regions_wait = float(p["depth_regions_wait"])
         self.scene_levels = (p["scene_warn_share"], p["scene_error_share"])
         self._scene_level = OK  # the alarm's level as last logged: each change is logged once
         self.stats = NodeStats()
@@ -249,13 +251,13 @@ class DetectorNode(Node):
     def _depth_now(self, msg: Any, shape: tuple[int, ...]
                    ) -> tuple[Optional[np.ndarray], Optional[CameraIntrinsics], Optional[str]]:
         """The frame's aligned depth and intrinsics for the depth region stage, when the model
-        carries one and they are already here (else None, None). A depth frame that cannot be
+        carries one and they arrive within `depth_regions_wait` (else None, None). A depth frame that cannot be
         used sends the frame on without the stage, said as "bad_depth" (counted as
         `depth_regions_bad_depth`); the 3D outputs, which decode the same depth frame, count and
         log its problem once as bad input."""
         if self.depth is None or self.detector.depth_regions is None:
             return None, None, None
-        pair = self.depth.depth_for(stamp_ns(msg))
+        pair = self.depth.depth_for(stamp_ns(msg), self.depth_regions_wait)
         if pair is None:
             return None, None, None
         try:
@@ -303,7 +305,7 @@ class DetectorNode(Node):
                     updates["min_area"] = int(prm.value)
                 elif prm.name == "overlay_alpha":
                     updates["alpha"] = _number("overlay_alpha", prm.value)
-                elif prm.name in ("depth_sync_tolerance", "depth_wait"):
+                elif prm.name in ("depth_sync_tolerance", "depth_wait", "depth_regions_wait"):
                     updates[prm.name] = _number(prm.name, prm.value)
                 elif prm.name == "max_obstacle_points":
                     updates["max_points"] = int(prm.value)
@@ -316,6 +318,8 @@ class DetectorNode(Node):
                 self.alpha = value
             elif key in ("threshold", "min_area"):
                 setattr(self.detector, key, value)
+            elif key == "depth_regions_wait":
+                self.depth_regions_wait = value
             elif self.depth is not None:  # the 3D outputs' settings (without use_depth: unused)
                 if key == "depth_sync_tolerance":
                     self.depth.set_tolerance(value)

@@ -83,6 +83,10 @@ PARAMETERS: dict[str, tuple[Any, str, bool, Optional[tuple]]] = {
     "depth_wait": (1.0, "seconds a processed frame waits for its depth frame and a CameraInfo "
                    "(inference never waits: the 3D outputs are published when both are there); "
                    "a frame without them by then gets no 3D outputs and is counted", False, (0.0, 10.0)),
+    "depth_regions_wait": (0.05, "with a model that carries the depth region stage (`rgbd`): "
+                           "seconds the frame being processed waits for its depth frame and a "
+                           "CameraInfo that have not arrived yet (0: never; a frame without them "
+                           "goes on without the stage, counted)", False, (0.0, 0.5)),
     "depth_pending_frames": (15, "processed frames (mask + heatmap) kept waiting for their depth; "
                              "the oldest is given up (counted) when more wait", True, (1, 300)),
     "max_obstacle_points": (5000, "most points in one ~/obstacle_points cloud (evenly decimated)",

@@ -1,6 +1,7 @@
 """The node's 3D outputs (`use_depth`): processed frames paired with their depth, off the hot path.
 
-Inference never waits for depth. After a frame's 2D outputs are published, its mask, heatmap and
+Inference does not wait for depth (a model with the depth region stage waits at most
+`depth_regions_wait`, in `depth_for`). After a frame's 2D outputs are published, its mask, heatmap and
 header are handed to `DepthOutputs.add_frame`; depth frames come in through `add_depth` (executor
 thread) and CameraInfo through `add_camera_info`. The stamp synchroniser (runtime/stamp_sync.py)
 pairs a frame with its depth whichever comes first; a worker thread of its own turns each pair

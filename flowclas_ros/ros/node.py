@@ -11,7 +11,7 @@ when inference is slower than the camera; `input_queue: 1` always works on the n
 
 With `use_depth`, a processed frame's mask and heatmap are handed to the 3D outputs
 (ros/depth_outputs.py), which pair them with their depth by stamp on a thread of their own:
-inference never waits for depth, and a depth frame that arrives late still gets its cloud.
+inference does not wait for depth, and a depth frame that arrives late still gets its cloud.
 When the model carries the depth region stage (runtime/depth_regions.py), a frame being processed
 takes its depth and CameraInfo from that cache, waiting at most `depth_regions_wait` for them, and
 goes through the stage with them (the diagnostics count `depth_regions_<what it did>`; `no_depth`

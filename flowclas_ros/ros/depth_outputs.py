@@ -41,11 +41,14 @@ class ProcessedFrame:
     mask: np.ndarray
     heatmap: np.ndarray
     wanted: dict[str, Any]  # output key -> publisher, as subscribed when the frame was processed
+    # the depth (metres) and intrinsics the depth region stage already decoded for this frame:
+    # its 3D outputs use them instead of decoding the paired depth message again
+    depth: Optional[tuple[np.ndarray, CameraIntrinsics]] = None
 
 
 def _nbytes(item: Any) -> int:
     if isinstance(item, ProcessedFrame):
-        return item.mask.nbytes + item.heatmap.nbytes
+        return item.mask.nbytes + item.heatmap.nbytes + (item.depth[0].nbytes if item.depth else 0)
     return len(item.data)  # a depth Image
 
 
@@ -181,7 +184,7 @@ class DepthOutputs:
     def _publish(self, frame: ProcessedFrame, depth: Any, info: Any) -> None:
         t0 = time.monotonic()
         try:
-            depth_m, intrinsics = self.decode(depth, info)
+            depth_m, intrinsics = frame.depth if frame.depth is not None else self.decode(depth, info)
             wanted = frame.wanted
             points, markers = frame_obstacles(frame.mask, frame.heatmap, depth_m, intrinsics,
                                               self.max_points, points="points" in wanted,

@@ -244,7 +244,8 @@ class DetectorNode(Node):
         if "overlay" in wanted:
             wanted["overlay"].publish(array_to_image_msg(out.overlay, "bgr8", header))
         if wanted3d and self.depth is not None:
-            self.depth.add_frame(ProcessedFrame(header, det.mask, det.heatmap, wanted3d))
+            decoded = (depth_m, intrinsics) if depth_m is not None and intrinsics is not None else None
+            self.depth.add_frame(ProcessedFrame(header, det.mask, det.heatmap, wanted3d, decoded))
         age_ms = (self.get_clock().now().nanoseconds - stamp_ns(msg)) / 1e6
         self.stats.on_processed((time.monotonic() - received) * 1e3, age_ms, flagged_share(det.heatmap, self.detector.threshold))
 

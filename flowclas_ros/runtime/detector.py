@@ -146,10 +146,10 @@ class Detector:
         lift = lift_depth_regions(heat, depth_m, intrinsics, self.depth_regions)
         return lift.score, lift.reason
 
-    def heatmap(self, image: np.ndarray, encoding: str = "rgb8", depth_m: Optional[np.ndarray] = None,
-                intrinsics: Optional[CameraIntrinsics] = None) -> np.ndarray:
+    def heatmap(self, image: np.ndarray, encoding: str = "rgb8") -> np.ndarray:
+        """The frame's heatmap from colour alone (the depth region stage: `with_depth`)."""
         rgb = to_rgb8(image, encoding)
-        return self.with_depth(self.with_zoom(rgb, self.frame_heatmap(rgb)), depth_m, intrinsics)[0]
+        return self.with_zoom(rgb, self.frame_heatmap(rgb))
 
     def detect(self, image: np.ndarray, encoding: str = "rgb8", depth_m: Optional[np.ndarray] = None,
                intrinsics: Optional[CameraIntrinsics] = None) -> Detection:

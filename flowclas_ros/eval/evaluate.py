@@ -112,13 +112,15 @@ def read_eval_frame(frame: _EvalItem, with_label: bool = True) -> tuple[np.ndarr
     return rgb, label
 
 
-def read_eval_depth(frame: _EvalItem, shape: tuple[int, int]) -> Optional[np.ndarray]:
-    """The frame's aligned depth in metres (NaN = no reading), or None when it has none."""
+def read_eval_depth(frame: _EvalItem, shape: tuple[int, int], intrinsics: Any) -> Optional[np.ndarray]:
+    """The frame's aligned depth in metres (NaN = no reading) for the depth region stage, or None:
+    a frame without ``depth/{id}.png``, or a dataset without intrinsics (``camera_info.yaml``).
+    Evaluate and the fleet's dataset shards read depth through this."""
     from flowclas_ros.data.depth_files import read_depth_m
     from flowclas_ros.data.labels import Sample
 
     s = frame.sample
-    if isinstance(s, Sample) and s.depth_path is not None:
+    if intrinsics is not None and isinstance(s, Sample) and s.depth_path is not None:
         return read_depth_m(s.depth_path, shape)
     return None
 
@@ -172,10 +174,9 @@ def evaluate(data: Any, model_path: Optional[str | os.PathLike] = None,
                     component_threshold) as ev:
         for fr in _progress(frames, len(frames), "evaluate", progress):
             rgb, label = read_eval_frame(fr)
-            depth = read_eval_depth(fr, rgb.shape[:2]) if intrinsics is not None else None
+            depth = read_eval_depth(fr, rgb.shape[:2], intrinsics)
             t0 = time.perf_counter()
-            heat = det.heatmap(rgb, "rgb8")
-            heat, stage = det.with_depth(heat, depth, intrinsics)
+            heat, stage = det.with_depth(det.heatmap(rgb, "rgb8"), depth, intrinsics)
             ev.add(fr.id, heat, label, (time.perf_counter() - t0) * 1e3, rgb)
             depth_stage[stage] += 1
         result = ev.finish(desc, layout, progress, describe_ids=label_names(frames))

@@ -15,7 +15,7 @@ from typing import Any, Optional
 import numpy as np
 
 from flowclas_ros.runtime.images import ImageError
-from flowclas_ros.runtime.obstacles3d import CameraIntrinsics, DepthError, check_sizes, depth_from_fields
+from flowclas_ros.runtime.obstacles3d import CameraIntrinsics, DepthError, check_sizes, depth_and_intrinsics
 from flowclas_ros.runtime.pipeline import stamp_ns
 
 MAX_CACHED_DEPTH = 8  # depth messages that came before their image, newest kept
@@ -49,11 +49,8 @@ class ReplayDepth:
         msg = self._depth.pop(stamp, None)
         if msg is None or self._info is None:
             return None, None, "no_depth"
-        info = self._info
         try:
-            depth_m = depth_from_fields(msg.data, msg.height, msg.width, msg.encoding, msg.step,
-                                        bool(msg.is_bigendian), self.depth_scale)
-            intrinsics = CameraIntrinsics.from_k(info.k, info.width, info.height)
+            depth_m, intrinsics = depth_and_intrinsics(msg, self._info, self.depth_scale)
             check_sizes(depth_m, intrinsics, shape)
         except (DepthError, ImageError):
             return None, None, "bad_depth"

@@ -24,7 +24,12 @@ from flowclas_ros.ros.edge_guard import EdgeGuard
 from flowclas_ros.ros.messages import cloud_msg, marker_array_msg
 from flowclas_ros.ros.stats import NodeStats, Throttle
 from flowclas_ros.runtime.images import ImageError
-from flowclas_ros.runtime.obstacles3d import CameraIntrinsics, DepthError, depth_from_fields, frame_obstacles
+from flowclas_ros.runtime.obstacles3d import (
+    CameraIntrinsics,
+    DepthError,
+    depth_and_intrinsics,
+    frame_obstacles,
+)
 from flowclas_ros.runtime.pipeline import stamp_ns
 from flowclas_ros.runtime.stamp_sync import StampSync
 
@@ -114,9 +119,7 @@ class DepthOutputs:
 
     def decode(self, depth: Any, info: Any) -> tuple[np.ndarray, CameraIntrinsics]:
         """A depth Image and CameraInfo -> metres and intrinsics (DepthError / ImageError)."""
-        depth_m = depth_from_fields(depth.data, depth.height, depth.width, depth.encoding,
-                                    depth.step, bool(depth.is_bigendian), self.depth_scale)
-        return depth_m, CameraIntrinsics.from_k(info.k, info.width, info.height)
+        return depth_and_intrinsics(depth, info, self.depth_scale)
 
     def _counts(self) -> dict[str, int]:
         """The synchroniser's counts and the frames still waiting (lock held)."""

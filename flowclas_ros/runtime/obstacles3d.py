@@ -34,6 +34,7 @@ __all__ = [
     "camera_info_fields",
     "cloud_msg_fields",
     "cloud_points",
+    "depth_and_intrinsics",
     "depth_from_fields",
     "depth_to_metres",
     "frame_obstacles",
@@ -125,6 +126,15 @@ def depth_from_fields(data: ImageBytes, height: int, width: int, encoding: str, 
         depth_to_metres(np.zeros((1, 1)), encoding)  # raises the DepthError naming the encodings
     raw = image_from_fields(data, height, width, encoding, step, is_bigendian, unit_float=False)
     return depth_to_metres(raw, encoding, depth_scale)
+
+
+def depth_and_intrinsics(depth_msg: Any, info_msg: Any, depth_scale: float = 0.001
+                         ) -> tuple[np.ndarray, CameraIntrinsics]:
+    """A depth Image and a CameraInfo message (rclpy or rosbags: only their fields are read) ->
+    metres (NaN = no reading) and intrinsics; DepthError / ImageError for ones that cannot be used."""
+    depth_m = depth_from_fields(depth_msg.data, depth_msg.height, depth_msg.width, depth_msg.encoding,
+                                depth_msg.step, bool(depth_msg.is_bigendian), depth_scale)
+    return depth_m, CameraIntrinsics.from_k(info_msg.k, info_msg.width, info_msg.height)
 
 
 def check_sizes(depth: np.ndarray, intrinsics: CameraIntrinsics, shape: tuple[int, ...]) -> None:

@@ -119,7 +119,7 @@ def _score_dataset(shard: Shard, det: Any) -> tuple[dict, Any]:
     start = shard.frames[0] if shard.frames else 0
     for i, fr in enumerate(_dataset_frames(shard)):
         rgb, label = read_eval_frame(fr)
-        depth = read_eval_depth(fr, rgb.shape[:2]) if intrinsics is not None else None
+        depth = read_eval_depth(fr, rgb.shape[:2], intrinsics)
         t1 = time.perf_counter()
         heat, stage = det.with_depth(det.heatmap(rgb, "rgb8"), depth, intrinsics)
         depth_stage[stage] += 1
